@@ -1,1 +1,33 @@
-//! fleet-planner (skeleton).
+//! fleet-planner: the pure core of `fleet plan` and `fleet apply`.
+//!
+//! Given per host the desired system (evaluated and built locally, or why that failed) and the
+//! facts read from the host (or why it could not be reached), [`plan`] decides per host what apply
+//! will do: `install`, `update`, `unchanged` or `error`, which store paths to copy, a package diff
+//! of the closures and whether a reboot is needed. The [`Plan`] is plain serde data: rendered for
+//! humans with [`render`], saved as JSON with [`Plan::to_json`] and read back with
+//! [`Plan::from_json`]; [`check_still_valid`] tells apply whether a host drifted since.
+//!
+//! No I/O, no async, no printing. Host names and store paths are plain strings; the CLI maps its
+//! own types into [`HostInput`]. See `docs/plan.md` for the rules and the JSON format.
+//!
+//! # Layout
+//! - `input`: what the planner is given ([`HostInput`], [`DesiredHost`], [`RemoteState`]).
+//! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
+//! - `diff`: closure diffs from store path names ([`Diff`]).
+//! - `store_name`: Nix's `DrvName` rule, output suffixes, short store paths.
+//! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
+//! - `render`: the human view ([`render`], [`RenderOptions`]).
+
+mod diff;
+mod drift;
+mod input;
+mod plan;
+mod render;
+mod store_name;
+
+pub use diff::{Change, Diff, Pkg};
+pub use drift::{check_still_valid, Drift};
+pub use input::{BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState};
+pub use plan::{plan, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT};
+pub use render::{human_size, render, RenderOptions};
+pub use store_name::short_path;

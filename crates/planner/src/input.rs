@@ -1,0 +1,74 @@
+//! What the planner is given: per host the desired system (or why it could not be evaluated or
+//! built) and the facts read from the host (or why it could not be reached).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// One store path of a closure with the size of its NAR serialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosurePath {
+    /// Full store path, e.g. `/nix/store/<hash>-htop-3.3.0`.
+    pub path: String,
+    /// Size of the path's NAR in bytes (what `nix path-info --json` calls `narSize`).
+    pub nar_size: u64,
+}
+
+/// The store paths a system's `kernel`, `initrd` and `kernel-modules` links point to.
+///
+/// `None` means the system has no such link (a container) or it could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub modules: Option<String>,
+}
+
+/// The system fleet wants on a host, evaluated and built locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHost {
+    /// Host name as written in the inventory.
+    pub name: String,
+    /// Nix system double of the host, e.g. `aarch64-linux`.
+    pub system: String,
+    /// Store path of the NixOS system toplevel.
+    pub toplevel: String,
+    /// Store path of the deployment package (configuration, pinned nixpkgs, toplevel, `switch`).
+    pub package: String,
+    /// The whole closure of the deployment package, toplevel included, topologically sorted
+    /// (references before referrers).
+    pub closure: Vec<ClosurePath>,
+    /// Boot-relevant paths of the desired toplevel.
+    pub boot: BootSpec,
+}
+
+/// What the host told us about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteState {
+    /// Target of `/run/current-system`; `None` when the host runs no NixOS system yet.
+    pub current: Option<String>,
+    /// Target of `/run/booted-system`.
+    pub booted: Option<String>,
+    /// Number of the generation `/nix/var/nix/profiles/system` points to.
+    pub generation: Option<u64>,
+    /// Store paths of the current system's closure; empty when unknown.
+    pub current_closure: Vec<String>,
+    /// Boot-relevant paths of the current system.
+    pub current_boot: BootSpec,
+    /// Which paths of the desired closure the host already has.
+    pub present: BTreeSet<String>,
+}
+
+/// Facts about a host, or why it could not be reached.
+pub type HostFacts = Result<RemoteState, String>;
+
+/// Everything the planner needs to know about one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInput {
+    /// Host name as written in the inventory.
+    pub name: String,
+    /// The desired system, or why it could not be evaluated or built.
+    pub desired: Result<DesiredHost, String>,
+    /// The host's facts, or why it could not be reached.
+    pub facts: HostFacts,
+}

@@ -1,0 +1,216 @@
+//! The plan for humans: a summary line per host, then the package diffs, then the counts.
+
+use std::fmt::Write as _;
+
+use crate::plan::{Action, HostPlan, Plan};
+use crate::store_name::short_path;
+
+/// How to render a plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Use ANSI colours.
+    pub color: bool,
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+struct Painter {
+    color: bool,
+}
+
+impl Painter {
+    fn paint(&self, style: &str, text: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("{style}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// Bytes for humans, in binary units: `512 B`, `12.0 KiB`, `34.5 MiB`, `1.2 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn action_style(action: Action) -> &'static str {
+    match action {
+        Action::Install => GREEN,
+        Action::Update => YELLOW,
+        Action::Unchanged => DIM,
+        Action::Error => RED,
+    }
+}
+
+fn summary(host: &HostPlan, p: &Painter) -> String {
+    let short = |path: &Option<String>| path.as_deref().map(short_path).unwrap_or_default();
+    let mut parts: Vec<String> = Vec::new();
+    match host.action {
+        Action::Error => {
+            let message = host.error.as_deref().unwrap_or("error");
+            parts.push(p.paint(RED, message.lines().next().unwrap_or_default()));
+        }
+        Action::Unchanged => parts.push(short(&host.current)),
+        Action::Install => parts.push(short(&host.target)),
+        Action::Update if !host.activate => {
+            parts.push(format!("{} (deployment package only)", short(&host.target)));
+        }
+        Action::Update => {
+            parts.push(format!(
+                "{} → {}",
+                short(&host.current),
+                short(&host.target)
+            ));
+        }
+    }
+    if matches!(host.action, Action::Install | Action::Update) {
+        if host.copy.paths.is_empty() {
+            parts.push("copy nothing".to_owned());
+        } else {
+            parts.push(format!(
+                "copy {}, {}",
+                plural(host.copy.paths.len(), "path", "paths"),
+                human_size(host.copy.bytes)
+            ));
+        }
+    }
+    if host.reboot {
+        let which: Vec<&str> = host.reboot_parts.iter().map(|b| b.as_str()).collect();
+        parts.push(p.paint(BOLD, &format!("reboot ({})", which.join(", "))));
+    }
+    parts.join("  ")
+}
+
+fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
+    let mut lines = Vec::new();
+    match host.action {
+        Action::Error => {
+            let message = host.error.as_deref().unwrap_or_default();
+            if message.lines().count() > 1 {
+                lines.extend(message.lines().map(|l| format!("  {l}")));
+            }
+        }
+        Action::Update if host.activate && !host.diff.compared => {
+            lines.push("  (no package diff: the current system's closure is unknown)".to_owned());
+        }
+        _ => {
+            let d = &host.diff;
+            let with_version = |name: &str, version: &str| {
+                if version.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{name} {version}")
+                }
+            };
+            for pkg in &d.added {
+                lines.push(format!(
+                    "  {} {}",
+                    p.paint(GREEN, "+"),
+                    with_version(&pkg.name, &pkg.version)
+                ));
+            }
+            for pkg in &d.removed {
+                lines.push(format!(
+                    "  {} {}",
+                    p.paint(RED, "-"),
+                    with_version(&pkg.name, &pkg.version)
+                ));
+            }
+            for c in &d.changed {
+                lines.push(format!(
+                    "  {} {} {} → {}",
+                    p.paint(YELLOW, "~"),
+                    c.name,
+                    c.from,
+                    c.to
+                ));
+            }
+            if d.rebuilt > 0 {
+                lines.push(p.paint(
+                    DIM,
+                    &format!(
+                        "  {} rebuilt with the same version",
+                        plural(d.rebuilt, "package", "packages")
+                    ),
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Render a plan for a terminal or a log: one summary line per host (name, action, systems, what
+/// is copied, whether a reboot is needed), then per host its package diff, then the counts.
+pub fn render(plan: &Plan, opts: RenderOptions) -> String {
+    let p = Painter { color: opts.color };
+    let name_width = plan
+        .hosts
+        .iter()
+        .map(|h| h.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let action_width = "unchanged".len();
+    let mut out = String::new();
+    for host in &plan.hosts {
+        let pad_name = name_width - host.name.chars().count();
+        let action = host.action.as_str();
+        let pad_action = action_width - action.len();
+        let line = format!(
+            "{}{}  {}{}  {}",
+            p.paint(BOLD, &host.name),
+            " ".repeat(pad_name),
+            p.paint(action_style(host.action), action),
+            " ".repeat(pad_action),
+            summary(host, &p)
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    for host in &plan.hosts {
+        let lines = details(host, &p);
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}:", p.paint(BOLD, &host.name));
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if !plan.hosts.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", plan.counts());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(36_175_872), "34.5 MiB");
+        assert_eq!(human_size(1_288_490_189), "1.2 GiB");
+    }
+}
