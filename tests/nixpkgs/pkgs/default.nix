@@ -1,0 +1,93 @@
+# Package set of the stand-in. Every package is its own store path named
+# `<pname>-<version>`, so closure diffs between configurations mean something.
+{ system
+, crossSystem ? null
+, versions ? { }
+, bench ? { }
+}:
+let
+  lib = import ../lib;
+  isCross = crossSystem != null && crossSystem != system;
+  hostPlatform = if isCross then crossSystem else system;
+
+  # Attributes common to every derivation. A cross build runs on `system` (the build
+  # platform) and records the host platform, which changes every derivation hash.
+  common = {
+    inherit system;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    inherit hostPlatform;
+  } // (if isCross then { crossSystem = crossSystem; } else { });
+
+  version = pname: default: versions.${pname} or default;
+
+  mkPackage = { pname, defaultVersion, deps ? [ ] }:
+    derivation (common // {
+      name = "${pname}-${version pname defaultVersion}";
+      inherit pname deps;
+      version = version pname defaultVersion;
+      args = [ ./builders/package.sh ];
+    });
+
+  kernelImage = if hostPlatform == "aarch64-linux" then "Image" else "bzImage";
+
+  mkKernel = kernelVersion: rec {
+    kernel = derivation (common // {
+      name = "linux-${kernelVersion}";
+      version = kernelVersion;
+      image = kernelImage;
+      args = [ ./builders/kernel.sh ];
+    });
+    modules = derivation (common // {
+      name = "linux-${kernelVersion}-modules";
+      version = kernelVersion;
+      inherit kernel;
+      args = [ ./builders/modules.sh ];
+    });
+    initrd = derivation (common // {
+      name = "initrd-linux-${kernelVersion}";
+      version = kernelVersion;
+      inherit modules;
+      args = [ ./builders/initrd.sh ];
+    });
+  };
+
+  # `paths` blobs made of real shared libraries of the deployer (totalMB in all).
+  # Built with genList (not recursion): see NOTES.md.
+  benchBlobs = { paths ? 200, totalMB ? 150, seed ? "0", libDir ? "/usr/lib/x86_64-linux-gnu" }:
+    builtins.genList
+      (i: derivation (common // {
+        name = "bench-blob-${toString i}-${toString seed}";
+        index = i;
+        inherit seed libDir;
+        bytes = (totalMB * 1024 * 1024) / paths;
+        args = [ ./builders/blob.sh ];
+      }))
+      paths;
+
+  pkgs = rec {
+    inherit lib system hostPlatform isCross mkPackage mkKernel benchBlobs;
+    path = ../.;
+
+    bash = mkPackage { pname = "bash"; defaultVersion = "5.2.26"; };
+    coreutils = mkPackage { pname = "coreutils"; defaultVersion = "9.5"; };
+    gzip = mkPackage { pname = "gzip"; defaultVersion = "1.13"; };
+    xz = mkPackage { pname = "xz"; defaultVersion = "5.4.6"; };
+    zstd = mkPackage { pname = "zstd"; defaultVersion = "1.5.6"; };
+    systemd = mkPackage { pname = "systemd"; defaultVersion = "255.4"; deps = [ bash ]; };
+    openssl = mkPackage { pname = "openssl"; defaultVersion = "3.0.13"; };
+    openssh = mkPackage { pname = "openssh"; defaultVersion = "9.7p1"; deps = [ openssl ]; };
+    curl = mkPackage { pname = "curl"; defaultVersion = "8.7.1"; deps = [ openssl ]; };
+    git = mkPackage { pname = "git"; defaultVersion = "2.44.0"; deps = [ curl openssl ]; };
+    htop = mkPackage { pname = "htop"; defaultVersion = "3.3.0"; };
+    nano = mkPackage { pname = "nano"; defaultVersion = "7.2"; };
+    vim = mkPackage { pname = "vim"; defaultVersion = "9.1.0083"; };
+    tmux = mkPackage { pname = "tmux"; defaultVersion = "3.4"; };
+    jq = mkPackage { pname = "jq"; defaultVersion = "1.7.1"; };
+    ripgrep = mkPackage { pname = "ripgrep"; defaultVersion = "14.1.0"; };
+
+    # What every system gets (like environment.corePackages in NixOS).
+    corePackages = [ bash coreutils gzip xz zstd systemd openssh ];
+  };
+in
+pkgs
