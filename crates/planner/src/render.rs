@@ -145,13 +145,11 @@ fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
                 ));
             }
             if d.rebuilt > 0 {
-                lines.push(p.paint(
-                    DIM,
-                    &format!(
-                        "  {} rebuilt with the same version",
-                        plural(d.rebuilt, "package", "packages")
-                    ),
-                ));
+                let text = format!(
+                    "{} rebuilt with the same version",
+                    plural(d.rebuilt, "package", "packages")
+                );
+                lines.push(format!("  {}", p.paint(DIM, &text)));
             }
         }
     }
