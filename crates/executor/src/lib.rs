@@ -1,1 +1,28 @@
-//! fleet-executor (skeleton).
+//! fleet-executor: all remote I/O. Native SSH (russh) with one connection per host carrying
+//! many channels, strict host keys, agent/key-file auth, `~/.ssh/config`; privilege via sudo
+//! with the password asked at most once per run; fan-out over hosts with a bound, a
+//! cancellation token and typed events. The library never prints.
+//!
+//! Layout:
+//! - [`ssh`]: [`Connector`] (per run) → [`Connection`] (per host) → `exec` / `spawn`.
+//! - [`sudo`]: [`Privilege`], [`SudoPassword`], [`SudoPasswordSource`].
+//! - [`quote`]: POSIX quoting for every argument put in a remote command line.
+//! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
+
+pub mod fanout;
+pub mod quote;
+pub mod ssh;
+pub mod sudo;
+
+pub use fanout::{
+    run_hosts, Cancelled, Event, EventKind, EventSink, HostCtx, HostEvents, HostOutcome, LogStream,
+    Phase,
+};
+pub use quote::{command_line, quote};
+pub use ssh::error::{AuthAttempt, ConnectError, ExecError, HostKeyError};
+pub use ssh::{
+    ConnectOptions, Connection, Connector, ExitInfo, NoPassphrase, Output, PassphraseFuture,
+    PassphrasePrompt, RemoteProcess, RemoteStdin, RemoteStdout, Resolved, SshTarget, Stdin,
+};
+pub use sudo::{Privilege, SudoPassword, SudoPasswordSource, SudoSourceError};
+pub use tokio_util::sync::CancellationToken;

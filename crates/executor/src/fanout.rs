@@ -1,0 +1,380 @@
+//! Fan-out over hosts: one tokio task per host, at most `parallel` at once, one cancellation
+//! token for the run, typed [`Event`]s into a bounded channel the CLI drains.
+//!
+//! A failed send (the receiver is gone) means the run is being torn down: the run's token is
+//! cancelled and host tasks see it; nothing panics.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// What a host is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Queued,
+    Connecting,
+    Connected,
+    GatheringFacts,
+    Copying,
+    SettingProfile,
+    Activating,
+    Confirming,
+    RollingBack,
+    Running,
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// fleet's own remark about this host.
+    Fleet,
+}
+
+/// How a host ended. A failed host is a value, never a panic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HostOutcome {
+    /// Already running the wanted system.
+    Unchanged,
+    /// Switched to the new system.
+    Applied,
+    /// Activation failed or was not confirmed; the previous generation is back.
+    RolledBack {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not attempted (cancelled, or excluded).
+    Skipped {
+        reason: String,
+    },
+    /// A simple command or a reachability check succeeded.
+    Ok,
+}
+
+impl HostOutcome {
+    /// `Unchanged`, `Applied` and `Ok` count as success.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            HostOutcome::Unchanged | HostOutcome::Applied | HostOutcome::Ok
+        )
+    }
+
+    /// `Failed` from any error, with its `source()` chain joined by ": ".
+    pub fn failed(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut msg = err.to_string();
+        let mut src = err.source();
+        while let Some(s) = src {
+            let t = s.to_string();
+            if !msg.contains(&t) {
+                msg.push_str(": ");
+                msg.push_str(&t);
+            }
+            src = s.source();
+        }
+        HostOutcome::Failed { error: msg }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventKind {
+    Phase {
+        phase: Phase,
+    },
+    Progress {
+        done_bytes: u64,
+        total_bytes: u64,
+        done_paths: u64,
+        total_paths: u64,
+    },
+    Log {
+        stream: LogStream,
+        line: String,
+    },
+    Outcome {
+        outcome: HostOutcome,
+    },
+}
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub host: String,
+    /// Since the start of the run.
+    #[serde(serialize_with = "ser_duration_ms", rename = "at_ms")]
+    pub at: Duration,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn ser_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Where events go: a bounded channel the CLI drains.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: Option<mpsc::Sender<Event>>,
+}
+
+impl EventSink {
+    /// A sink and the receiver to drain.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (EventSink { tx: Some(tx) }, rx)
+    }
+
+    /// Drops every event (tests, scripts that only want outcomes).
+    pub fn discard() -> Self {
+        EventSink { tx: None }
+    }
+}
+
+/// A host's handle on the run's event stream.
+#[derive(Debug, Clone)]
+pub struct HostEvents {
+    host: String,
+    start: Instant,
+    sink: EventSink,
+    cancel: CancellationToken,
+}
+
+/// The receiver is gone: the run is being cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the run was cancelled")]
+pub struct Cancelled;
+
+impl HostEvents {
+    /// Sends an event; waits while the channel is full. A closed channel cancels the run.
+    pub async fn emit(&self, kind: EventKind) -> Result<(), Cancelled> {
+        let Some(tx) = &self.sink.tx else {
+            return Ok(());
+        };
+        let ev = Event {
+            host: self.host.clone(),
+            at: self.start.elapsed(),
+            kind,
+        };
+        tx.send(ev).await.map_err(|_| {
+            self.cancel.cancel();
+            Cancelled
+        })
+    }
+
+    pub async fn phase(&self, phase: Phase) -> Result<(), Cancelled> {
+        self.emit(EventKind::Phase { phase }).await
+    }
+
+    pub async fn log(&self, stream: LogStream, line: impl Into<String>) -> Result<(), Cancelled> {
+        self.emit(EventKind::Log {
+            stream,
+            line: line.into(),
+        })
+        .await
+    }
+
+    pub async fn progress(
+        &self,
+        done_bytes: u64,
+        total_bytes: u64,
+        done_paths: u64,
+        total_paths: u64,
+    ) -> Result<(), Cancelled> {
+        self.emit(EventKind::Progress {
+            done_bytes,
+            total_bytes,
+            done_paths,
+            total_paths,
+        })
+        .await
+    }
+}
+
+/// What a host task gets.
+#[derive(Debug)]
+pub struct HostCtx<T> {
+    /// The host's name (as given to [`run_hosts`]).
+    pub name: String,
+    /// The caller's per-host data.
+    pub host: T,
+    /// The run's token (a child token per host would hide a run-wide cancel; this is the same).
+    pub cancel: CancellationToken,
+    pub events: HostEvents,
+}
+
+/// Runs `f` for every host, at most `parallel` at once (0 is treated as 1), and returns the
+/// outcomes in input order. Every host gets exactly one `Outcome` event. Hosts not started
+/// when `cancel` fires end [`HostOutcome::Skipped`]; a panicking host task ends `Failed`.
+pub async fn run_hosts<T, F, Fut>(
+    hosts: impl IntoIterator<Item = (String, T)>,
+    parallel: usize,
+    cancel: CancellationToken,
+    sink: EventSink,
+    f: F,
+) -> Vec<(String, HostOutcome)>
+where
+    T: Send + 'static,
+    F: Fn(HostCtx<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HostOutcome> + Send + 'static,
+{
+    let start = Instant::now();
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let f = Arc::new(f);
+    let mut tasks = Vec::new();
+    for (name, host) in hosts {
+        let events = HostEvents {
+            host: name.clone(),
+            start,
+            sink: sink.clone(),
+            cancel: cancel.clone(),
+        };
+        let (sem, f, cancel) = (sem.clone(), f.clone(), cancel.clone());
+        let task_name = name.clone();
+        let task = tokio::spawn(async move {
+            let _ = events.phase(Phase::Queued).await;
+            let permit = tokio::select! {
+                p = sem.acquire_owned() => p.ok(),
+                () = cancel.cancelled() => None,
+            };
+            let outcome = match permit {
+                None => HostOutcome::Skipped {
+                    reason: "cancelled before start".into(),
+                },
+                Some(_permit) if cancel.is_cancelled() => HostOutcome::Skipped {
+                    reason: "cancelled before start".into(),
+                },
+                Some(_permit) => {
+                    let ctx = HostCtx {
+                        name: task_name,
+                        host,
+                        cancel: cancel.clone(),
+                        events: events.clone(),
+                    };
+                    // Run in its own task so a panic becomes a value.
+                    match tokio::spawn(f(ctx)).await {
+                        Ok(o) => o,
+                        Err(e) => HostOutcome::Failed {
+                            error: if e.is_panic() {
+                                "internal error: the host task panicked".into()
+                            } else {
+                                "the host task was aborted".into()
+                            },
+                        },
+                    }
+                }
+            };
+            let _ = events
+                .emit(EventKind::Outcome {
+                    outcome: outcome.clone(),
+                })
+                .await;
+            outcome
+        });
+        tasks.push((name, task));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for (name, task) in tasks {
+        let outcome = task.await.unwrap_or_else(|_| HostOutcome::Failed {
+            error: "internal error: the host task panicked".into(),
+        });
+        out.push((name, outcome));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn bounded_ordered_and_panic_safe() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (sink, mut rx) = EventSink::channel(4);
+        let drain = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(ev) = rx.recv().await {
+                serde_json::to_string(&ev).unwrap();
+                n += 1;
+            }
+            n
+        });
+        let hosts = (0..10).map(|i| (format!("h{i}"), i));
+        let (r2, p2) = (running.clone(), peak.clone());
+        let out = run_hosts(hosts, 3, CancellationToken::new(), sink, move |ctx| {
+            let (r, p) = (r2.clone(), p2.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                ctx.events.phase(Phase::Running).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                if ctx.host == 7 {
+                    panic!("boom");
+                }
+                HostOutcome::Ok
+            }
+        })
+        .await;
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert_eq!(out.len(), 10);
+        assert_eq!(out[3].0, "h3");
+        assert!(matches!(out[7].1, HostOutcome::Failed { .. }));
+        assert_eq!(out.iter().filter(|o| o.1.is_success()).count(), 9);
+        assert_eq!(drain.await.unwrap(), 30);
+    }
+
+    #[tokio::test]
+    async fn dropped_receiver_cancels_instead_of_panicking() {
+        let (sink, rx) = EventSink::channel(1);
+        drop(rx);
+        let cancel = CancellationToken::new();
+        let out = run_hosts(
+            (0..5).map(|i| (format!("h{i}"), ())),
+            1,
+            cancel.clone(),
+            sink,
+            |ctx| async move {
+                if ctx.events.phase(Phase::Running).await.is_err() {
+                    return HostOutcome::Skipped {
+                        reason: "cancelled".into(),
+                    };
+                }
+                HostOutcome::Ok
+            },
+        )
+        .await;
+        assert!(cancel.is_cancelled());
+        assert!(out
+            .iter()
+            .all(|(_, o)| matches!(o, HostOutcome::Skipped { .. })));
+    }
+
+    #[test]
+    fn event_json_shape() {
+        let ev = Event {
+            host: "web1".into(),
+            at: Duration::from_millis(1500),
+            kind: EventKind::Outcome {
+                outcome: HostOutcome::Failed { error: "x".into() },
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"host":"web1","at_ms":1500,"type":"outcome","outcome":{"kind":"failed","error":"x"}}"#
+        );
+    }
+}
