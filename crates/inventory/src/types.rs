@@ -1,0 +1,298 @@
+//! The typed inventory: what a valid `fleet.toml` means once defaults are applied.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use camino::Utf8PathBuf;
+use serde::{Deserialize, Serialize};
+
+/// A parsed, validated `fleet.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Pinned nixpkgs sources, by name.
+    pub pins: BTreeMap<String, Pin>,
+    /// Hosts in the order they appear in the file.
+    pub hosts: Vec<Host>,
+}
+
+impl Inventory {
+    /// The host called `name`, if there is one.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name.as_str() == name)
+    }
+
+    /// All tags used by any host, sorted, without duplicates.
+    pub fn tags(&self) -> Vec<&str> {
+        let mut tags: Vec<&str> = self
+            .hosts
+            .iter()
+            .flat_map(|h| h.tags.iter().map(String::as_str))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags
+    }
+}
+
+/// A pinned nixpkgs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub name: String,
+    pub source: PinSource,
+}
+
+/// Where a pin's nixpkgs comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PinSource {
+    /// A tarball fetched with `builtins.fetchTarball { url; sha256; }`.
+    Tarball { url: String, sha256: String },
+    /// A local checkout; absolute (the file's directory joined with what was written).
+    Path(Utf8PathBuf),
+}
+
+/// One machine, with every setting resolved (host value, else `[defaults]`, else built-in default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Host {
+    pub name: HostName,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    pub system: System,
+    pub pin: String,
+    /// Absolute path of the host's `configuration.nix`.
+    pub config: Utf8PathBuf,
+    pub tags: Vec<String>,
+    pub sudo: SudoMode,
+    pub build: BuildMode,
+    /// Pinned host key, normalised to `<type> <base64>` (no comment).
+    pub host_key: Option<String>,
+    pub identity_file: Option<Utf8PathBuf>,
+    pub known_hosts: Option<Utf8PathBuf>,
+    /// How long `fleet apply` waits for the host to confirm before rolling back.
+    #[serde(with = "duration_secs")]
+    pub confirm_timeout: Duration,
+}
+
+/// How fleet gains root on a host whose `user` is not root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SudoMode {
+    /// No sudo: the user is root.
+    None,
+    /// `sudo -n`: the user may run sudo without a password.
+    Passwordless,
+    /// `sudo -S`: fleet asks for the password once and feeds it on stdin.
+    Password,
+}
+
+impl SudoMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SudoMode::None => "none",
+            SudoMode::Passwordless => "passwordless",
+            SudoMode::Password => "password",
+        }
+    }
+}
+
+/// How a host's system is built on the deployer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildMode {
+    /// Built for the host's system natively, or emulated (binfmt) or on a remote builder.
+    Local,
+    /// Cross-compiled from the deployer's system.
+    Cross,
+}
+
+impl BuildMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildMode::Local => "local",
+            BuildMode::Cross => "cross",
+        }
+    }
+}
+
+/// A host name: a DNS label (`[a-zA-Z0-9-]`, 1 to 63 characters, no leading or trailing `-`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostName(String);
+
+impl HostName {
+    /// Checks `name` against the DNS label rules.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
+        let name = name.into();
+        match host_name_problem(&name) {
+            Some(reason) => Err(InvalidName { name, reason }),
+            None => Ok(HostName(name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why `name` is not a DNS label, if it is not one.
+pub(crate) fn host_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("a host name cannot be empty")
+    } else if name.len() > 63 {
+        Some("a host name is at most 63 characters long")
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Some("a host name may only contain letters, digits and `-`")
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Some("a host name cannot start or end with `-`")
+    } else {
+        None
+    }
+}
+
+/// A value that is not a valid [`HostName`] or [`System`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name `{name}`: {reason}")]
+pub struct InvalidName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl TryFrom<String> for HostName {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        HostName::new(s)
+    }
+}
+
+impl From<HostName> for String {
+    fn from(n: HostName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The Nix system doubles of Linux hosts (nixpkgs `lib.systems.doubles.linux`).
+pub const LINUX_SYSTEMS: &[&str] = &[
+    "aarch64-linux",
+    "armv5tel-linux",
+    "armv6l-linux",
+    "armv7a-linux",
+    "armv7l-linux",
+    "i686-linux",
+    "loongarch64-linux",
+    "m68k-linux",
+    "microblaze-linux",
+    "microblazeel-linux",
+    "mips-linux",
+    "mips64-linux",
+    "mips64el-linux",
+    "mipsel-linux",
+    "powerpc-linux",
+    "powerpc64-linux",
+    "powerpc64le-linux",
+    "riscv32-linux",
+    "riscv64-linux",
+    "s390-linux",
+    "s390x-linux",
+    "x86_64-linux",
+];
+
+/// A Nix system double of a Linux host, e.g. `aarch64-linux`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct System(String);
+
+impl System {
+    /// Checks `system` against [`LINUX_SYSTEMS`].
+    pub fn new(system: impl Into<String>) -> Result<Self, InvalidName> {
+        let system = system.into();
+        if LINUX_SYSTEMS.contains(&system.as_str()) {
+            Ok(System(system))
+        } else {
+            Err(InvalidName {
+                name: system,
+                reason: "not a Nix system double of Linux",
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for System {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        System::new(s)
+    }
+}
+
+impl From<System> for String {
+    fn from(s: System) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `Duration` as whole seconds in serialised form (`"confirm-timeout": 30`).
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_follow_dns_label_rules() {
+        assert!(HostName::new("pi1").is_ok());
+        assert!(HostName::new("web-01").is_ok());
+        assert!(HostName::new("a".repeat(63)).is_ok());
+        assert!(HostName::new("a".repeat(64)).is_err());
+        assert!(HostName::new("").is_err());
+        assert!(HostName::new("-pi").is_err());
+        assert!(HostName::new("pi-").is_err());
+        assert!(HostName::new("pi_1").is_err());
+        assert!(HostName::new("pi.lan").is_err());
+    }
+
+    #[test]
+    fn systems_are_linux_doubles() {
+        assert_eq!(
+            System::new("aarch64-linux").unwrap().as_str(),
+            "aarch64-linux"
+        );
+        assert!(System::new("aarch64-darwin").is_err());
+        assert!(System::new("arm64-linux").is_err());
+    }
+
+    #[test]
+    fn host_names_deserialize_checked() {
+        let ok: Result<HostName, _> = serde_json::from_str("\"pi1\"");
+        assert!(ok.is_ok());
+    }
+}
