@@ -13,5 +13,7 @@ tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
     --exclude='./nixpkgs/result*' \
     -C "$(dirname "$here")" -cf - "$(basename "$here")" | gzip -n -9 > "$out.tmp"
 mv -f "$out.tmp" "$out"
-sha256="$(NIX_CONFIG="${NIX_CONFIG:-substituters =}" nix-prefetch-url --unpack "file://$out" 2>/dev/null)"
-printf 'url = "file://%s"\nsha256 = "%s"\n' "$out" "$sha256"
+# A URL: '%' and spaces percent-encoded (enough for temporary folders with spaces).
+url="file://$(printf '%s' "$out" | sed -e 's/%/%25/g' -e 's/ /%20/g')"
+sha256="$(NIX_CONFIG="${NIX_CONFIG:-substituters =}" nix-prefetch-url --unpack "$url")"
+printf 'url = "%s"\nsha256 = "%s"\n' "$url" "$sha256"

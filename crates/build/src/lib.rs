@@ -1,1 +1,245 @@
-//! fleet-build (skeleton).
+//! fleet-build: evaluate and build NixOS hosts on this machine, the way `nixos-rebuild` does,
+//! from an expression fleet generates.
+//!
+//! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` (many hosts per Nix
+//! process), plus a **deployment package** derivation (configuration folder, `nixpkgs` and
+//! `system` links, a `switch` script, a README) that depends only on configuration, pin and
+//! system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
+//! host's package gets a GC root at `<fleet_dir>/.fleet/gcroots/<host>`. A failed host is a
+//! value: one host's evaluation or build error never hides the others.
+//!
+//! The library never prints; progress goes to [`BuildOptions::on_event`].
+//!
+//! # Layout
+//! - [`spec`]: inputs ([`HostBuildSpec`], [`PinSpec`], [`BuildOptions`]) and outputs
+//!   ([`BuiltHost`], [`BootSpec`]), progress [`BuildEvent`]s.
+//! - [`capability`]: can this machine build a system (native, `extra-platforms`, `builders`)?
+//! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
+//! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
+//! - `realise`: the one build, per-host failures, GC roots.
+//! - [`error`]: [`BuildError`], [`CannotBuild`].
+
+pub mod capability;
+pub mod error;
+mod eval;
+mod expr;
+mod nix;
+mod realise;
+pub mod spec;
+
+use std::collections::BTreeSet;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+pub use capability::{check_can_build, NixCapabilities};
+pub use error::{BuildError, CannotBuild};
+pub use spec::{BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, HostBuildSpec, PinSpec};
+
+/// Evaluate and build `specs`. Returns one result per spec, in the same order.
+pub async fn evaluate_and_build(
+    specs: &[HostBuildSpec],
+    opts: &BuildOptions,
+) -> Vec<(String, Result<BuiltHost, BuildError>)> {
+    let mut results: Vec<Option<Result<BuiltHost, BuildError>>> =
+        specs.iter().map(|_| None).collect();
+
+    // 1. Resolve paths, check the systems.
+    let caps = if specs.iter().any(|s| !s.cross) {
+        Some(NixCapabilities::query(&opts.nix_env).await)
+    } else {
+        None
+    };
+    let mut to_eval = Vec::new();
+    let mut eval_index = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let checked = resolve(spec).and_then(|host| {
+            if !spec.cross {
+                match &caps {
+                    Some(Ok(caps)) => caps.check(&spec.system)?,
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => {}
+                }
+            }
+            Ok(host)
+        });
+        match checked {
+            Ok(host) => {
+                to_eval.push((spec.name.clone(), host));
+                eval_index.push(i);
+            }
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+
+    // 2. Evaluate.
+    let evaluated = eval::evaluate(to_eval, opts).await;
+    let mut ok = Vec::new(); // (spec index, Evaluated)
+    for (i, r) in eval_index.into_iter().zip(evaluated) {
+        match r {
+            Ok(ev) => ok.push((i, ev)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+
+    // 3. Build the union in one realise.
+    if !ok.is_empty() {
+        let build_results = build(specs, &ok, opts).await;
+        for ((i, _), r) in ok.iter().zip(build_results) {
+            results[*i] = Some(r);
+        }
+    }
+
+    specs
+        .iter()
+        .zip(results)
+        .map(|(spec, r)| {
+            let r = r.unwrap_or_else(|| {
+                Err(BuildError::Output {
+                    command: "fleet-build".into(),
+                    detail: "host was not processed".into(),
+                })
+            });
+            (spec.name.clone(), r)
+        })
+        .collect()
+}
+
+fn absolute(p: &Utf8Path) -> Result<Utf8PathBuf, BuildError> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    let cwd = std::env::current_dir().map_err(|e| BuildError::Io {
+        action: "reading the current directory for",
+        path: p.to_string(),
+        source: e.into(),
+    })?;
+    let cwd = Utf8PathBuf::from_path_buf(cwd).map_err(|p| BuildError::InvalidSpec {
+        reason: format!("current directory {} is not UTF-8", p.display()),
+    })?;
+    Ok(cwd.join(p))
+}
+
+fn resolve(spec: &HostBuildSpec) -> Result<expr::ExprHost, BuildError> {
+    let config = absolute(&spec.config)?;
+    if !config.is_file() {
+        return Err(BuildError::InvalidSpec {
+            reason: format!("configuration file {config} does not exist"),
+        });
+    }
+    let pin = match &spec.pin {
+        PinSpec::Path(p) => {
+            let p = absolute(p)?;
+            if !p.join("nixos").exists() {
+                return Err(BuildError::InvalidSpec {
+                    reason: format!("nixpkgs path {p} has no nixos/ folder"),
+                });
+            }
+            PinSpec::Path(p)
+        }
+        t @ PinSpec::Tarball { .. } => t.clone(),
+    };
+    Ok(expr::ExprHost {
+        system: spec.system.clone(),
+        pin,
+        config,
+        cross: spec.cross,
+    })
+}
+
+async fn build(
+    specs: &[HostBuildSpec],
+    ok: &[(usize, eval::Evaluated)],
+    opts: &BuildOptions,
+) -> Vec<Result<BuiltHost, BuildError>> {
+    let hosts: Vec<String> = ok.iter().map(|(i, _)| specs[*i].name.clone()).collect();
+    let mut drvs: Vec<String> = ok.iter().map(|(_, e)| e.package.clone()).collect();
+    drvs.sort();
+    drvs.dedup();
+    let roots_dir = opts.fleet_dir.join(".fleet").join("gcroots");
+    let temp_dir = roots_dir.join(format!(".building-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&temp_dir) {
+        let err = BuildError::Io {
+            action: "creating",
+            path: temp_dir.to_string(),
+            source: e.into(),
+        };
+        return ok.iter().map(|_| Err(err.clone())).collect();
+    }
+
+    opts.emit(BuildEvent::BuildStarted {
+        hosts: hosts.clone(),
+    });
+    let realised = realise::realise(&drvs, &temp_dir.join("build"), opts).await;
+    let (results, built) = match realised {
+        Err(e) => (ok.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
+        Ok(realised) => {
+            let results = after_realise(specs, ok, &realised, &roots_dir, opts).await;
+            (results, realised.built)
+        }
+    };
+    let _ = std::fs::remove_dir_all(&temp_dir);
+    let failed_hosts = hosts
+        .iter()
+        .zip(&results)
+        .filter(|(_, r): &(_, &Result<BuiltHost, BuildError>)| r.is_err())
+        .map(|(h, _)| h.clone())
+        .collect();
+    opts.emit(BuildEvent::BuildFinished {
+        built,
+        failed_hosts,
+    });
+    results
+}
+
+async fn after_realise(
+    specs: &[HostBuildSpec],
+    ok: &[(usize, eval::Evaluated)],
+    realised: &realise::Realised,
+    roots_dir: &Utf8Path,
+    opts: &BuildOptions,
+) -> Vec<Result<BuiltHost, BuildError>> {
+    let outs: Vec<String> = ok.iter().map(|(_, e)| e.package_out.clone()).collect();
+    let invalid = match realise::invalid_paths(&outs, opts).await {
+        Ok(set) => set,
+        Err(e) => return ok.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut results = Vec::with_capacity(ok.len());
+    for (i, ev) in ok {
+        let name = &specs[*i].name;
+        if invalid.contains(&ev.package_out) {
+            let closure = realise::drv_closure(&ev.package, opts)
+                .await
+                .unwrap_or_else(|_| BTreeSet::from([ev.package.clone()]));
+            results.push(Err(
+                realise::host_build_error(&closure, realised, opts).await
+            ));
+            continue;
+        }
+        let root = roots_dir.join(realise::root_name(name));
+        let r = realise::add_root(&ev.package_out, &root, opts)
+            .await
+            .map(|()| BuiltHost {
+                toplevel: ev.toplevel_out.clone(),
+                package: ev.package_out.clone(),
+                toplevel_drv: ev.toplevel.clone(),
+                package_drv: ev.package.clone(),
+                gc_root: root,
+                boot: boot_spec(&ev.toplevel_out),
+            });
+        results.push(r);
+    }
+    results
+}
+
+fn boot_spec(toplevel: &str) -> BootSpec {
+    let link = |name: &str| {
+        std::fs::read_link(Utf8Path::new(toplevel).join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    BootSpec {
+        kernel: link("kernel"),
+        initrd: link("initrd"),
+        modules: link("kernel-modules"),
+    }
+}

@@ -1,0 +1,76 @@
+//! Errors, one value per host.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+/// This machine cannot build a host's `system`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("this machine ({native}) cannot build {system}: {reason}\n{}", remedies_text(.remedies))]
+pub struct CannotBuild {
+    pub system: String,
+    /// The deployer's native system.
+    pub native: String,
+    /// What was checked (extra-platforms, builders).
+    pub reason: String,
+    /// What the user can do, one remedy per entry.
+    pub remedies: Vec<String>,
+}
+
+fn remedies_text(remedies: &[String]) -> String {
+    let mut out = String::from("remedies (any one):");
+    for r in remedies {
+        out.push_str("\n  - ");
+        out.push_str(r);
+    }
+    out
+}
+
+/// Why one host could not be evaluated or built.
+#[derive(Debug, Clone, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    CannotBuild(#[from] CannotBuild),
+
+    #[error("invalid host specification: {reason}")]
+    InvalidSpec { reason: String },
+
+    /// Nix could not evaluate the host; `stderr` is Nix's error text.
+    #[error("evaluation failed:\n{stderr}")]
+    Eval { stderr: String },
+
+    /// Some derivation of the host failed to build.
+    #[error("build failed ({} derivation(s) failed: {})\n{stderr}", failed.len(), failed.join(", "))]
+    Build {
+        /// The failed derivations in this host's closure.
+        failed: Vec<String>,
+        /// The parts of Nix's output about them.
+        stderr: String,
+    },
+
+    /// A Nix command failed in a way that is not about one host's configuration.
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    Nix {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("could not run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    #[error("unexpected output from `{command}`: {detail}")]
+    Output { command: String, detail: String },
+}

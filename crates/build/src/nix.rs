@@ -1,0 +1,81 @@
+//! Running the local Nix commands.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::process::Command;
+
+use crate::error::BuildError;
+
+/// A finished Nix process.
+pub(crate) struct Output {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub(crate) fn command(program: &str, args: &[String], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+pub(crate) fn spawn_error(program: &str, e: std::io::Error) -> BuildError {
+    BuildError::Spawn {
+        program: program.to_owned(),
+        source: Arc::new(e),
+    }
+}
+
+/// Run a command to completion, capturing both streams.
+pub(crate) async fn run(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Output, BuildError> {
+    let out = command(program, args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| spawn_error(program, e))?;
+    Ok(Output {
+        success: out.status.success(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Human form of a command line for error messages.
+pub(crate) fn display(program: &str, args: &[String]) -> String {
+    let mut s = program.to_owned();
+    for a in args {
+        s.push(' ');
+        if a.len() > 200 {
+            s.push_str("<expression>");
+        } else {
+            s.push_str(a);
+        }
+    }
+    s
+}
+
+/// The end of a long stderr: Nix puts the error last.
+pub(crate) fn excerpt(stderr: &str) -> String {
+    const MAX_LINES: usize = 60;
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    if lines.len() <= MAX_LINES {
+        lines.join("\n")
+    } else {
+        format!(
+            "[… {} lines]\n{}",
+            lines.len() - MAX_LINES,
+            lines[lines.len() - MAX_LINES..].join("\n")
+        )
+    }
+}

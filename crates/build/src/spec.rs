@@ -1,0 +1,126 @@
+//! Inputs and outputs of a build: what the CLI hands over and what comes back.
+
+use std::sync::Arc;
+
+use camino::Utf8PathBuf;
+use serde::{Deserialize, Serialize};
+
+/// Where a host's nixpkgs comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PinSpec {
+    /// `builtins.fetchTarball { url; sha256; }` (`sha256` in the nix32 form
+    /// `nix-prefetch-url --unpack` prints).
+    Tarball { url: String, sha256: String },
+    /// A local checkout, copied to the store as `builtins.path { path; name = "source"; }`.
+    Path(Utf8PathBuf),
+}
+
+/// One host to evaluate and build. The CLI maps an inventory host to this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBuildSpec {
+    /// The host's name in the inventory (used for GC roots and results, never in derivations).
+    pub name: String,
+    /// Nix system of the host, e.g. `aarch64-linux`.
+    pub system: String,
+    pub pin: PinSpec,
+    /// The host's configuration file (absolute, or relative to the current directory). Its
+    /// folder goes into the deployment package.
+    pub config: Utf8PathBuf,
+    /// Cross-compile on this machine instead of building for `system` natively
+    /// (`nixpkgs.buildPlatform = builtins.currentSystem; nixpkgs.hostPlatform = system;`).
+    pub cross: bool,
+}
+
+/// Progress of [`crate::evaluate_and_build`], handed to [`BuildOptions::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// One Nix process started evaluating these hosts.
+    EvalStarted { hosts: Vec<String> },
+    /// A batch failed as a whole; its hosts are evaluated one by one to find the culprit.
+    EvalBatchFailed { hosts: Vec<String> },
+    /// Evaluation of these hosts finished (`failed` is a subset of `hosts`).
+    EvalFinished {
+        hosts: Vec<String>,
+        failed: Vec<String>,
+    },
+    /// The one `nix-store --realise` of all hosts' packages started.
+    BuildStarted { hosts: Vec<String> },
+    /// Nix started building this derivation.
+    Building { drv: String },
+    /// The realise finished; `built` lists the derivations that were actually built.
+    BuildFinished {
+        built: Vec<String>,
+        failed_hosts: Vec<String>,
+    },
+}
+
+/// A progress callback. The library never prints.
+pub type EventSink = Arc<dyn Fn(BuildEvent) + Send + Sync>;
+
+/// How to run Nix.
+#[derive(Clone)]
+pub struct BuildOptions {
+    /// The folder of `fleet.toml`: GC roots go to `<fleet_dir>/.fleet/gcroots/<host>`.
+    pub fleet_dir: Utf8PathBuf,
+    /// Extra environment for every Nix process (e.g. `NIX_CONFIG`).
+    pub nix_env: Vec<(String, String)>,
+    /// At most this many hosts per `nix-instantiate` process (≥ 1).
+    pub max_hosts_per_eval: usize,
+    /// At most this many Nix evaluation processes at once (≥ 1).
+    pub max_parallel_evals: usize,
+    pub on_event: Option<EventSink>,
+}
+
+impl BuildOptions {
+    pub fn new(fleet_dir: impl Into<Utf8PathBuf>) -> Self {
+        Self {
+            fleet_dir: fleet_dir.into(),
+            nix_env: Vec::new(),
+            max_hosts_per_eval: 32,
+            max_parallel_evals: 2,
+            on_event: None,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: BuildEvent) {
+        if let Some(sink) = &self.on_event {
+            sink(event);
+        }
+    }
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("fleet_dir", &self.fleet_dir)
+            .field("nix_env", &self.nix_env)
+            .field("max_hosts_per_eval", &self.max_hosts_per_eval)
+            .field("max_parallel_evals", &self.max_parallel_evals)
+            .field("on_event", &self.on_event.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
+}
+
+/// What the boot loader would boot: the targets of the toplevel's `kernel`, `initrd` and
+/// `kernel-modules` links (`None` when the toplevel has no such link, e.g. a container).
+/// A change in any of them means the host needs a reboot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSpec {
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub modules: Option<String>,
+}
+
+/// A host that evaluated and built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltHost {
+    /// `config.system.build.toplevel` (output path).
+    pub toplevel: String,
+    /// The deployment package (output path); it refers to the toplevel.
+    pub package: String,
+    pub toplevel_drv: String,
+    pub package_drv: String,
+    /// The GC root that keeps `package` alive: `<fleet_dir>/.fleet/gcroots/<host>`.
+    pub gc_root: Utf8PathBuf,
+    pub boot: BootSpec,
+}
