@@ -243,3 +243,70 @@ async fn cross_builds_with_the_deployers_system() {
     let n = results[0].1.as_ref().unwrap();
     assert_ne!(c.toplevel, n.toplevel, "cross and native builds differ");
 }
+
+/// The package's `switch` script activates the system in a private mount namespace (private
+/// /run, /boot and system profiles; the store is shared with the deployer). Needs root.
+#[tokio::test]
+async fn switch_script_activates_in_a_private_namespace() {
+    if effective_uid() != 0 {
+        eprintln!("skipped: needs root for unshare -m");
+        return;
+    }
+    let dir = tempdir();
+    let config = write(
+        &dir.path,
+        "c/configuration.nix",
+        "{ pkgs, ... }: { networking.hostName = \"ns\"; }\n",
+    );
+    let (opts, _) = options(&dir.path, NIX_CONFIG);
+    let results =
+        evaluate_and_build(&[spec("ns", "x86_64-linux", path_pin(), &config)], &opts).await;
+    let b = results[0].1.as_ref().unwrap();
+    let boot = dir.path.join("boot");
+    let profiles = dir.path.join("profiles");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::create_dir_all(&profiles).unwrap();
+    let script = r#"set -e
+mount -t tmpfs none /run
+mount --bind "$1" /boot
+mount --bind "$2" /nix/var/nix/profiles
+"$3/switch" switch
+readlink /run/current-system
+readlink /run/booted-system
+cat /boot/loader/loader.conf
+cat /run/fleet-standin/activations.log
+"$3/switch" bogus || echo "bogus exit=$?"
+"#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args([boot.as_str(), profiles.as_str(), &b.package])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&b.toplevel.as_str()), "{stdout}");
+    assert!(
+        stdout.contains("default nixos-generation-1.conf"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("switch {} exit=0", b.toplevel)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bogus exit=1"), "{stdout}");
+    assert_eq!(readlink(profiles.join("system-1-link")), b.toplevel);
+    assert!(boot
+        .join("loader/entries/nixos-generation-1.conf")
+        .is_file());
+}
+
+fn effective_uid() -> u32 {
+    // No libc dependency: the owner of /proc/self is the effective uid.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
