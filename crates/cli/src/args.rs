@@ -1,0 +1,195 @@
+//! The command line, as clap definitions. `--help`, the man page and the completions all come
+//! from here.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default for `--parallel`: hosts worked on at once. Deploys are network-bound, not CPU-bound.
+pub const DEFAULT_PARALLEL: usize = 16;
+
+/// Declarative NixOS fleet manager: build locally, copy once, activate everywhere.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The inventory file.
+    #[arg(
+        long,
+        short = 'f',
+        global = true,
+        value_name = "PATH",
+        default_value = "fleet.toml",
+        env = "FLEET_FILE"
+    )]
+    pub file: Utf8PathBuf,
+
+    /// Which hosts: comma-separated names, globs (`web-*`, `pi?`) and tags (`@pi`).
+    #[arg(long, global = true, value_name = "SELECTOR")]
+    pub on: Option<String>,
+
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// How many hosts to work on at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(usize))]
+    pub parallel: usize,
+
+    /// Run CMD (through `sh -c`) and use its first line of output as the sudo password, instead
+    /// of asking on the terminal.
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        env = "FLEET_SUDO_PASSWORD_COMMAND"
+    )]
+    pub sudo_password_command: Option<String>,
+
+    /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the selected hosts with their resolved settings.
+    Hosts(HostsArgs),
+    /// Build the selected hosts and show what `apply` would change.
+    Plan(PlanArgs),
+    /// Build, copy and activate the selected hosts.
+    Apply(ApplyArgs),
+    /// Show what each host runs and whether it matches fleet.toml.
+    Status(StatusArgs),
+    /// Switch the selected hosts back to their previous generation.
+    Rollback(RollbackArgs),
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Also save the plan as JSON, for `fleet apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<Utf8PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// What to do: a goal (switch, boot, test, dry-activate; default switch), or a plan file
+    /// saved by `fleet plan --out`, applied exactly or refused if a host changed since.
+    #[arg(value_name = "GOAL|PLAN.json")]
+    pub target: Option<String>,
+
+    /// Do not wait for the host to confirm, and do not roll back when it cannot.
+    #[arg(long)]
+    pub no_rollback: bool,
+
+    /// Seconds to wait for a host to confirm before rolling it back (default: the host's
+    /// `confirm-timeout`).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub confirm_timeout: Option<u64>,
+}
+
+/// What `fleet apply` does with the new system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Goal {
+    /// Activate now and make it the boot default.
+    Switch,
+    /// Make it the boot default; activate on next boot.
+    Boot,
+    /// Activate now, without changing the boot default.
+    Test,
+    /// Show what activation would do.
+    DryActivate,
+}
+
+/// The positional argument of `fleet apply`, interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyTarget {
+    Goal(Goal),
+    Plan(Utf8PathBuf),
+}
+
+impl ApplyArgs {
+    /// A goal name is a goal; anything else is the path of a saved plan.
+    pub fn target(&self) -> ApplyTarget {
+        match self.target.as_deref() {
+            None => ApplyTarget::Goal(Goal::Switch),
+            Some(t) => match Goal::from_str(t, false) {
+                Ok(goal) => ApplyTarget::Goal(goal),
+                Err(_) => ApplyTarget::Plan(Utf8PathBuf::from(t)),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only ask the hosts; do not evaluate fleet.toml's configurations to compare.
+    #[arg(long)]
+    pub no_eval: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_command() {
+        let cli = Cli::try_parse_from(["fleet", "hosts", "--on", "@pi", "--json", "-f", "x.toml"])
+            .unwrap();
+        assert_eq!(cli.global.on.as_deref(), Some("@pi"));
+        assert!(cli.global.json);
+        assert_eq!(cli.global.file, "x.toml");
+        assert_eq!(cli.global.parallel, DEFAULT_PARALLEL);
+    }
+
+    #[test]
+    fn apply_target_is_a_goal_or_a_plan() {
+        let target = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Apply(a) => a.target(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(target(&["fleet", "apply"]), ApplyTarget::Goal(Goal::Switch));
+        assert_eq!(
+            target(&["fleet", "apply", "dry-activate"]),
+            ApplyTarget::Goal(Goal::DryActivate)
+        );
+        assert_eq!(
+            target(&["fleet", "apply", "plan.json"]),
+            ApplyTarget::Plan("plan.json".into())
+        );
+    }
+}

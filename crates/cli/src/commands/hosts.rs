@@ -1,0 +1,82 @@
+//! `fleet hosts`: the selected hosts with every setting resolved. A table for people, an array
+//! of objects with `--json`.
+
+use std::io::Write;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fleet_inventory::Host;
+
+use crate::args::{GlobalArgs, HostsArgs};
+use crate::error::{output, CliError};
+use crate::load;
+
+pub fn run(global: &GlobalArgs, _args: &HostsArgs) -> Result<(), CliError> {
+    let inventory = load::inventory(global)?;
+    let hosts = load::selected(&inventory, global)?;
+    let text = if global.json {
+        let mut json = serde_json::to_string_pretty(&hosts).expect("hosts serialise to JSON");
+        json.push('\n');
+        json
+    } else {
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|d| Utf8PathBuf::from_path_buf(d).ok());
+        table(&hosts, cwd.as_deref())
+    };
+    output(std::io::stdout().lock().write_all(text.as_bytes()))
+}
+
+/// A plain table with aligned columns; paths relative to `cwd` where they are under it.
+pub fn table(hosts: &[&Host], cwd: Option<&Utf8Path>) -> String {
+    const HEADER: [&str; 9] = [
+        "NAME", "ADDRESS", "USER", "SYSTEM", "PIN", "SUDO", "BUILD", "TAGS", "CONFIG",
+    ];
+    let rows: Vec<[String; 9]> = hosts
+        .iter()
+        .map(|h| {
+            let address = if h.port == 22 {
+                h.address.clone()
+            } else if h.address.contains(':') {
+                format!("[{}]:{}", h.address, h.port)
+            } else {
+                format!("{}:{}", h.address, h.port)
+            };
+            let config = cwd
+                .and_then(|cwd| h.config.strip_prefix(cwd).ok())
+                .unwrap_or(&h.config);
+            [
+                h.name.to_string(),
+                address,
+                h.user.clone(),
+                h.system.to_string(),
+                h.pin.clone(),
+                h.sudo.as_str().to_owned(),
+                h.build.as_str().to_owned(),
+                h.tags
+                    .iter()
+                    .map(|t| format!("@{t}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                config.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

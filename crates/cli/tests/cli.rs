@@ -1,0 +1,118 @@
+//! The built `fleet` binary, run the way a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fleet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("FLEET_FILE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run fleet")
+}
+
+#[test]
+fn hosts_on_pi_json_prints_just_the_pis() {
+    let out = fleet(&[
+        "--file",
+        "fleet.example.toml",
+        "hosts",
+        "--on",
+        "@pi",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts = hosts.as_array().unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pi1", "pi2"]);
+    for host in hosts {
+        for key in [
+            "name", "address", "user", "port", "system", "pin", "config", "tags",
+        ] {
+            assert!(host.get(key).is_some(), "missing `{key}` in {host}");
+        }
+        assert_eq!(host["system"], "aarch64-linux");
+    }
+}
+
+#[test]
+fn hosts_table_lists_everything() {
+    let out = fleet(&["--file", "fleet.example.toml", "hosts"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("NAME"));
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+}
+
+#[test]
+fn bad_file_exits_2_and_shows_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        "[hosts.pi1]\nsystem = \"aarch64-linux\"\nport = 70000\n",
+    )
+    .unwrap();
+    let out = fleet(&["--file", file.to_str().unwrap(), "hosts"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("port = 70000"), "{stderr}");
+    assert!(stderr.contains("port 70000 is out of range"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_file_exits_2() {
+    let out = fleet(&["--file", "no-such-fleet.toml", "hosts"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unmatched_selector_exits_2_listing_what_exists() {
+    let out = fleet(&["-f", "fleet.example.toml", "hosts", "--on", "@gpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pi1, pi2, nas"), "{stderr}");
+    assert!(stderr.contains("@pi"), "{stderr}");
+}
+
+#[test]
+fn unimplemented_commands_exit_1() {
+    for cmd in ["plan", "apply", "status", "rollback"] {
+        let out = fleet(&["-f", "fleet.example.toml", cmd]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(fleet(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        fleet(&["-f", "fleet.example.toml", "apply", "no-such-plan.json"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn completions_and_man_page() {
+    let out = fleet(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fleet"));
+    let out = fleet(&["man"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH fleet"));
+}
