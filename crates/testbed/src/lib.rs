@@ -1,1 +1,56 @@
-//! fleet-testbed (skeleton).
+//! fleet-testbed: a simulated fleet on one machine, for fleet's tests, demo and benchmarks.
+//!
+//! Each simulated host is a network namespace (a veth into the instance's bridge, its own
+//! address) plus a private mount namespace with its own `/nix` (an empty store and database),
+//! `/run` (tmpfs), `/etc/nixos` and `/boot`, and a real OpenSSH `sshd` with its own host key.
+//! Root logs in with the testbed's key; [`SUDO_USER`] logs in with the same key and needs
+//! [`SUDO_PASSWORD`] for `sudo`. See `docs/testing.md`.
+//!
+//! ```no_run
+//! use fleet_testbed::{HostSpec, Testbed};
+//! let tb = Testbed::start([HostSpec::new("pi1").system("aarch64-linux"),
+//!                          HostSpec::new("nas").sudo_password()])?;
+//! let out = tb.exec_ok("pi1", "ls /nix/store 2>/dev/null | wc -l")?;
+//! tb.teardown()?;
+//! # Ok::<(), fleet_testbed::Error>(())
+//! ```
+//!
+//! Several testbeds (in one process or many) never collide: each takes a free instance number
+//! `n` (a `flock` on `/run/fleet-testbed/<n>.lock`) and uses only names and addresses derived
+//! from it.
+//!
+//! # Layout
+//! - `testbed.rs`: [`Testbed`] and its builder: start, use, tear down.
+//! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
+//! - `instance.rs`: instance numbers, listing, cleanup of dead instances.
+//! - `prereq.rs`: [`ensure_prerequisites`]: packages, sudo user, namespace probe.
+//! - `cmd.rs`: running helper processes.
+//! - `main.rs`: the `fleet-testbed` binary (start/stop/list/cleanup).
+
+mod cmd;
+mod error;
+mod host;
+pub mod instance;
+mod prereq;
+mod testbed;
+
+use std::path::PathBuf;
+
+pub use error::{Error, Result};
+pub use host::{HostSpec, Login, SimHost};
+pub use prereq::{
+    ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
+};
+pub use testbed::{nix_config, StartTimings, Testbed, TestbedBuilder};
+
+/// The root of the fleet repository (the Cargo workspace).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// The nixpkgs stand-in (`tests/nixpkgs`), usable as a `path` pin.
+pub fn nixpkgs_standin() -> PathBuf {
+    repo_root().join("tests/nixpkgs")
+}
