@@ -22,7 +22,8 @@ pub use quote::{command_line, quote};
 pub use ssh::error::{AuthAttempt, ConnectError, ExecError, HostKeyError};
 pub use ssh::{
     ConnectOptions, Connection, Connector, ExitInfo, NoPassphrase, Output, PassphraseFuture,
-    PassphrasePrompt, RemoteProcess, RemoteStdin, RemoteStdout, Resolved, SshTarget, Stdin,
+    PassphrasePrompt, RemoteExit, RemoteProcess, RemoteStdin, RemoteStdout, Resolved, SshTarget,
+    Stdin,
 };
 pub use sudo::{Privilege, SudoPassword, SudoPasswordSource, SudoSourceError};
 pub use tokio_util::sync::CancellationToken;

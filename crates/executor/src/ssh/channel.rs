@@ -346,11 +346,13 @@ impl Connection {
         Ok(RemoteProcess {
             stdout: RemoteStdout(pipe_out),
             stdin,
-            pump: Some(pump),
-            write: Some(write),
-            shut,
-            host: self.name.clone(),
-            command: cmd.to_owned(),
+            exit: RemoteExit {
+                pump: Some(pump),
+                write: Some(write),
+                shut,
+                host: self.name.clone(),
+                command: cmd.to_owned(),
+            },
         })
     }
 }
@@ -431,12 +433,20 @@ impl AsyncWrite for RemoteStdin {
 }
 
 /// A running remote command with binary stdin/stdout. Read [`stdout`](Self::stdout), write
-/// [`stdin`](Self::stdin) (`shutdown()` = EOF), then [`finish`](Self::finish). Dropping it
+/// [`stdin`](Self::stdin) (`shutdown()` = EOF), then [`finish`](Self::finish). Use
+/// [`into_parts`](Self::into_parts) to move the halves into different tasks, or
+/// `tokio::io::join(stdout, stdin)` for one `AsyncRead + AsyncWrite` stream. Dropping it
 /// unfinished closes the channel.
 #[derive(Debug)]
 pub struct RemoteProcess {
     pub stdout: RemoteStdout,
     pub stdin: RemoteStdin,
+    pub exit: RemoteExit,
+}
+
+/// The part of a [`RemoteProcess`] that waits for its end (exit status and stderr).
+#[derive(Debug)]
+pub struct RemoteExit {
     pump: Option<JoinHandle<Result<ExitInfo, ExecError>>>,
     write: Option<ChannelWriteHalf<Msg>>,
     shut: Arc<AtomicBool>,
@@ -445,8 +455,28 @@ pub struct RemoteProcess {
 }
 
 impl RemoteProcess {
+    pub fn into_parts(self) -> (RemoteStdout, RemoteStdin, RemoteExit) {
+        (self.stdout, self.stdin, self.exit)
+    }
+
     /// Sends EOF on stdin if not done yet, drops stdout (unread output is discarded), and
     /// waits for the exit status.
+    pub async fn finish(self) -> Result<ExitInfo, ExecError> {
+        drop(self.stdout);
+        self.exit.finish().await
+    }
+
+    /// Closes the channel (the remote side sees EOF/SIGPIPE; SSH signals are unreliable).
+    pub async fn kill(self) {
+        self.exit.kill().await
+    }
+}
+
+impl RemoteExit {
+    /// Sends EOF on stdin if the [`RemoteStdin`] was not shut down, then waits for the exit
+    /// status. Drop the [`RemoteStdout`] first or keep reading it: output not read blocks the
+    /// remote command (flow control). A connection lost before the status arrived is
+    /// [`ExecError::UnknownOutcome`].
     pub async fn finish(mut self) -> Result<ExitInfo, ExecError> {
         let write = self.write.take().expect("present until finish/drop");
         if !self.shut.load(Ordering::SeqCst) {
@@ -463,7 +493,7 @@ impl RemoteProcess {
         res
     }
 
-    /// Closes the channel (the remote side sees EOF/SIGPIPE; SSH signals are unreliable).
+    /// Closes the channel.
     pub async fn kill(mut self) {
         if let Some(w) = self.write.take() {
             let _ = w.close().await;
@@ -471,7 +501,7 @@ impl RemoteProcess {
     }
 }
 
-impl Drop for RemoteProcess {
+impl Drop for RemoteExit {
     fn drop(&mut self) {
         if let Some(w) = self.write.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {

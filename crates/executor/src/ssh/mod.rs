@@ -23,7 +23,9 @@ use russh::client;
 use tokio::net::TcpStream;
 
 pub use auth::{NoPassphrase, PassphraseFuture, PassphrasePrompt};
-pub use channel::{ExitInfo, Output, RemoteProcess, RemoteStdin, RemoteStdout, Stdin};
+pub use channel::{
+    ExitInfo, Output, RemoteExit, RemoteProcess, RemoteStdin, RemoteStdout, Stdin, STDERR_CAP,
+};
 use config::{parse_proxy_jump, SshConfig};
 use error::ConnectError;
 
