@@ -1,1 +1,252 @@
-fn main() {}
+//! `cargo xtask <setup|test|demo|bench>`: the project's scripts, in Rust so a fresh machine needs
+//! only the Rust toolchain.
+//!
+//! # Layout
+//! - `setup`: [`fleet_testbed::ensure_prerequisites`] (apt-get what is missing, the sudo user).
+//! - `test`: setup, then `cargo test --workspace` with the deployer's `NIX_CONFIG`.
+//! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply` against it, teardown.
+//! - `bench`: not yet.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use fleet_testbed::{nix_config, repo_root, HostSpec, Testbed};
+
+const USAGE: &str = "usage: cargo xtask <command> [args]
+
+commands:
+  setup            install what the tests and the demo need (apt-get, as root), create the sudo user
+  test [ARGS...]   setup, then `cargo test --workspace ARGS...` (the CI command)
+  demo             start a 3-host simulated fleet and run fleet against it
+  bench            benchmarks (not yet)";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let command = args.next().map(|a| a.to_string_lossy().into_owned());
+    let rest: Vec<OsString> = args.collect();
+    let result = match command.as_deref() {
+        Some("setup") => setup().map(|()| ExitCode::SUCCESS),
+        Some("test") => test(&rest),
+        Some("demo") => demo(),
+        Some("bench") => {
+            eprintln!("xtask: bench: not yet (comes with the copy engine)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        ExitCode::FAILURE
+    })
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn setup() -> Result<()> {
+    eprintln!("xtask: checking prerequisites (root, nix-bin, openssh-server, sudo, iproute2, ...)");
+    let report = fleet_testbed::ensure_prerequisites()?;
+    if report.installed.is_empty() {
+        eprintln!("xtask: all packages present");
+    } else {
+        eprintln!("xtask: installed {}", report.installed.join(" "));
+    }
+    if report.created_sudo_user {
+        eprintln!("xtask: created the sudo user {}", fleet_testbed::SUDO_USER);
+    }
+    let cleaned = fleet_testbed::instance::cleanup_dead()?;
+    if !cleaned.is_empty() {
+        eprintln!("xtask: removed leftovers of dead testbed instances {cleaned:?}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(repo_root());
+    c
+}
+
+fn test(args: &[OsString]) -> Result<ExitCode> {
+    setup()?;
+    // Nothing is printed after cargo: its summary lines end the output.
+    let status = cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("NIX_CONFIG", nix_config(Some("aarch64-linux")))
+        .status()?;
+    Ok(exit_code(status.code()))
+}
+
+fn exit_code(code: Option<i32>) -> ExitCode {
+    ExitCode::from(code.map_or(1, |c| u8::try_from(c).unwrap_or(1)))
+}
+
+fn demo() -> Result<ExitCode> {
+    setup()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+
+    eprintln!("xtask: building fleet");
+    let status = cargo()
+        .args(["build", "--quiet", "-p", "fleet", "--bin", "fleet"])
+        .status()?;
+    if !status.success() {
+        return Ok(exit_code(status.code()));
+    }
+    let fleet = target_dir().join("debug/fleet");
+
+    eprintln!("xtask: starting the simulated fleet: pi1, pi2 (aarch64-linux, root), nas (x86_64-linux, sudo with password)");
+    let tb = Testbed::builder()
+        .host(HostSpec::new("pi1").system("aarch64-linux").tag("pi"))
+        .host(
+            HostSpec::new("pi2")
+                .system("aarch64-linux")
+                .tag("pi")
+                .rate_mbit(50),
+        )
+        .host(
+            HostSpec::new("nas")
+                .system("x86_64-linux")
+                .tag("storage")
+                .sudo_password(),
+        )
+        .start()?;
+    eprintln!(
+        "xtask: testbed instance {} up in {:.2?}",
+        tb.instance(),
+        tb.timings().total
+    );
+    for h in tb.hosts() {
+        eprintln!(
+            "  {:<4} {:<14} {:<14} as {:<9} (inspect: ip netns exec {} ..., or `ssh {} {}`)",
+            h.name,
+            h.address,
+            h.system,
+            h.user,
+            h.netns,
+            tb.nix_sshopts(),
+            h.ssh_target()
+        );
+    }
+
+    let dir = tb.state_dir().join("demo");
+    std::fs::create_dir_all(&dir)?;
+    for h in tb.hosts() {
+        let packages = if h.name == "nas" {
+            "pkgs.git pkgs.tmux"
+        } else {
+            "pkgs.htop"
+        };
+        let host_dir = dir.join(&h.name);
+        std::fs::create_dir_all(&host_dir)?;
+        std::fs::write(
+            host_dir.join("configuration.nix"),
+            format!(
+                "{{ pkgs, ... }}: {{\n  networking.hostName = \"{}\";\n  environment.systemPackages = [ {packages} ];\n}}\n",
+                h.name
+            ),
+        )?;
+    }
+    let toml = tb.fleet_toml(&fleet_testbed::nixpkgs_standin(), |h| {
+        dir.join(&h.name).join("configuration.nix")
+    });
+    std::fs::write(dir.join("fleet.toml"), &toml)?;
+    eprintln!("xtask: wrote {}:\n{toml}", dir.join("fleet.toml").display());
+
+    let mut code = ExitCode::SUCCESS;
+    for args in [&["hosts"][..], &["plan"], &["apply"], &["status"]] {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        eprintln!("\n$ fleet {}", args.join(" "));
+        match run_fleet(&fleet, &dir, args, &tb)? {
+            FleetRun::Ok => {}
+            FleetRun::NotImplemented => eprintln!(
+                "xtask: `fleet {}` is not implemented yet; the demo goes on without it",
+                args[0]
+            ),
+            FleetRun::Failed(c) => {
+                eprintln!("xtask: `fleet {}` failed (exit {c:?})", args.join(" "));
+                code = exit_code(c);
+                break;
+            }
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("xtask: interrupted");
+        code = ExitCode::from(130);
+    }
+    eprintln!("xtask: tearing down the simulated fleet");
+    tb.teardown()?;
+    Ok(code)
+}
+
+enum FleetRun {
+    Ok,
+    NotImplemented,
+    Failed(Option<i32>),
+}
+
+/// Runs `fleet ARGS` in `dir` with stdout passed through and stderr teed (to spot "not
+/// implemented yet").
+fn run_fleet(fleet: &Path, dir: &Path, args: &[&str], tb: &Testbed) -> Result<FleetRun> {
+    let mut child = Command::new(fleet)
+        .args(args)
+        .current_dir(dir)
+        .envs(tb.nix_env())
+        .env(
+            "FLEET_SUDO_PASSWORD_COMMAND",
+            format!("printf '%s\\n' '{}'", tb.sudo_password()),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut not_implemented = false;
+    if let Some(stderr) = child.stderr.take() {
+        let mut out = std::io::stderr().lock();
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            not_implemented |= line.contains("not implemented yet");
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let status = child.wait()?;
+    Ok(if status.success() {
+        FleetRun::Ok
+    } else if not_implemented {
+        FleetRun::NotImplemented
+    } else {
+        FleetRun::Failed(status.code())
+    })
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        }
+        None => repo_root().join("target"),
+    }
+}
