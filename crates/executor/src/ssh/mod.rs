@@ -249,7 +249,7 @@ impl Connector {
             };
 
             let (mut handle, jump) = match r.proxy_jump.as_deref() {
-                Some(pj) if depth < MAX_JUMPS + 1 => {
+                Some(pj) => {
                     let hops =
                         parse_proxy_jump(pj).map_err(|message| ConnectError::BadProxyJump {
                             value: pj.to_owned(),
