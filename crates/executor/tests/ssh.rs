@@ -157,6 +157,17 @@ async fn sudo_password_on_three_hosts_asked_once() {
 
     // spawn under sudo: the binary stream starts exactly after FLEET-OK.
     let conn = c.connect(&hosts[0].target("h0", SUDO_USER)).await.unwrap();
+    // The payload's own stderr may contain sudo's words; only sudo's are acted on.
+    let o = conn
+        .exec(
+            "echo 'Sorry, try again FLEET-SUDO: FLEET-OK' >&2; echo fine",
+            &privilege,
+            Stdin::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.stdout_lossy(), "fine\n");
+    assert_eq!(o.stderr_lossy(), "Sorry, try again FLEET-SUDO: FLEET-OK\n");
     let p = conn.spawn("cat", &privilege).await.unwrap();
     let data: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
     let d2 = data.clone();

@@ -100,6 +100,12 @@ fn signal_name(s: &russh::Sig) -> String {
         .to_owned()
 }
 
+enum Marker {
+    Ok,
+    Prompt,
+    Sorry,
+}
+
 /// What came before `FLEET-OK`.
 struct Early {
     stdout: Vec<u8>,
@@ -162,23 +168,30 @@ impl Connection {
                     err.extend_from_slice(&data);
                     loop {
                         let rest = &err[scanned..];
-                        let ok = find(rest, SUDO_OK.as_bytes());
-                        let prompt = find(rest, SUDO_PROMPT.as_bytes());
-                        let sorry = find(rest, b"Sorry, try again");
-                        match (ok, prompt, sorry) {
-                            (_, _, Some(_)) => {
+                        // Act on whichever marker comes first.
+                        let next = [
+                            (find(rest, SUDO_OK.as_bytes()), Marker::Ok),
+                            (find(rest, SUDO_PROMPT.as_bytes()), Marker::Prompt),
+                            (find(rest, b"Sorry, try again"), Marker::Sorry),
+                        ]
+                        .into_iter()
+                        .filter_map(|(p, m)| p.map(|p| (p, m)))
+                        .min_by_key(|(p, _)| *p);
+                        match next {
+                            None => break,
+                            Some((_, Marker::Sorry)) => {
                                 return Err(ExecError::WrongSudoPassword {
                                     host: self.name.clone(),
                                 })
                             }
-                            (Some(o), p, _) if p.is_none_or(|p| o < p) => {
+                            Some((o, Marker::Ok)) => {
                                 let after = scanned + o + SUDO_OK.len();
                                 return Ok(Early {
                                     stdout,
                                     stderr: err[after..].to_vec(),
                                 });
                             }
-                            (_, Some(p), _) => {
+                            Some((p, Marker::Prompt)) => {
                                 if sent {
                                     return Err(ExecError::WrongSudoPassword {
                                         host: self.name.clone(),
@@ -197,7 +210,6 @@ impl Connection {
                                     .map_err(channel_err(&self.name))?;
                                 sent = true;
                             }
-                            _ => break,
                         }
                     }
                 }
