@@ -74,6 +74,13 @@ async fn key_auth_as_root_and_sudo_user_exec_basics() {
         .await
         .unwrap();
     assert_eq!(out.stdout_lossy(), format!("{nasty}300000\n"));
+    // stdin from an AsyncRead.
+    let reader = std::io::Cursor::new(vec![b'x'; 1_000_001]);
+    let out = root
+        .exec("wc -c", &Privilege::None, Stdin::Reader(Box::new(reader)))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_lossy(), "1000001\n");
     // Passwordless sudo as root works; many channels at once on one connection.
     let root = Arc::new(root);
     let mut tasks = vec![];
