@@ -196,3 +196,50 @@ async fn spawn_is_binary_clean_and_fast() {
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );
 }
+
+/// Throughput per direction (not part of the default run: `--ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn spawn_throughput_by_direction() {
+    ensure_sudo_user();
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = connector(tmp.path());
+    let conn = c.connect(&sshd.target("bin", SUDO_USER)).await.unwrap();
+    let mb = 128usize;
+    // Remote → local.
+    let p = conn
+        .spawn(&format!("head -c {}M /dev/zero", mb), &Privilege::None)
+        .await
+        .unwrap();
+    let (mut stdout, _stdin, exit) = p.into_parts();
+    let t = Instant::now();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0;
+    loop {
+        let k = stdout.read(&mut buf).await.unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let s = t.elapsed().as_secs_f64();
+    exit.finish().await.unwrap();
+    assert_eq!(n, mb << 20);
+    println!("remote→local {mb} MiB: {:.1} MiB/s", mb as f64 / s);
+    // Local → remote.
+    let p = conn
+        .spawn("cat > /dev/null", &Privilege::None)
+        .await
+        .unwrap();
+    let (_stdout, mut stdin, exit) = p.into_parts();
+    let chunk = vec![0u8; 256 << 10];
+    let t = Instant::now();
+    for _ in 0..(mb * 4) {
+        stdin.write_all(&chunk).await.unwrap();
+    }
+    stdin.shutdown().await.unwrap();
+    exit.finish().await.unwrap();
+    let s = t.elapsed().as_secs_f64();
+    println!("local→remote {mb} MiB: {:.1} MiB/s", mb as f64 / s);
+}
