@@ -7,11 +7,15 @@
 //! - [`ssh`]: [`Connector`] (per run) → [`Connection`] (per host) → `exec` / `spawn`.
 //! - [`sudo`]: [`Privilege`], [`SudoPassword`], [`SudoPasswordSource`].
 //! - [`quote`]: POSIX quoting for every argument put in a remote command line.
+//! - [`facts`]: [`facts::read_facts`], what a host runs (one unprivileged command).
+//! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
+pub mod facts;
 pub mod fanout;
 pub mod quote;
 pub mod ssh;
+pub mod store;
 pub mod sudo;
 
 pub use fanout::{
