@@ -285,6 +285,7 @@ fn detach(
     report: &mut FanOutReport,
 ) -> Solo {
     report.dests[a.idx].detached = true;
+    report.dests[a.idx].nar_bytes += offset; // delivered by the shared reader
     let store = store.clone();
     let todo: Vec<Arc<PathInfo>> = infos[pi..]
         .iter()

@@ -1,0 +1,91 @@
+//! Fan-out policy: a slow destination is detached and served by its own reader, without
+//! stalling the others, and still gets byte-exact NARs.
+
+mod common;
+
+use std::time::Duration;
+
+use fleet_store::copy::{fan_out, Destination, FanOutOptions};
+use fleet_store::local::{self, LocalStore};
+use fleet_store::serve::NarMsg;
+use fleet_store::{nar, PathInfo, StorePath};
+use tokio::sync::mpsc;
+
+async fn collect(
+    mut rx: mpsc::Receiver<NarMsg>,
+    delay: Duration,
+) -> (Vec<(StorePath, Vec<u8>)>, std::time::Instant) {
+    let mut out: Vec<(StorePath, Vec<u8>)> = Vec::new();
+    while let Some(m) = rx.recv().await {
+        tokio::time::sleep(delay).await;
+        match m {
+            NarMsg::Start(i) => out.push((i.path.clone(), Vec::new())),
+            NarMsg::Chunk(b) => out.last_mut().unwrap().1.extend_from_slice(&b),
+            NarMsg::End => {}
+            NarMsg::Fail(e) => panic!("{e}"),
+        }
+    }
+    (out, std::time::Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_destination_is_detached_and_still_exact() {
+    let top = common::build_toy(4, "small", 1);
+    let infos: Vec<PathInfo> = local::closure_infos(&LocalStore::system(), &[top])
+        .await
+        .unwrap();
+    let all: std::collections::BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let (fast_tx, fast_rx) = mpsc::channel(1);
+    let (slow_tx, slow_rx) = mpsc::channel(1);
+    let dests = vec![
+        Destination {
+            label: "fast".into(),
+            missing: all.clone(),
+            tx: fast_tx,
+        },
+        Destination {
+            label: "slow".into(),
+            missing: all.clone(),
+            tx: slow_tx,
+        },
+    ];
+    let opts = FanOutOptions {
+        buffer_chunks: 1,
+        detach_after: Duration::from_millis(20),
+    };
+    let store = LocalStore::system();
+    let fast = tokio::spawn(collect(fast_rx, Duration::ZERO));
+    let slow = tokio::spawn(collect(slow_rx, Duration::from_millis(100)));
+    let t = std::time::Instant::now();
+    let report = fan_out(&store, &infos, dests, &opts).await;
+    let producer_done = t.elapsed();
+    let (fast, fast_end) = fast.await.unwrap();
+    let fast_done = fast_end - t;
+    let (slow, slow_end) = slow.await.unwrap();
+    eprintln!(
+        "fast done after {fast_done:?}, slow after {:?}, producer {producer_done:?}",
+        slow_end - t
+    );
+    assert!(
+        report.dests[1].detached && !report.dests[0].detached,
+        "{report:?}"
+    );
+    assert!(
+        fast_done < Duration::from_millis(1000),
+        "fast destination was stalled: {fast_done:?} (producer {producer_done:?})"
+    );
+    for got in [&fast, &slow] {
+        assert_eq!(got.len(), 4);
+        for ((p, bytes), info) in got.iter().zip(&infos) {
+            assert_eq!(p, &info.path);
+            let mut want = Vec::new();
+            nar::dump(&store.real_path(p), &mut want).unwrap();
+            assert!(bytes == &want, "NAR of {p} differs");
+        }
+    }
+    assert_eq!(report.dests[1].paths, 4);
+    assert_eq!(
+        report.dests[1].nar_bytes,
+        infos.iter().map(|i| i.nar_size).sum::<u64>()
+    );
+}
