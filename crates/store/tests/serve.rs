@@ -449,3 +449,48 @@ async fn fan_out_reads_each_path_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn truncated_export_stream_registers_nothing() {
+    let infos = toy_infos(4, "small", 1).await;
+    let dst = TempStore::new();
+    let mut child = tokio::process::Command::new("sh")
+        .env("NIX_CONFIG", common::NIX_CONFIG)
+        .args([
+            "-c",
+            &format!("zstd -dc | nix-store --store {} --import", dst.arg()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let top = infos[3].clone();
+    let mut nar = Vec::new();
+    fleet_store::nar::dump(&LocalStore::system().real_path(&top.path), &mut nar).unwrap();
+    let feeder = async move {
+        tx.send(NarMsg::Start(Arc::new(top.clone()))).await.unwrap();
+        tx.send(NarMsg::Chunk(nar[..nar.len() / 2].to_vec().into()))
+            .await
+            .unwrap();
+        tx.send(NarMsg::Fail(Error::Cancelled {
+            host: "test".into(),
+        }))
+        .await
+        .unwrap();
+    };
+    let (_, res) = tokio::join!(
+        feeder,
+        fleet_store::export::write_export_stream(rx, stdin, Some(3), "zstd")
+    );
+    assert!(matches!(res, Err(Error::Cancelled { .. })));
+    assert!(!tokio::time::timeout(T, child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .success());
+    assert!(!dst.is_valid(&infos[3].path));
+    assert!(!dst.exists_on_disk(&infos[3].path));
+}
