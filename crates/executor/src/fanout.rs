@@ -157,6 +157,22 @@ pub struct HostEvents {
 pub struct Cancelled;
 
 impl HostEvents {
+    /// A handle for `host` outside [`run_hosts`] (a phase of a run that is not a per-host task,
+    /// like a shared copy). `start` is the run's start, so `at` stays comparable.
+    pub fn new(
+        host: impl Into<String>,
+        start: Instant,
+        sink: EventSink,
+        cancel: CancellationToken,
+    ) -> Self {
+        HostEvents {
+            host: host.into(),
+            start,
+            sink,
+            cancel,
+        }
+    }
+
     /// Sends an event; waits while the channel is full. A closed channel cancels the run.
     pub async fn emit(&self, kind: EventKind) -> Result<(), Cancelled> {
         let Some(tx) = &self.sink.tx else {

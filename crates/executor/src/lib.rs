@@ -9,8 +9,10 @@
 //! - [`quote`]: POSIX quoting for every argument put in a remote command line.
 //! - [`facts`]: [`facts::read_facts`], what a host runs (one unprivileged command).
 //! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
+//! - [`deploy`]: copy (fan-out), activation with rollback, confirmation, `fleet rollback`.
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
+pub mod deploy;
 pub mod facts;
 pub mod fanout;
 pub mod quote;

@@ -1,0 +1,443 @@
+//! The steps of an apply on one host, after planning: copy the missing paths (fan-out over the
+//! hosts' store sessions), activate (profile + `switch-to-configuration`, rolled back on
+//! failure), confirm over a new connection (else the host reverts by itself), and roll back to
+//! the previous generation on request.
+//!
+//! The remote side is one POSIX script, `remote/activate.sh`, written to `/run/fleet/` and run
+//! as root. It runs detached from the SSH session (`setsid`, or `systemd-run` where the host
+//! has systemd), so a dropped connection never leaves a host half-activated.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_store::copy::{fan_out_serve, FanOutOptions};
+use fleet_store::local::LocalStore;
+use fleet_store::serve::AddEvent;
+use fleet_store::{PathInfo, StorePath};
+use serde::{Deserialize, Serialize};
+
+use crate::fanout::HostEvents;
+use crate::ssh::error::{ConnectError, ExecError};
+use crate::store::{StoreError, StoreSession};
+use crate::sudo::Privilege;
+use crate::{quote, Connection, Connector, SshTarget, Stdin};
+
+/// The activation script run on the target (see the module docs).
+pub const ACTIVATE_SCRIPT: &str = include_str!("remote/activate.sh");
+
+/// What `switch-to-configuration` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// Make it the boot default and activate it now.
+    #[default]
+    Switch,
+    /// Make it the boot default only.
+    Boot,
+    /// Activate now, not the boot default.
+    Test,
+    /// Show what would change.
+    DryActivate,
+}
+
+impl Goal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Goal::Switch => "switch",
+            Goal::Boot => "boot",
+            Goal::Test => "test",
+            Goal::DryActivate => "dry-activate",
+        }
+    }
+
+    /// Goals after which the deployer must reach the host again (magic rollback).
+    pub fn needs_confirmation(self) -> bool {
+        matches!(self, Goal::Switch | Goal::Test)
+    }
+}
+
+impl std::str::FromStr for Goal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "switch" => Ok(Goal::Switch),
+            "boot" => Ok(Goal::Boot),
+            "test" => Ok(Goal::Test),
+            "dry-activate" => Ok(Goal::DryActivate),
+            _ => Err(format!(
+                "unknown goal `{s}` (expected switch, boot, test or dry-activate)"
+            )),
+        }
+    }
+}
+
+/// Why a deploy step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("activation on {host} was refused (exit {status:?}): {stderr}")]
+    Refused {
+        host: String,
+        status: Option<u32>,
+        stderr: String,
+    },
+    #[error("activation on {host} failed and so did the rollback: {stderr}")]
+    RollbackFailed { host: String, stderr: String },
+    #[error("rollback on {host} failed (exit {status:?}): {stderr}")]
+    Rollback {
+        host: String,
+        status: Option<u32>,
+        stderr: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copy
+
+/// One host's part of a copy.
+pub struct CopyTarget<'a> {
+    pub session: &'a mut StoreSession,
+    /// The paths of the closure the host lacks.
+    pub missing: BTreeSet<StorePath>,
+    pub events: HostEvents,
+}
+
+/// What one host received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyDone {
+    pub paths: usize,
+    pub nar_bytes: u64,
+}
+
+/// Copies `infos` (every path some host lacks, in dependency order) to all `targets` at once:
+/// each NAR is read once and streamed to every host that lacks it, as pipelined AddToStoreNar
+/// requests (a constant number of round trips per host). Progress goes to each host's events
+/// about every 250 ms. Results are in `targets` order.
+pub async fn copy_closures(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: Vec<CopyTarget<'_>>,
+) -> Vec<Result<CopyDone, fleet_store::Error>> {
+    struct Counter {
+        bytes: AtomicU64,
+        paths: AtomicU64,
+        total_bytes: u64,
+        total_paths: u64,
+    }
+    let mut counters = Vec::new();
+    let mut events = Vec::new();
+    let mut pairs = Vec::new();
+    for t in targets {
+        let total_bytes = infos
+            .iter()
+            .filter(|i| t.missing.contains(&i.path))
+            .map(|i| i.nar_size)
+            .sum();
+        counters.push(Arc::new(Counter {
+            bytes: AtomicU64::new(0),
+            paths: AtomicU64::new(0),
+            total_bytes,
+            total_paths: t.missing.len() as u64,
+        }));
+        events.push(t.events);
+        pairs.push((&mut t.session.client, t.missing));
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ticker = {
+        let (counters, events, stop) = (counters.clone(), events.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = vec![(u64::MAX, u64::MAX); counters.len()];
+            loop {
+                let done = tokio::select! {
+                    () = stop.cancelled() => true,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => false,
+                };
+                for (i, c) in counters.iter().enumerate() {
+                    let now = (
+                        c.bytes.load(Ordering::Relaxed),
+                        c.paths.load(Ordering::Relaxed),
+                    );
+                    if now != last[i] {
+                        last[i] = now;
+                        let _ = events[i]
+                            .progress(now.0, c.total_bytes, now.1, c.total_paths)
+                            .await;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+        })
+    };
+    let progress = |i: usize, e: AddEvent| match e {
+        AddEvent::Sent { nar_bytes, .. } => counters[i].bytes.store(nar_bytes, Ordering::Relaxed),
+        AddEvent::Acked { done, .. } => counters[i].paths.store(done as u64, Ordering::Relaxed),
+    };
+    let (_report, results) =
+        fan_out_serve(store, infos, pairs, &FanOutOptions::default(), &progress).await;
+    stop.cancel();
+    let _ = ticker.await;
+    results
+        .into_iter()
+        .map(|r| {
+            r.map(|s| CopyDone {
+                paths: s.paths,
+                nar_bytes: s.nar_bytes,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation
+
+/// What fleet records on the host at each apply (`/etc/nixos/fleet-deployment.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// fleet.toml's git commit, if it is in a git repository.
+    pub commit: Option<String>,
+    /// Whether the work tree had uncommitted changes.
+    pub dirty: Option<bool>,
+    /// `user@machine` that ran the apply.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub toplevel: String,
+    pub package: String,
+    pub goal: Goal,
+    pub fleet_version: String,
+    pub id: String,
+}
+
+/// One activation.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    pub goal: Goal,
+    pub toplevel: String,
+    pub package: String,
+    /// How long the host waits for [`confirm`] before reverting by itself; `None` disables the
+    /// magic rollback (and `--no-rollback` also skips the automatic one).
+    pub confirm_timeout: Option<Duration>,
+    /// Roll back automatically when `switch-to-configuration` fails.
+    pub auto_rollback: bool,
+    pub record: DeploymentRecord,
+}
+
+/// How an activation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    /// The new system is active (awaiting confirmation when `pending_confirmation`).
+    Done {
+        pending_confirmation: bool,
+        log: String,
+    },
+    /// `switch-to-configuration` failed and the host is back on its previous system.
+    RolledBack { log: String },
+}
+
+/// A fresh, unique deployment id (time + pid + counter).
+pub fn deployment_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        t.as_secs(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The command that installs the activation script from stdin and runs `mode args...`.
+fn script_command(mode: &str, args: &[&str]) -> String {
+    let mut cmd = String::from(
+        "umask 077 && mkdir -p /run/fleet && cat > /run/fleet/activate.sh.$$ && \
+         mv -f /run/fleet/activate.sh.$$ /run/fleet/activate.sh && exec sh /run/fleet/activate.sh ",
+    );
+    cmd.push_str(&quote(mode));
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&quote(a));
+    }
+    cmd
+}
+
+async fn run_script(
+    conn: &Connection,
+    privilege: &Privilege,
+    mode: &str,
+    args: &[&str],
+) -> Result<crate::Output, ExecError> {
+    conn.exec(
+        &script_command(mode, args),
+        privilege,
+        Stdin::Bytes(bytes::Bytes::from_static(ACTIVATE_SCRIPT.as_bytes())),
+    )
+    .await
+}
+
+/// Sets the profile and runs `switch-to-configuration` on the host, as root, detached from the
+/// SSH session. With `confirm_timeout`, a watchdog on the host reverts unless [`confirm`] reaches
+/// it in time. If the connection drops mid-way, the outcome is read back over a new connection
+/// by the caller ([`result_of`]).
+pub async fn activate(
+    conn: &Connection,
+    privilege: &Privilege,
+    a: &Activation,
+) -> Result<Activated, DeployError> {
+    let confirm_secs = match (a.goal.needs_confirmation(), a.confirm_timeout) {
+        (true, Some(t)) => t.as_secs().max(1).to_string(),
+        _ => "0".to_owned(),
+    };
+    let meta = serde_json::to_string(&a.record).expect("record serializes");
+    let out = run_script(
+        conn,
+        privilege,
+        "run-detached",
+        &[
+            a.goal.as_str(),
+            &a.toplevel,
+            &a.package,
+            &confirm_secs,
+            &a.record.id,
+            &meta,
+        ],
+    )
+    .await?;
+    let log = out.stderr_lossy();
+    match out.status {
+        Some(0) => Ok(Activated::Done {
+            pending_confirmation: confirm_secs != "0",
+            log,
+        }),
+        Some(100) => Ok(Activated::RolledBack { log }),
+        Some(101) => Err(DeployError::RollbackFailed {
+            host: conn.name().to_owned(),
+            stderr: log,
+        }),
+        status => Err(DeployError::Refused {
+            host: conn.name().to_owned(),
+            status,
+            stderr: log,
+        }),
+    }
+}
+
+/// Reads what became of deployment `id` on the host: `applied`, `confirmed`, `rolled-back`,
+/// `rollback-failed` or `unknown`.
+pub async fn result_of(
+    conn: &Connection,
+    privilege: &Privilege,
+    id: &str,
+) -> Result<String, ExecError> {
+    let out = run_script(conn, privilege, "result", &[id]).await?;
+    Ok(out.stdout_lossy().trim().to_owned())
+}
+
+/// How a confirmation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    /// The host had already reverted (the watchdog fired first).
+    TooLate,
+    /// The host could not be reached again before the deadline; it reverts by itself.
+    Unreachable {
+        last_error: String,
+    },
+}
+
+/// Confirms deployment `id` over a NEW connection (proving the new system still lets fleet in),
+/// retrying until `deadline`.
+pub async fn confirm(
+    connector: &Connector,
+    target: &SshTarget,
+    privilege: &Privilege,
+    id: &str,
+    deadline: Instant,
+) -> Confirmation {
+    let mut last_error = String::from("no attempt made");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Confirmation::Unreachable { last_error };
+        }
+        let attempt = async {
+            let conn = connector.connect(target).await?;
+            let out = run_script(&conn, privilege, "confirm", &[id]).await;
+            conn.close().await;
+            Ok::<_, DeployError>(out?)
+        };
+        match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(out)) if out.status == Some(0) => return Confirmation::Confirmed,
+            Ok(Ok(out)) if out.status == Some(3) => return Confirmation::TooLate,
+            Ok(Ok(out)) => last_error = out.stderr_lossy().trim().to_owned(),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => return Confirmation::Unreachable { last_error },
+        }
+        tokio::time::sleep(Duration::from_millis(500).min(left)).await;
+    }
+}
+
+/// Switches the host to its previous system profile generation (`fleet rollback`).
+pub async fn rollback(conn: &Connection, privilege: &Privilege) -> Result<String, DeployError> {
+    let out = run_script(conn, privilege, "rollback", &[]).await?;
+    if out.success() {
+        Ok(out.stderr_lossy())
+    } else {
+        Err(DeployError::Rollback {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_parse_and_print() {
+        for g in ["switch", "boot", "test", "dry-activate"] {
+            assert_eq!(g.parse::<Goal>().unwrap().as_str(), g);
+        }
+        assert!("reboot".parse::<Goal>().is_err());
+        assert!(Goal::Switch.needs_confirmation() && !Goal::Boot.needs_confirmation());
+    }
+
+    #[test]
+    fn script_command_quotes_every_argument() {
+        let c = script_command("apply", &["switch", "/nix/store/x y", "it's"]);
+        assert!(
+            c.ends_with("apply switch '/nix/store/x y' 'it'\\''s'"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        assert_ne!(deployment_id(), deployment_id());
+    }
+
+    #[test]
+    fn the_script_is_valid_sh() {
+        let dir = std::env::temp_dir().join(format!("fleet-activate-{}", std::process::id()));
+        std::fs::write(&dir, ACTIVATE_SCRIPT).unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert!(st.success());
+    }
+}
