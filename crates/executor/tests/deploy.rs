@@ -261,3 +261,96 @@ async fn copy_activate_confirm_and_roll_back() {
     }
     conn.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
+    let tb = Testbed::start([HostSpec::new("h1")]).unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tempfile::tempdir().unwrap().keep()).unwrap();
+    let mut o = ConnectOptions::from_env();
+    o.ssh_config = None;
+    o.use_agent = false;
+    o.known_hosts = tb.known_hosts_path().to_owned();
+    o.connect_timeout = Duration::from_secs(2);
+    let c = Arc::new(Connector::new(o, Arc::new(NoPassphrase)).unwrap());
+    let t = target(&tb, "h1");
+    let conn = c.connect(&t).await.unwrap();
+
+    let (top1, pkg1) = build(
+        &tb,
+        &dir,
+        "h1",
+        "{ ... }: { networking.hostName = \"h1\"; }",
+    )
+    .await;
+    copy(&conn, &pkg1).await;
+    let id1 = deploy::deployment_id();
+    let a1 = Activation {
+        goal: Goal::Switch,
+        toplevel: top1.clone(),
+        package: pkg1.clone(),
+        confirm_timeout: None,
+        auto_rollback: true,
+        record: record(&id1, &top1, &pkg1),
+    };
+    deploy::activate(&conn, &Privilege::None, &a1)
+        .await
+        .unwrap();
+
+    // This configuration takes the host's network down when activated.
+    let (top2, pkg2) = build(
+        &tb,
+        &dir,
+        "h1",
+        "{ ... }: { networking.hostName = \"h1\"; fleet.network = \"down\"; }",
+    )
+    .await;
+    copy(&conn, &pkg2).await;
+    let id2 = deploy::deployment_id();
+    let a2 = Activation {
+        toplevel: top2.clone(),
+        package: pkg2.clone(),
+        confirm_timeout: Some(Duration::from_secs(6)),
+        record: record(&id2, &top2, &pkg2),
+        ..a1.clone()
+    };
+    // The activation finishes on the host even though its network goes away under it: the
+    // result is either Done (the reply made it out) or an unknown outcome.
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        deploy::activate(&conn, &Privilege::None, &a2),
+    )
+    .await;
+    eprintln!("activation over a vanishing network: {r:?}");
+    let deadline = started + Duration::from_secs(6);
+    let confirmation = deploy::confirm(&c, &t, &Privilege::None, &id2, deadline).await;
+    assert!(
+        matches!(confirmation, Confirmation::Unreachable { .. }),
+        "{confirmation:?}"
+    );
+    // The watchdog reverts and the old configuration brings the network back.
+    let mut back = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(conn2) = c.connect(&t).await {
+            back = Some(conn2);
+            break;
+        }
+    }
+    let conn2 = back.expect("the host came back after reverting");
+    assert_eq!(
+        deploy::result_of(&conn2, &Privilege::None, &id2)
+            .await
+            .unwrap(),
+        "rolled-back"
+    );
+    assert_eq!(sh(&tb, "h1", "readlink -f /run/current-system").await, top1);
+    assert_eq!(
+        sh(&tb, "h1", "readlink -f /nix/var/nix/profiles/system").await,
+        top1
+    );
+    assert_eq!(
+        sh(&tb, "h1", "readlink -f /etc/nixos/current-configuration").await,
+        pkg1
+    );
+}

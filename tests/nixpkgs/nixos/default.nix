@@ -28,6 +28,7 @@ let
     system.nixos.release = "24.05";
     fleet.packageVersions = { };
     fleet.activationFails = false;
+    fleet.network = "up";
     fleet.bench = null;
     nixpkgs = { };
   };
@@ -92,6 +93,7 @@ let
     kernelImage = k.kernel.image;
     kernelVersion = config.boot.kernelVersion;
     inherit etc systemPath nixosVersion activationFails hostPlatform;
+    network = config.fleet.network;
     switchTemplate = ./switch-to-configuration.sh;
     args = [ ../pkgs/builders/toplevel.sh ];
   });

@@ -5,6 +5,7 @@ toplevel='@toplevel@'
 nixos_version='@nixosVersion@'
 kernel_version='@kernelVersion@'
 activation_fails='@activationFails@'
+network='@network@'
 profile=/nix/var/nix/profiles/system
 log_dir=/run/fleet-standin
 action="${1-}"
@@ -93,6 +94,29 @@ install_bootloader() {
     atomic_link /boot/loader/default-system "$default_system"
 }
 
+# `fleet.network = "down"` stands for a configuration that breaks the host's network: activating it
+# takes every link but lo down (the host's own network namespace), and activating a configuration
+# with the network up again brings back exactly the links it took down.
+set_network() {
+  marker="$log_dir/links-down"
+  if [ "$network" = down ]; then
+    mkdir -p "$log_dir" || return 1
+    for l in $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+      [ "$l" = lo ] && continue
+      echo "$l" >> "$marker"
+      echo "taking network link $l down"
+      ip link set dev "$l" down || return 1
+    done
+  elif [ -s "$marker" ]; then
+    while read -r l; do
+      echo "bringing network link $l up"
+      ip link set dev "$l" up || return 1
+    done < "$marker"
+    rm -f "$marker"
+  fi
+  return 0
+}
+
 case "$action" in
   switch | boot | test | dry-activate) ;;
   *) usage ;;
@@ -146,6 +170,7 @@ if [ "$action" = switch ] || [ "$action" = test ]; then
     finish 4
   fi
   echo "the following new units were started: fleet-standin.service"
+  set_network || finish 1
 fi
 
 finish 0

@@ -19,5 +19,6 @@ sed -e "s|@toplevel@|$out|g" \
     -e "s|@nixosVersion@|$nixosVersion|g" \
     -e "s|@kernelVersion@|$kernelVersion|g" \
     -e "s|@activationFails@|$activationFails|g" \
+    -e "s|@network@|$network|g" \
     "$switchTemplate" > "$out/bin/switch-to-configuration"
 chmod +x "$out/bin/switch-to-configuration"
