@@ -88,6 +88,8 @@ pub enum DeployError {
         status: Option<u32>,
         stderr: String,
     },
+    #[error("activation on {host} failed (not rolled back, as asked): {stderr}")]
+    ActivationFailed { host: String, stderr: String },
     #[error("activation on {host} failed and so did the rollback: {stderr}")]
     RollbackFailed { host: String, stderr: String },
     #[error("rollback on {host} failed (exit {status:?}): {stderr}")]
@@ -310,6 +312,7 @@ pub async fn activate(
             &confirm_secs,
             &a.record.id,
             &meta,
+            if a.auto_rollback { "1" } else { "0" },
         ],
     )
     .await?;
@@ -320,6 +323,10 @@ pub async fn activate(
             log,
         }),
         Some(100) => Ok(Activated::RolledBack { log }),
+        Some(102) => Err(DeployError::ActivationFailed {
+            host: conn.name().to_owned(),
+            stderr: log,
+        }),
         Some(101) => Err(DeployError::RollbackFailed {
             host: conn.name().to_owned(),
             stderr: log,

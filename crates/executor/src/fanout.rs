@@ -157,6 +157,11 @@ pub struct HostEvents {
 pub struct Cancelled;
 
 impl HostEvents {
+    /// The host these events are about.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// A handle for `host` outside [`run_hosts`] (a phase of a run that is not a per-host task,
     /// like a shared copy). `start` is the run's start, so `at` stays comparable.
     pub fn new(

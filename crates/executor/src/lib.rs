@@ -9,9 +9,11 @@
 //! - [`quote`]: POSIX quoting for every argument put in a remote command line.
 //! - [`facts`]: [`facts::read_facts`], what a host runs (one unprivileged command).
 //! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
+//! - [`apply`]: [`apply::apply_all`], the apply across planned hosts (copy once, activate, confirm).
 //! - [`deploy`]: copy (fan-out), activation with rollback, confirmation, `fleet rollback`.
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
+pub mod apply;
 pub mod deploy;
 pub mod facts;
 pub mod fanout;

@@ -2,8 +2,9 @@
 # Written by fleet before each activation; POSIX sh; no bashisms (targets are NixOS, but be safe).
 #
 # Modes:
-#   apply GOAL TOPLEVEL PACKAGE CONFIRM_SECS ID META_JSON
-#       set the profile (switch|boot), run switch-to-configuration GOAL; on failure roll back and exit 100;
+#   apply GOAL TOPLEVEL PACKAGE CONFIRM_SECS ID META_JSON AUTO_ROLLBACK(1|0)
+#       set the profile (switch|boot), run switch-to-configuration GOAL; on failure roll back and exit 100
+#       (with AUTO_ROLLBACK=0: leave the host as it is and exit 102);
 #       on success link the deployment package + GC root, record META_JSON, and (CONFIRM_SECS > 0 and
 #       GOAL is switch|test) arm a watchdog that rolls back unless `confirm ID` runs in time.
 #   confirm ID       disarm the watchdog of deployment ID (exit 0), exit 3 if it already rolled back.
@@ -11,7 +12,8 @@
 #   watchdog ID SECS (internal) wait, then roll back if ID is still pending.
 #
 # Exit codes: 0 ok; 100 activation failed and the host was rolled back; 101 activation failed and the
-# rollback failed too; 10 bad input; 3 confirm came too late (already rolled back).
+# rollback failed too; 102 activation failed, no rollback asked for; 10 bad input; 3 confirm came too
+# late (already rolled back).
 set -u
 PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 export PATH
@@ -82,8 +84,8 @@ undo() {
 mode=${1:-}
 case "$mode" in
 apply)
-  [ $# -eq 7 ] || { log "usage: apply GOAL TOPLEVEL PACKAGE CONFIRM_SECS ID META_JSON"; exit 10; }
-  goal=$2 toplevel=$3 package=$4 confirm=$5 id=$6 meta=$7
+  [ $# -eq 8 ] || { log "usage: apply GOAL TOPLEVEL PACKAGE CONFIRM_SECS ID META_JSON AUTO_ROLLBACK"; exit 10; }
+  goal=$2 toplevel=$3 package=$4 confirm=$5 id=$6 meta=$7 auto=$8
   case "$goal" in switch|boot|test|dry-activate) ;; *) log "unknown goal $goal"; exit 10;; esac
   [ -x "$toplevel/bin/switch-to-configuration" ] || { log "$toplevel is not a NixOS system (no bin/switch-to-configuration)"; exit 10; }
   [ -f "$toplevel/nixos-version" ] || { log "$toplevel has no nixos-version; refusing to set the profile"; exit 10; }
@@ -98,6 +100,10 @@ apply)
   fi
   save_state "$id"
   if ! run_stc "$toplevel" "$goal"; then
+    if [ "$auto" != 1 ]; then
+      log "switch-to-configuration $goal failed; not rolling back (--no-rollback)"
+      echo failed > "$state/result-$id"; exit 102
+    fi
     log "switch-to-configuration $goal failed; rolling back"
     if undo; then echo rolled-back > "$state/result-$id"; exit 100; fi
     echo rollback-failed > "$state/result-$id"; exit 101
