@@ -31,6 +31,8 @@ pub struct ApplyHost {
     pub store: Option<StoreSession>,
     /// What this host lacks of its closure.
     pub missing: BTreeSet<StorePath>,
+    /// The host has `zstd`: the copy may be compressed.
+    pub zstd: bool,
     pub activation: Activation,
 }
 
@@ -41,6 +43,9 @@ pub struct ApplyOptions {
     /// Extra time, past the host's confirm timeout, to wait for a host to come back and tell
     /// whether it reverted.
     pub verify_grace: Duration,
+    /// zstd level for the compressed copy to hosts that have `zstd`; `None`: never compress
+    /// (every host gets the serve protocol's AddToStoreNar stream).
+    pub compress: Option<i32>,
 }
 
 impl Default for ApplyOptions {
@@ -48,6 +53,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             parallel: 16,
             verify_grace: Duration::from_secs(5),
+            compress: Some(3),
         }
     }
 }
@@ -83,12 +89,26 @@ pub async fn apply_all(
     let mut outcomes: Vec<Option<HostOutcome>> = vec![None; hosts.len()];
     let mut hosts = hosts;
 
-    // 1. One shared copy for every host that lacks something.
+    // 1. One shared copy for every host that lacks something: compressed (export stream into
+    //    `zstd -dc | nix-store --import`) where the host has zstd, else the serve protocol.
     {
-        let mut targets = Vec::new();
-        let mut idx = Vec::new();
+        let mut serve_targets = Vec::new();
+        let mut serve_idx = Vec::new();
+        let mut import_targets = Vec::new();
+        let mut import_idx = Vec::new();
         for (i, h) in hosts.iter_mut().enumerate() {
             if h.missing.is_empty() {
+                continue;
+            }
+            let _ = events[i].phase(Phase::Copying).await;
+            if h.zstd && opts.compress.is_some() {
+                import_targets.push(deploy::ImportTarget {
+                    conn: &h.conn,
+                    privilege: &h.privilege,
+                    missing: h.missing.clone(),
+                    events: events[i].clone(),
+                });
+                import_idx.push(i);
                 continue;
             }
             let Some(session) = h.store.as_mut() else {
@@ -97,50 +117,68 @@ pub async fn apply_all(
                 });
                 continue;
             };
-            let _ = events[i].phase(Phase::Copying).await;
-            targets.push(CopyTarget {
+            serve_targets.push(CopyTarget {
                 session,
                 missing: h.missing.clone(),
                 events: events[i].clone(),
             });
-            idx.push(i);
+            serve_idx.push(i);
         }
-        if !targets.is_empty() {
-            let copy = deploy::copy_closures(store, infos, targets);
-            let results = tokio::select! {
-                r = copy => Some(r),
-                () = cancel.cancelled() => None,
+        let copy = async {
+            let serve = async {
+                if serve_targets.is_empty() {
+                    Vec::new()
+                } else {
+                    deploy::copy_closures(store, infos, serve_targets).await
+                }
             };
-            match results {
-                Some(results) => {
-                    for (k, r) in results.into_iter().enumerate() {
-                        let i = idx[k];
-                        match r {
-                            Ok(done) => {
-                                let _ = events[i]
-                                    .log(
-                                        LogStream::Fleet,
-                                        format!(
-                                            "copied {} paths ({} bytes of NAR)",
-                                            done.paths, done.nar_bytes
-                                        ),
-                                    )
-                                    .await;
-                            }
-                            Err(e) => {
-                                let session = hosts[i].store.take().expect("copied over it");
-                                let err = session.fail(e).await;
-                                outcomes[i] = Some(HostOutcome::failed(&err));
-                            }
-                        }
+            let import = async {
+                if import_targets.is_empty() {
+                    Vec::new()
+                } else {
+                    deploy::copy_compressed(
+                        store,
+                        infos,
+                        import_targets,
+                        opts.compress.unwrap_or(3),
+                    )
+                    .await
+                }
+            };
+            tokio::join!(serve, import)
+        };
+        let results = tokio::select! {
+            r = copy => Some(r),
+            () = cancel.cancelled() => None,
+        };
+        match results {
+            Some((serve, import)) => {
+                let mut failed_sessions = Vec::new();
+                for (k, r) in serve.into_iter().enumerate() {
+                    let i = serve_idx[k];
+                    match r {
+                        Ok(done) => copied(&events[i], &done).await,
+                        Err(e) => failed_sessions.push((i, e)),
                     }
                 }
-                None => {
-                    for &i in &idx {
-                        outcomes[i] = Some(HostOutcome::Skipped {
-                            reason: "interrupted while copying; nothing was activated".into(),
-                        });
+                for (i, e) in failed_sessions {
+                    let session = hosts[i].store.take().expect("copied over it");
+                    let err = session.fail(e).await;
+                    outcomes[i] = Some(HostOutcome::failed(&err));
+                }
+                for (k, r) in import.into_iter().enumerate() {
+                    let i = import_idx[k];
+                    match r {
+                        Ok(done) => copied(&events[i], &done).await,
+                        Err(e) => outcomes[i] = Some(HostOutcome::failed(&e)),
                     }
+                }
+            }
+            None => {
+                for &i in serve_idx.iter().chain(&import_idx) {
+                    outcomes[i] = Some(HostOutcome::Skipped {
+                        reason: "interrupted while copying; nothing was activated".into(),
+                    });
                 }
             }
         }
@@ -230,12 +268,14 @@ async fn activate_one(
                 .await;
             match reconnect_result(connector, &target, &privilege, &id, opts, &activation).await {
                 Some(o) => return o,
-                None => return HostOutcome::Failed {
-                    error: format!(
+                None => {
+                    return HostOutcome::Failed {
+                        error: format!(
                         "lost the connection during activation and could not reach {name} again; \
                              it either finished or reverted by itself"
                     ),
-                },
+                    }
+                }
             }
         }
         Err(e) => return HostOutcome::failed(&e),
@@ -333,6 +373,22 @@ async fn reconnect_result(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     None
+}
+
+async fn copied(ev: &HostEvents, done: &deploy::CopyDone) {
+    let wire = match done.wire_bytes {
+        Some(w) => format!(", {w} bytes sent compressed"),
+        None => String::new(),
+    };
+    let _ = ev
+        .log(
+            LogStream::Fleet,
+            format!(
+                "copied {} paths ({} bytes of NAR{wire})",
+                done.paths, done.nar_bytes
+            ),
+        )
+        .await;
 }
 
 fn last_lines(s: &str, n: usize) -> String {

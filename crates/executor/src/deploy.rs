@@ -82,6 +82,14 @@ pub enum DeployError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("importing into the store of {host} failed (exit {status:?}): {stderr}")]
+    Import {
+        host: String,
+        status: Option<u32>,
+        stderr: String,
+    },
+    #[error("reading the local store failed: {0}")]
+    Source(String),
     #[error("activation on {host} was refused (exit {status:?}): {stderr}")]
     Refused {
         host: String,
@@ -116,6 +124,8 @@ pub struct CopyTarget<'a> {
 pub struct CopyDone {
     pub paths: usize,
     pub nar_bytes: u64,
+    /// Bytes on the wire (after compression), where known.
+    pub wire_bytes: Option<u64>,
 }
 
 /// Copies `infos` (every path some host lacks, in dependency order) to all `targets` at once:
@@ -193,8 +203,207 @@ pub async fn copy_closures(
             r.map(|s| CopyDone {
                 paths: s.paths,
                 nar_bytes: s.nar_bytes,
+                wire_bytes: None,
             })
         })
+        .collect()
+}
+
+/// One host's part of a compressed copy.
+pub struct ImportTarget<'a> {
+    pub conn: &'a Connection,
+    pub privilege: &'a Privilege,
+    pub missing: BTreeSet<StorePath>,
+    pub events: HostEvents,
+}
+
+/// The remote end of a compressed copy: decompress and import (as root, so no signatures are
+/// needed). `nix-store --import` registers each path atomically after its NAR arrived whole.
+pub const IMPORT_COMMAND: &str = "zstd -dc | nix-store --import > /dev/null";
+
+/// Copies to hosts that have `zstd` as one zstd-compressed export stream per group of hosts
+/// lacking the same paths: each NAR is read once and compressed once per group, and the
+/// compressed bytes go to every host of the group (`zstd -dc | nix-store --import`). No
+/// replies to wait for, so it is one round trip, and a fraction of the bytes on slow links.
+/// The group moves at the pace of its slowest host. Results are in `targets` order.
+pub async fn copy_compressed(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: Vec<ImportTarget<'_>>,
+    zstd_level: i32,
+) -> Vec<Result<CopyDone, DeployError>> {
+    let mut groups: std::collections::BTreeMap<BTreeSet<StorePath>, Vec<usize>> =
+        Default::default();
+    for (i, t) in targets.iter().enumerate() {
+        groups.entry(t.missing.clone()).or_default().push(i);
+    }
+    let targets = &targets;
+    let runs = groups.into_iter().map(|(missing, members)| async move {
+        let r = copy_group(store, infos, targets, &missing, &members, zstd_level).await;
+        members.into_iter().zip(r).collect::<Vec<_>>()
+    });
+    let mut out: Vec<Option<Result<CopyDone, DeployError>>> =
+        (0..targets.len()).map(|_| None).collect();
+    for (i, r) in futures::future::join_all(runs).await.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.expect("every target is in a group"))
+        .collect()
+}
+
+async fn copy_group(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: &[ImportTarget<'_>],
+    missing: &BTreeSet<StorePath>,
+    members: &[usize],
+    zstd_level: i32,
+) -> Vec<Result<CopyDone, DeployError>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let total_bytes: u64 = infos
+        .iter()
+        .filter(|i| missing.contains(&i.path))
+        .map(|i| i.nar_size)
+        .sum();
+    let total_paths = missing.len() as u64;
+    // Start every member's importer; one that cannot start fails alone.
+    let mut results: Vec<Option<Result<CopyDone, DeployError>>> =
+        members.iter().map(|_| None).collect();
+    let mut senders = Vec::new();
+    let mut consumers = Vec::new();
+    for (k, &i) in members.iter().enumerate() {
+        let t = &targets[i];
+        match t.conn.spawn(IMPORT_COMMAND, t.privilege).await {
+            Err(e) => results[k] = Some(Err(e.into())),
+            Ok(proc) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+                senders.push((k, tx));
+                consumers.push(async move {
+                    let (stdout, mut stdin, exit) = proc.into_parts();
+                    drop(stdout);
+                    let mut sent = 0u64;
+                    let mut write_err = None;
+                    while let Some(c) = rx.recv().await {
+                        if let Err(e) = stdin.write_all(&c).await {
+                            write_err = Some(e);
+                            break;
+                        }
+                        sent += c.len() as u64;
+                    }
+                    drop(rx);
+                    let _ = stdin.shutdown().await;
+                    drop(stdin);
+                    let info = exit.finish().await;
+                    let host = t.conn.name().to_owned();
+                    let r = match info {
+                        Ok(info) if info.success() && write_err.is_none() => Ok(sent),
+                        Ok(info) => Err(DeployError::Import {
+                            host,
+                            status: info.status,
+                            stderr: String::from_utf8_lossy(&info.stderr).trim().to_owned(),
+                        }),
+                        Err(e) => Err(e.into()),
+                    };
+                    (k, r)
+                });
+            }
+        }
+    }
+    // NARs (read once) → counting relay → export stream + zstd → broadcast to the members.
+    let (nar_tx, mut nar_rx) = tokio::sync::mpsc::channel(64);
+    let (relay_tx, relay_rx) = tokio::sync::mpsc::channel(64);
+    let (mut pipe_w, mut pipe_r) = tokio::io::duplex(256 * 1024);
+    let label = format!("{} host(s)", members.len());
+    let fan_out_options = FanOutOptions::default();
+    let producer = fleet_store::copy::fan_out(
+        store,
+        infos,
+        vec![fleet_store::copy::Destination {
+            label: label.clone(),
+            missing: missing.clone(),
+            tx: nar_tx,
+        }],
+        &fan_out_options,
+    );
+    let events: Vec<HostEvents> = members.iter().map(|&i| targets[i].events.clone()).collect();
+    let relay = async move {
+        let (mut bytes, mut paths, mut last) = (0u64, 0u64, Instant::now());
+        while let Some(msg) = nar_rx.recv().await {
+            match &msg {
+                fleet_store::serve::NarMsg::Chunk(b) => bytes += b.len() as u64,
+                fleet_store::serve::NarMsg::End => paths += 1,
+                _ => {}
+            }
+            if relay_tx.send(msg).await.is_err() {
+                break;
+            }
+            if last.elapsed() >= Duration::from_millis(250) {
+                last = Instant::now();
+                for e in &events {
+                    let _ = e.progress(bytes, total_bytes, paths, total_paths).await;
+                }
+            }
+        }
+        for e in &events {
+            let _ = e.progress(bytes, total_bytes, paths, total_paths).await;
+        }
+    };
+    let compress = async move {
+        let r = fleet_store::export::write_export_stream(
+            relay_rx,
+            &mut pipe_w,
+            Some(zstd_level),
+            &label,
+        )
+        .await;
+        let _ = pipe_w.shutdown().await;
+        r
+    };
+    let broadcast = async move {
+        let mut senders = senders;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match pipe_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+            let mut alive = Vec::with_capacity(senders.len());
+            for (k, tx) in senders {
+                if tx.send(chunk.clone()).await.is_ok() {
+                    alive.push((k, tx));
+                }
+            }
+            senders = alive;
+            if senders.is_empty() {
+                break;
+            }
+        }
+    };
+    let (_report, (), export, (), finished) = tokio::join!(
+        producer,
+        relay,
+        compress,
+        broadcast,
+        futures::future::join_all(consumers)
+    );
+    let nar_bytes = total_bytes;
+    for (k, r) in finished {
+        results[k] = Some(match (r, &export) {
+            (Ok(sent), Ok((paths, _))) => Ok(CopyDone {
+                paths: *paths,
+                nar_bytes,
+                wire_bytes: Some(sent),
+            }),
+            (Ok(_), Err(e)) => Err(DeployError::Source(e.to_string())),
+            (Err(e), _) => Err(e),
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every member has a result"))
         .collect()
 }
 

@@ -354,3 +354,71 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
         pkg1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_copy_reads_once_and_imports_on_every_host() {
+    let tb = Testbed::start([HostSpec::new("h1"), HostSpec::new("h2")]).unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tempfile::tempdir().unwrap().keep()).unwrap();
+    let c = connector(&tb);
+    let (_top, pkg) = build(
+        &tb,
+        &dir,
+        "h",
+        "{ pkgs, ... }: { environment.systemPackages = [ pkgs.git pkgs.htop ]; }",
+    )
+    .await;
+    let store = LocalStore::system();
+    let infos = closure_infos(&store, &[StorePath::new(&pkg).unwrap()])
+        .await
+        .unwrap();
+    let all: BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let c1 = c.connect(&target(&tb, "h1")).await.unwrap();
+    let c2 = c.connect(&target(&tb, "h2")).await.unwrap();
+    let ev = |h: &str| {
+        HostEvents::new(
+            h,
+            Instant::now(),
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+    };
+    let targets = vec![
+        deploy::ImportTarget {
+            conn: &c1,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h1"),
+        },
+        deploy::ImportTarget {
+            conn: &c2,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h2"),
+        },
+    ];
+    let results = deploy::copy_compressed(&store, &infos, targets, 3).await;
+    let nar: u64 = infos.iter().map(|i| i.nar_size).sum();
+    for r in results {
+        let done = r.expect("compressed copy");
+        assert_eq!(done.paths, all.len());
+        let wire = done.wire_bytes.unwrap();
+        eprintln!(
+            "{} paths, {nar} bytes of NAR, {wire} bytes sent",
+            done.paths
+        );
+        assert!(wire < nar, "compressed: {wire} < {nar}");
+    }
+    for h in ["h1", "h2"] {
+        for p in &all {
+            sh(&tb, h, &format!("nix-store --verify-path {p}")).await;
+        }
+        let local = infos
+            .iter()
+            .find(|i| i.path.as_str() == pkg)
+            .unwrap()
+            .nar_hash
+            .clone();
+        let remote = sh(&tb, h, &format!("nix-store -q --hash {pkg}")).await;
+        assert_eq!(remote, local, "same NAR hash on {h}");
+    }
+}
