@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - `setup`: [`fleet_testbed::ensure_prerequisites`] (apt-get what is missing, the sudo user).
-//! - `test`: setup, then `cargo test --workspace` with the deployer's `NIX_CONFIG`.
+//! - `test`: setup, then `cargo test --workspace` (or the packages given with `-p`) with the deployer's `NIX_CONFIG`.
 //! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply` against it, teardown.
 //! - `bench`: not yet.
 
@@ -84,9 +84,18 @@ fn cargo() -> Command {
 
 fn test(args: &[OsString]) -> Result<ExitCode> {
     setup()?;
+    // `--workspace` would override a `-p`/`--package` given by the user.
+    let picks_packages = args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && a.len() > 2)
+    });
+    let mut c = cargo();
+    c.arg("test");
+    if !picks_packages {
+        c.arg("--workspace");
+    }
     // Nothing is printed after cargo: its summary lines end the output.
-    let status = cargo()
-        .args(["test", "--workspace"])
+    let status = c
         .args(args)
         .env("NIX_CONFIG", nix_config(Some("aarch64-linux")))
         .status()?;

@@ -135,6 +135,7 @@ fn setup_locked() -> Result<SetupReport> {
     if !Path::new("/nix/var/nix/db").exists() {
         run(&mut cmd("nix-store", ["--init"]))?;
     }
+    ensure_build_users()?;
     report.created_sudo_user = ensure_sudo_user()?;
     probe_namespaces()?;
     drop(lock);
@@ -166,6 +167,48 @@ fn apt_install(packages: &[&str]) -> Result<()> {
                 stderr: "see apt-get's output above".into(),
             });
         }
+    }
+    Ok(())
+}
+
+/// How many `nixbldN` users [`ensure_build_users`] makes (Nix builds as many derivations at once
+/// as there are build users).
+const BUILD_USERS: u32 = 8;
+
+/// Nix run as root builds as the members of the `nixbld` group (its default
+/// `build-users-group`) and refuses to build without it. Debian's `nix-bin` leaves creating
+/// them to `nix-setup-systemd`, which a `--no-install-recommends` install lacks, so they are
+/// made here the same way: a system group and `nixbld1..8` system users without a login.
+fn ensure_build_users() -> Result<()> {
+    if !output(&mut cmd("getent", ["group", "nixbld"]))?
+        .status
+        .success()
+    {
+        run(&mut cmd("groupadd", ["--system", "nixbld"]))?;
+    }
+    for i in 1..=BUILD_USERS {
+        let user = format!("nixbld{i}");
+        if output(&mut cmd("id", ["-u", &user]))?.status.success() {
+            continue;
+        }
+        run(&mut cmd(
+            "useradd",
+            [
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/var/empty",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--gid",
+                "nixbld",
+                "--groups",
+                "nixbld",
+                "--comment",
+                &format!("Nix build user {i}"),
+                &user,
+            ],
+        ))?;
     }
     Ok(())
 }
