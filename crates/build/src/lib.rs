@@ -40,10 +40,82 @@ pub async fn evaluate_and_build(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
 ) -> Vec<(String, Result<BuiltHost, BuildError>)> {
-    let mut results: Vec<Option<Result<BuiltHost, BuildError>>> =
-        specs.iter().map(|_| None).collect();
+    let mut results = check_and_evaluate(specs, opts).await;
 
-    // 1. Resolve paths, check the systems.
+    // Build the union in one realise.
+    let ok: Vec<(usize, eval::Evaluated)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|ev| (i, ev.clone())))
+        .collect();
+    let mut built: Vec<Option<Result<BuiltHost, BuildError>>> = results
+        .iter_mut()
+        .map(|r| match r {
+            Ok(_) => None,
+            Err(e) => Some(Err(e.clone())),
+        })
+        .collect();
+    if !ok.is_empty() {
+        let build_results = build(specs, &ok, opts).await;
+        for ((i, _), r) in ok.iter().zip(build_results) {
+            built[*i] = Some(r);
+        }
+    }
+    specs
+        .iter()
+        .zip(built)
+        .map(|(spec, r)| {
+            let r = r.unwrap_or_else(|| {
+                Err(BuildError::Output {
+                    command: "fleet-build".into(),
+                    detail: "host was not processed".into(),
+                })
+            });
+            (spec.name.clone(), r)
+        })
+        .collect()
+}
+
+/// What evaluation alone tells about a host: the output paths its system and deployment
+/// package will have once built (nothing is built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvaluatedHost {
+    pub toplevel: String,
+    pub package: String,
+    pub toplevel_drv: String,
+    pub package_drv: String,
+}
+
+/// Evaluate `specs` without building (for `fleet status`: which system does fleet.toml want?).
+/// Same checks and batching as [`evaluate_and_build`]; one result per spec, in order.
+pub async fn evaluate(
+    specs: &[HostBuildSpec],
+    opts: &BuildOptions,
+) -> Vec<(String, Result<EvaluatedHost, BuildError>)> {
+    let results = check_and_evaluate(specs, opts).await;
+    specs
+        .iter()
+        .zip(results)
+        .map(|(spec, r)| {
+            let r = r.map(|ev| EvaluatedHost {
+                toplevel: ev.toplevel_out,
+                package: ev.package_out,
+                toplevel_drv: ev.toplevel,
+                package_drv: ev.package,
+            });
+            (spec.name.clone(), r)
+        })
+        .collect()
+}
+
+/// Resolves paths, checks that this machine can build each system, and evaluates the hosts
+/// that passed. One result per spec, in order.
+async fn check_and_evaluate(
+    specs: &[HostBuildSpec],
+    opts: &BuildOptions,
+) -> Vec<Result<eval::Evaluated, BuildError>> {
+    let mut results: Vec<Option<Result<eval::Evaluated, BuildError>>> =
+        specs.iter().map(|_| None).collect();
     let caps = if specs.iter().any(|s| !s.cross) {
         Some(NixCapabilities::query(&opts.nix_env).await)
     } else {
@@ -70,36 +142,19 @@ pub async fn evaluate_and_build(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-
-    // 2. Evaluate.
     let evaluated = eval::evaluate(to_eval, opts).await;
-    let mut ok = Vec::new(); // (spec index, Evaluated)
     for (i, r) in eval_index.into_iter().zip(evaluated) {
-        match r {
-            Ok(ev) => ok.push((i, ev)),
-            Err(e) => results[i] = Some(Err(e)),
-        }
+        results[i] = Some(r);
     }
-
-    // 3. Build the union in one realise.
-    if !ok.is_empty() {
-        let build_results = build(specs, &ok, opts).await;
-        for ((i, _), r) in ok.iter().zip(build_results) {
-            results[*i] = Some(r);
-        }
-    }
-
-    specs
-        .iter()
-        .zip(results)
-        .map(|(spec, r)| {
-            let r = r.unwrap_or_else(|| {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
                 Err(BuildError::Output {
                     command: "fleet-build".into(),
                     detail: "host was not processed".into(),
                 })
-            });
-            (spec.name.clone(), r)
+            })
         })
         .collect()
 }

@@ -104,6 +104,11 @@ pub struct ApplyArgs {
     /// `confirm-timeout`).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub confirm_timeout: Option<u64>,
+
+    /// Send store paths uncompressed over `nix-store --serve` (streamed into the store, less
+    /// memory on the host) even to hosts that have zstd.
+    #[arg(long)]
+    pub no_compress: bool,
 }
 
 /// What `fleet apply` does with the new system.

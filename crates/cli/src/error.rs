@@ -35,9 +35,54 @@ pub enum CliError {
     )]
     NoSuchPlan { target: Utf8PathBuf },
 
-    #[error("`fleet {command}` is not implemented yet")]
-    #[diagnostic(code(fleet::not_implemented))]
-    NotImplemented { command: &'static str },
+    #[error("cannot read the plan {path}")]
+    #[diagnostic(
+        code(fleet::apply::plan),
+        help("make a new plan with `fleet plan --out {path}`")
+    )]
+    BadPlan {
+        path: Utf8PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error("hosts {hosts} are not in the saved plan")]
+    #[diagnostic(
+        code(fleet::apply::plan_hosts),
+        help("select hosts of the plan with `--on`, or make a new plan that includes them")
+    )]
+    NotInPlan { hosts: String },
+
+    #[error("{hosts} need a sudo password, and there is no terminal to ask it on")]
+    #[diagnostic(
+        code(fleet::sudo::no_tty),
+        help("pass `--sudo-password-command CMD` (or set FLEET_SUDO_PASSWORD_COMMAND): its first line of output is the password")
+    )]
+    NoSudoPassword { hosts: String },
+
+    #[error("{0}")]
+    #[diagnostic(code(fleet::sudo::password))]
+    SudoPassword(String),
+
+    #[error("ssh setup: {0}")]
+    #[diagnostic(code(fleet::ssh))]
+    Ssh(String),
+
+    #[error("cannot start the async runtime")]
+    #[diagnostic(code(fleet::runtime))]
+    Runtime(#[source] std::io::Error),
+
+    #[error("interrupted")]
+    #[diagnostic(code(fleet::interrupted))]
+    Interrupted,
+
+    #[error("cannot write {path}")]
+    #[diagnostic(code(fleet::write))]
+    WriteFile {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("cannot write output")]
     #[diagnostic(code(fleet::output))]
@@ -50,8 +95,16 @@ impl CliError {
             CliError::ReadFile { .. }
             | CliError::Inventory(_)
             | CliError::Select(_)
-            | CliError::NoSuchPlan { .. } => exit::USAGE,
-            CliError::NotImplemented { .. } | CliError::Output(_) => exit::FAILURE,
+            | CliError::NoSuchPlan { .. }
+            | CliError::BadPlan { .. }
+            | CliError::NotInPlan { .. }
+            | CliError::NoSudoPassword { .. } => exit::USAGE,
+            CliError::Interrupted => exit::INTERRUPTED,
+            CliError::SudoPassword(_)
+            | CliError::Ssh(_)
+            | CliError::Runtime(_)
+            | CliError::WriteFile { .. }
+            | CliError::Output(_) => exit::FAILURE,
         }
     }
 }

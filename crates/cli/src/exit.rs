@@ -1,6 +1,4 @@
 //! Exit codes of `fleet`, documented in docs/cli.md. Scripts may rely on them.
-// Some codes belong to commands that are not implemented yet.
-#![allow(dead_code)]
 
 /// Everything worked (or nothing needed doing).
 pub const OK: u8 = 0;

@@ -4,14 +4,30 @@
 //! - `args`: the clap definitions (also the source of `--help`, the man page, completions).
 //! - `commands`: one module per command.
 //! - `load`: reading fleet.toml from disk and selecting hosts.
+//! - `desired`: the systems fleet.toml wants (built locally) or a saved plan names, with closures.
+//! - `remote`: the SSH connector, targets, privileges, the sudo password (asked once).
+//! - `gather`: each host's state over its connection, in parallel.
+//! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
+//! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `record`: what apply records on a host (git commit, dirty, who, when).
+//! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
+//! - `term`: terminal prompts without echo, TTY detection.
 //! - `error`: [`error::CliError`], whose kind picks the exit code.
 //! - `exit`: the named exit codes (documented in docs/cli.md).
 
 mod args;
 mod commands;
+mod desired;
 mod error;
 mod exit;
+mod gather;
 mod load;
+mod planning;
+mod record;
+mod remote;
+mod report;
+mod signals;
+mod term;
 
 use std::process::ExitCode;
 
@@ -20,7 +36,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match commands::run(cli) {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = err.exit_code();
             eprintln!("{:?}", miette::Report::new(err));

@@ -247,6 +247,18 @@ async fn activate_one(
         activation,
         ..
     } = h;
+    if !activation.activate {
+        let _ = ev.phase(Phase::Linking).await;
+        let result = deploy::link_package(&conn, &privilege, &activation).await;
+        if let Some(s) = store {
+            let _ = s.close().await;
+        }
+        conn.close().await;
+        return match result {
+            Ok(()) => HostOutcome::Applied,
+            Err(e) => HostOutcome::failed(&e),
+        };
+    }
     let _ = ev.phase(Phase::Activating).await;
     let result = deploy::activate(&conn, &privilege, &activation).await;
     // The serve session's temporary GC roots are no longer needed once the profile is set
@@ -286,7 +298,7 @@ async fn activate_one(
             reason: format!(
                 "switch-to-configuration {} failed: {}",
                 activation.goal.as_str(),
-                last_lines(&log, 3)
+                failure_lines(&log)
             ),
         },
         Activated::Done {
@@ -391,7 +403,45 @@ async fn copied(ev: &HostEvents, done: &deploy::CopyDone) {
         .await;
 }
 
-fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" / ")
+/// What an activation log says about the failure: the lines before fleet's "failed; rolling
+/// back" remark that mention a failure or an error (else the last three of them), joined by
+/// " / ". The rollback's own output after the remark is left out.
+fn failure_lines(log: &str) -> String {
+    let before = log
+        .lines()
+        .take_while(|l| !(l.starts_with("fleet: ") && l.contains(" failed")))
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>();
+    let telling: Vec<&str> = before
+        .iter()
+        .copied()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("fail") || l.contains("error")
+        })
+        .collect();
+    let lines = if telling.is_empty() {
+        &before[before.len().saturating_sub(3)..]
+    } else {
+        &telling[..]
+    };
+    lines.join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_lines_come_from_before_the_rollback() {
+        let log = "activating the configuration...\nwarning: the following units failed: x.service\n\
+                   the following new units were started: y.service\n\
+                   fleet: switch-to-configuration switch failed; rolling back\n\
+                   activating the configuration...\nthe following new units were started: y.service\n";
+        assert_eq!(
+            failure_lines(log),
+            "warning: the following units failed: x.service"
+        );
+        assert_eq!(failure_lines("a\nb\nc\nd\n"), "b / c / d");
+    }
 }

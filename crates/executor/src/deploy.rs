@@ -439,6 +439,9 @@ pub struct Activation {
     pub confirm_timeout: Option<Duration>,
     /// Roll back automatically when `switch-to-configuration` fails.
     pub auto_rollback: bool,
+    /// Run `switch-to-configuration`. `false` when the host already runs `toplevel` and only
+    /// the deployment package is new: it is linked and recorded ([`link_package`]).
+    pub activate: bool,
     pub record: DeploymentRecord,
 }
 
@@ -545,6 +548,26 @@ pub async fn activate(
             status,
             stderr: log,
         }),
+    }
+}
+
+/// Links `a.package` at `/etc/nixos/current-configuration` (with its GC roots) and records the
+/// deployment, without touching the running system: for hosts that already run `a.toplevel`.
+pub async fn link_package(
+    conn: &Connection,
+    privilege: &Privilege,
+    a: &Activation,
+) -> Result<(), DeployError> {
+    let meta = serde_json::to_string(&a.record).expect("record serializes");
+    let out = run_script(conn, privilege, "link", &[&a.package, &meta]).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(DeployError::Refused {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
     }
 }
 

@@ -56,9 +56,10 @@ impl RemoteFacts {
     }
 }
 
-/// The facts script: POSIX sh, read-only, prints `key=value` lines. `readlink -f` of a missing
-/// link prints nothing, which reads as "none".
-const FACTS_SCRIPT: &str = r#"r() { readlink -f "$1" 2>/dev/null; }
+/// The facts script: POSIX sh, read-only, prints `key=value` lines. A missing or dangling link
+/// prints nothing, which reads as "none" (`readlink -f` alone would print the path of a missing
+/// last component).
+const FACTS_SCRIPT: &str = r#"r() { [ -e "$1" ] && readlink -f "$1" 2>/dev/null; }
 for s in current booted; do
   d=$(r /run/$s-system)
   echo "$s=$d"

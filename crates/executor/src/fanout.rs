@@ -23,6 +23,8 @@ pub enum Phase {
     Copying,
     SettingProfile,
     Activating,
+    /// Linking the deployment package only (the host already runs the system).
+    Linking,
     Confirming,
     RollingBack,
     Running,

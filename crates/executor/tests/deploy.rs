@@ -127,6 +127,7 @@ async fn copy_activate_confirm_and_roll_back() {
         package: pkg1.clone(),
         confirm_timeout: Some(Duration::from_secs(20)),
         auto_rollback: true,
+        activate: true,
         record: record(&id1, &top1, &pkg1),
     };
     match deploy::activate(&conn, &Privilege::None, &a).await.unwrap() {
@@ -290,6 +291,7 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
         package: pkg1.clone(),
         confirm_timeout: None,
         auto_rollback: true,
+        activate: true,
         record: record(&id1, &top1, &pkg1),
     };
     deploy::activate(&conn, &Privilege::None, &a1)

@@ -24,4 +24,6 @@ pub use parse::{
     parse, ParseOptions, DEFAULT_CONFIRM_TIMEOUT_SECS, DEFAULT_PORT, DEFAULT_USER,
     MAX_CONFIRM_TIMEOUT_SECS,
 };
-pub use types::{BuildMode, Host, HostName, Inventory, Pin, PinSource, SudoMode, System};
+pub use types::{
+    BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode, System,
+};

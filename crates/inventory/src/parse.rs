@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::checks;
 use crate::error::{InventoryError, Problem};
 use crate::types::{
-    host_name_problem, BuildMode, Host, HostName, Inventory, Pin, PinSource, SudoMode, System,
-    LINUX_SYSTEMS,
+    host_name_problem, BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode,
+    System, LINUX_SYSTEMS,
 };
 
 /// What [`parse`] needs besides the text.
@@ -765,7 +765,13 @@ impl Checker<'_, '_> {
             return None;
         }
         let (name, system, pin, config) = (name?, system?, pin?, config?);
+        let set_in_file = SetInFile {
+            address: own.address.is_some(),
+            user: user.is_some(),
+            port: own.port.is_some() || defaults.port.is_some(),
+        };
         Some(Host {
+            set_in_file,
             address: own.address.map_or_else(|| name.to_string(), |a| a.value),
             name,
             user: user_name,

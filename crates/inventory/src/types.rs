@@ -74,6 +74,18 @@ pub struct Host {
     /// How long `fleet apply` waits for the host to confirm before rolling back.
     #[serde(with = "duration_secs")]
     pub confirm_timeout: Duration,
+    /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
+    /// The others are defaults that `~/.ssh/config` may override.
+    #[serde(skip)]
+    pub set_in_file: SetInFile,
+}
+
+/// Which of `address`, `user` and `port` a host's settings in fleet.toml name explicitly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SetInFile {
+    pub address: bool,
+    pub user: bool,
+    pub port: bool,
 }
 
 /// How fleet gains root on a host whose `user` is not root.

@@ -1,1 +1,276 @@
-//! End-to-end test support (skeleton).
+//! End-to-end test support: the real `fleet` binary against a simulated fleet
+//! (`fleet-testbed`: real sshd, a private `/nix` per host) with configurations built from the
+//! nixpkgs stand-in.
+//!
+//! - [`fleet_bin`]: builds the `fleet` binary once (cargo) and returns its path.
+//! - [`Fleet`]: a testbed plus a fleet directory (`fleet.toml`, `hosts/<name>/configuration.nix`),
+//!   an empty `HOME` (no `~/.ssh/config` of the machine leaks in), and helpers to run fleet,
+//!   look inside hosts and check the invariant every test ends with ([`Fleet::assert_sound`]).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use fleet_testbed::{HostSpec, Testbed};
+
+/// The `fleet` binary, built once per test process with the same cargo and profile.
+pub fn fleet_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(fleet_testbed::repo_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "fleet",
+                "--bin",
+                "fleet",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(out.status.success(), "building fleet failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "fleet")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the fleet executable")
+    })
+}
+
+/// A finished fleet run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Run {
+    /// Panics with both streams unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// stdout parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// stdout as JSON lines (`apply --json`, `rollback --json`).
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+
+    /// The `summary` line of a `--json` run: host name → outcome.
+    #[track_caller]
+    pub fn outcomes(&self) -> std::collections::BTreeMap<String, String> {
+        let lines = self.json_lines();
+        let summary = lines
+            .iter()
+            .find(|v| v["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
+        summary["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    h["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A simulated fleet with its fleet.toml.
+pub struct Fleet {
+    pub tb: Testbed,
+    pub dir: PathBuf,
+    pub home: PathBuf,
+    _tmp: tempfile::TempDir,
+    /// Extra environment for every fleet run.
+    pub env: Vec<(String, String)>,
+}
+
+/// A configuration of the stand-in for host `name` with `packages` (attribute names of pkgs).
+pub fn config(name: &str, packages: &[&str]) -> String {
+    let pkgs: Vec<String> = packages.iter().map(|p| format!("pkgs.{p}")).collect();
+    format!(
+        "{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  environment.systemPackages = [ {} ];\n}}\n",
+        pkgs.join(" ")
+    )
+}
+
+impl Fleet {
+    /// Starts the hosts; each gets `config(name, ["htop"])` and the testbed's fleet.toml.
+    pub fn start(specs: impl IntoIterator<Item = HostSpec>) -> Fleet {
+        Self::start_with(Testbed::builder().hosts(specs))
+    }
+
+    pub fn start_with(builder: fleet_testbed::TestbedBuilder) -> Fleet {
+        let tb = builder.start().expect("testbed starts");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("fleet");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        for h in tb.hosts() {
+            let d = dir.join("hosts").join(&h.name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("configuration.nix"), config(&h.name, &["htop"])).unwrap();
+        }
+        let toml = tb.fleet_toml(&fleet_testbed::nixpkgs_standin(), |h| {
+            dir.join("hosts").join(&h.name).join("configuration.nix")
+        });
+        std::fs::write(dir.join("fleet.toml"), toml).unwrap();
+        let password = tb.sudo_password().to_owned();
+        Fleet {
+            tb,
+            dir,
+            home,
+            _tmp: tmp,
+            env: vec![(
+                "FLEET_SUDO_PASSWORD_COMMAND".into(),
+                format!("printf '%s\\n' '{password}'"),
+            )],
+        }
+    }
+
+    pub fn toml_path(&self) -> PathBuf {
+        self.dir.join("fleet.toml")
+    }
+
+    /// Replaces a host's configuration.nix.
+    pub fn set_config(&self, host: &str, text: &str) {
+        std::fs::write(
+            self.dir.join("hosts").join(host).join("configuration.nix"),
+            text,
+        )
+        .unwrap();
+    }
+
+    /// `fleet ARGS` in the fleet directory, not yet spawned.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(fleet_bin());
+        c.args(args)
+            .current_dir(&self.dir)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("FLEET_FILE")
+            .env_remove("FLEET_SUDO_PASSWORD_COMMAND")
+            .env("HOME", &self.home)
+            .env("USER", "tester")
+            .env("NO_COLOR", "1")
+            .envs(self.tb.nix_env())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `fleet ARGS` to the end.
+    pub fn fleet(&self, args: &[&str]) -> Run {
+        let started = Instant::now();
+        let out: Output = self.command(args).output().expect("fleet runs");
+        let run = Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: started.elapsed(),
+        };
+        eprintln!(
+            "$ fleet {} -> {:?} in {:.1?}\n{}{}",
+            args.join(" "),
+            run.code,
+            run.took,
+            run.stderr,
+            run.stdout
+        );
+        run
+    }
+
+    /// Runs a shell command as root inside the host (not over SSH); its stdout, trimmed.
+    #[track_caller]
+    pub fn sh(&self, host: &str, cmd: &str) -> String {
+        self.tb
+            .exec_ok(host, cmd)
+            .unwrap_or_else(|e| panic!("{host}: `{cmd}` failed: {e}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Where a link on the host resolves to, or `None` when it does not exist.
+    pub fn link(&self, host: &str, path: &str) -> Option<String> {
+        let out = self.sh(
+            host,
+            &format!("[ -e {path} ] && readlink -f {path} || true"),
+        );
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Every valid path in the host's store.
+    pub fn store_paths(&self, host: &str) -> std::collections::BTreeSet<String> {
+        self.sh(
+            host,
+            "nix --extra-experimental-features nix-command path-info --all",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The invariant every test ends with, on every host: the system profile and
+    /// `/run/current-system` point at complete closures (`nix-store --verify-path` of every path
+    /// is clean), and the host runs one of `allowed` (its old or its new system; `None` for "no
+    /// system yet"), never something in between.
+    #[track_caller]
+    pub fn assert_sound(&self, host: &str, allowed: &[Option<&str>]) {
+        let current = self.link(host, "/run/current-system");
+        assert!(
+            allowed.contains(&current.as_deref()),
+            "{host} runs {current:?}, expected one of {allowed:?}"
+        );
+        let profile = self.link(host, "/nix/var/nix/profiles/system");
+        for (what, p) in [("current system", &current), ("system profile", &profile)] {
+            let Some(p) = p else { continue };
+            let out = self.tb.exec(
+                host,
+                &format!(
+                    "set -e; for p in $(nix-store -qR {p}); do nix-store --verify-path $p; done"
+                ),
+            );
+            let out = out.expect("exec");
+            assert!(
+                out.status.success(),
+                "{host}: {what} {p} is not a complete, valid closure: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some(p) = &profile {
+            assert!(
+                allowed.contains(&Some(p.as_str())),
+                "{host}: the system profile points at {p}, expected one of {allowed:?}"
+            );
+        }
+    }
+}

@@ -1,17 +1,268 @@
-//! `fleet apply`: not implemented yet. It checks its target, fleet.toml and `--on` already, so
-//! mistakes there are reported the same way they will be once it works.
+//! `fleet apply [GOAL|PLAN.json]`: plan (or load a saved plan and check every host against it),
+//! then per host in parallel: copy what it lacks, activate with automatic rollback and
+//! confirmation, link the deployment package, record the deployment. One summary at the end;
+//! the exit code says whether any host failed (docs/cli.md).
 
-use crate::args::{ApplyArgs, ApplyTarget, GlobalArgs};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
+use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal};
+use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
+use fleet_inventory::Host;
+use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
+use fleet_store::local::LocalStore;
+use fleet_store::StorePath;
+
+use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
+use crate::desired::fleet_dir;
 use crate::error::CliError;
-use crate::load;
+use crate::planning::{self, Source};
+use crate::record::Provenance;
+use crate::remote::Remote;
+use crate::report::{self, Mode, Row};
+use crate::{load, signals};
 
-pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), CliError> {
-    if let ApplyTarget::Plan(path) = args.target() {
-        if !path.is_file() {
-            return Err(CliError::NoSuchPlan { target: path });
+pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
+    let (goal, saved) = match args.target() {
+        ApplyTarget::Goal(g) => (goal(g), None),
+        ApplyTarget::Plan(path) => {
+            if !path.is_file() {
+                return Err(CliError::NoSuchPlan { target: path });
+            }
+            let bad = |source: Box<dyn std::error::Error + Send + Sync>| CliError::BadPlan {
+                path: path.clone(),
+                source,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(Box::new(e)))?;
+            let plan = Plan::from_json(&text).map_err(|e| bad(Box::new(e)))?;
+            (Goal::Switch, Some(plan))
         }
-    }
+    };
     let inventory = load::inventory(global)?;
-    load::selected(&inventory, global)?;
-    Err(CliError::NotImplemented { command: "apply" })
+    let mut hosts = load::selected(&inventory, global)?;
+    if let Some(plan) = &saved {
+        hosts = hosts_of_plan(plan, hosts, global.on.is_some())?;
+    }
+    let dir = fleet_dir(&global.file);
+    let provenance = Provenance::now(&dir);
+    signals::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        signals::on_ctrl_c(cancel.clone());
+        let remote = Remote::new(global, &hosts, true).await?;
+        let source = match &saved {
+            Some(plan) => Source::Saved(plan),
+            None => Source::Build,
+        };
+        let planned = planning::make(
+            global, &inventory, &hosts, &dir, &remote, source, true, &cancel,
+        )
+        .await?;
+        if !global.json {
+            eprint!("{}", render(&planned.plan, RenderOptions::default()));
+        }
+        let start = Instant::now();
+        let mode = Mode::pick(global.json);
+        let (sink, rx) = EventSink::channel(1024);
+        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+        let reporter = report::spawn(mode, names, rx, start);
+
+        // Decide per host: apply, or an outcome known now (unchanged, error, refused).
+        let mut decided: Vec<Option<(HostOutcome, &'static str)>> = Vec::new();
+        let mut to_apply = Vec::new();
+        let mut refused = false;
+        for ((host, hp), (_, reached)) in
+            hosts.iter().zip(&planned.plan.hosts).zip(planned.gathered)
+        {
+            let drift = match (&saved, &reached) {
+                (Some(plan), Ok(r)) => plan
+                    .host(&hp.name)
+                    .map(|saved_host| check_still_valid(saved_host, &r.remote_state()))
+                    .transpose()
+                    .err(),
+                _ => None,
+            };
+            let known = match (hp.action, drift) {
+                (_, Some(drift)) => {
+                    refused = true;
+                    Some((
+                        HostOutcome::Failed {
+                            error: format!("{drift}; make a new plan"),
+                        },
+                        "refused",
+                    ))
+                }
+                (Action::Unchanged, None) => Some((HostOutcome::Unchanged, "unchanged")),
+                (Action::Error, None) => Some((
+                    HostOutcome::Failed {
+                        error: hp.error.clone().unwrap_or_default(),
+                    },
+                    "failed",
+                )),
+                (Action::Install | Action::Update, None) => None,
+            };
+            match (known, reached) {
+                (Some(k), reached) => {
+                    if let Ok(r) = reached {
+                        if let Some(s) = r.store {
+                            let _ = s.close().await;
+                        }
+                        r.conn.close().await;
+                    }
+                    decided.push(Some(k));
+                }
+                (None, Err(e)) => decided.push(Some((HostOutcome::Failed { error: e }, "failed"))),
+                (None, Ok(r)) => {
+                    decided.push(None);
+                    let (toplevel, package) = (
+                        hp.target.clone().unwrap_or_default(),
+                        hp.package.clone().unwrap_or_default(),
+                    );
+                    let confirm = (!args.no_rollback).then(|| {
+                        Duration::from_secs(
+                            args.confirm_timeout
+                                .unwrap_or(host.confirm_timeout.as_secs()),
+                        )
+                    });
+                    let missing: BTreeSet<StorePath> = hp
+                        .copy
+                        .paths
+                        .iter()
+                        .filter_map(|p| StorePath::new(p.clone()).ok())
+                        .collect();
+                    to_apply.push(ApplyHost {
+                        name: hp.name.clone(),
+                        target: r.target,
+                        conn: r.conn,
+                        privilege: r.privilege,
+                        store: r.store,
+                        missing,
+                        zstd: r.facts.zstd,
+                        activation: Activation {
+                            goal,
+                            record: record(&provenance, &toplevel, &package, goal),
+                            toplevel,
+                            package,
+                            confirm_timeout: confirm,
+                            auto_rollback: !args.no_rollback,
+                            activate: hp.activate,
+                        },
+                    });
+                }
+            }
+        }
+        for (host, d) in hosts.iter().zip(&decided) {
+            if let Some((outcome, _)) = d {
+                let ev = HostEvents::new(host.name.as_str(), start, sink.clone(), cancel.clone());
+                let _ = ev
+                    .emit(EventKind::Outcome {
+                        outcome: outcome.clone(),
+                    })
+                    .await;
+            }
+        }
+        let opts = ApplyOptions {
+            parallel: global.parallel,
+            compress: if args.no_compress { None } else { Some(3) },
+            ..ApplyOptions::default()
+        };
+        let applied = apply_all(
+            remote.connector.clone(),
+            &LocalStore::system(),
+            &planned.desired.infos,
+            to_apply,
+            &opts,
+            Run {
+                cancel: cancel.clone(),
+                sink,
+                start,
+            },
+        )
+        .await;
+        let tracks = reporter.await.unwrap_or_default();
+
+        let mut applied = applied.into_iter();
+        let rows: Vec<Row> = hosts
+            .iter()
+            .zip(&planned.plan.hosts)
+            .zip(decided)
+            .map(|((host, hp), d)| {
+                let (outcome, label) = match d {
+                    Some((o, label)) => (o, label.to_owned()),
+                    None => {
+                        let o = applied
+                            .next()
+                            .map(|(_, o)| o)
+                            .unwrap_or(HostOutcome::Failed {
+                                error: "no outcome".into(),
+                            });
+                        let label = report::outcome_kind(&o).to_owned();
+                        (o, label)
+                    }
+                };
+                let (_, detail, success) = report::outcome_row(&outcome);
+                let new = if success {
+                    hp.target.clone()
+                } else {
+                    hp.current.clone()
+                };
+                Row {
+                    name: host.name.to_string(),
+                    outcome: label,
+                    detail,
+                    old: hp.current.clone(),
+                    new,
+                    seconds: tracks
+                        .get(host.name.as_str())
+                        .and_then(report::Track::seconds),
+                    success,
+                }
+            })
+            .collect();
+        report::summary(&rows, global.json);
+        Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
+    })
+}
+
+/// The goal of the executor for the CLI's.
+fn goal(g: args::Goal) -> Goal {
+    match g {
+        args::Goal::Switch => Goal::Switch,
+        args::Goal::Boot => Goal::Boot,
+        args::Goal::Test => Goal::Test,
+        args::Goal::DryActivate => Goal::DryActivate,
+    }
+}
+
+/// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`
+/// selects). A selected host that is not in the plan is an error.
+fn hosts_of_plan<'i>(
+    plan: &Plan,
+    selected: Vec<&'i Host>,
+    explicit: bool,
+) -> Result<Vec<&'i Host>, CliError> {
+    let (in_plan, missing): (Vec<&Host>, Vec<&Host>) = selected
+        .into_iter()
+        .partition(|h| plan.host(h.name.as_str()).is_some());
+    if explicit && !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|h| h.name.as_str()).collect();
+        return Err(CliError::NotInPlan {
+            hosts: names.join(", "),
+        });
+    }
+    Ok(in_plan)
+}
+
+fn record(p: &Provenance, toplevel: &str, package: &str, goal: Goal) -> DeploymentRecord {
+    DeploymentRecord {
+        commit: p.commit.clone(),
+        dirty: p.dirty,
+        by: p.by.clone(),
+        at: p.at.clone(),
+        toplevel: toplevel.to_owned(),
+        package: package.to_owned(),
+        goal,
+        fleet_version: env!("CARGO_PKG_VERSION").to_owned(),
+        id: deploy::deployment_id(),
+    }
 }

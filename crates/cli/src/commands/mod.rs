@@ -1,4 +1,5 @@
-//! One module per command. Each takes the parsed arguments and returns `Ok` or a [`CliError`].
+//! One module per command. Each takes the parsed arguments and returns its exit code, or a
+//! [`CliError`] (whose kind picks the exit code).
 
 pub mod apply;
 pub mod completions;
@@ -11,15 +12,15 @@ pub mod status;
 use crate::args::{Cli, Command};
 use crate::error::CliError;
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub fn run(cli: Cli) -> Result<u8, CliError> {
     let global = &cli.global;
     match &cli.command {
-        Command::Hosts(args) => hosts::run(global, args),
+        Command::Hosts(args) => hosts::run(global, args).map(|()| crate::exit::OK),
         Command::Plan(args) => plan::run(global, args),
         Command::Apply(args) => apply::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
-        Command::Completions(args) => completions::run(args),
-        Command::Man => man::run(),
+        Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
+        Command::Man => man::run().map(|()| crate::exit::OK),
     }
 }

@@ -1,12 +1,67 @@
-//! `fleet plan`: not implemented yet. It checks fleet.toml and `--on` already, so mistakes there
-//! are reported the same way they will be once it works.
+//! `fleet plan`: build the selected hosts here, read each host's state, and show what `apply`
+//! would do (`--json`: the plan as JSON; `--out FILE`: also save it for `fleet apply FILE`).
+//! Exit 1 when a host could not be planned (the others are planned anyway).
+
+use std::io::Write;
+
+use fleet_executor::CancellationToken;
+use fleet_planner::{render, Action, RenderOptions};
 
 use crate::args::{GlobalArgs, PlanArgs};
-use crate::error::CliError;
-use crate::load;
+use crate::desired::fleet_dir;
+use crate::error::{output, CliError};
+use crate::planning::{self, Source};
+use crate::remote::Remote;
+use crate::{exit, load, signals, term};
 
-pub fn run(global: &GlobalArgs, _args: &PlanArgs) -> Result<(), CliError> {
+pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
-    load::selected(&inventory, global)?;
-    Err(CliError::NotImplemented { command: "plan" })
+    let hosts = load::selected(&inventory, global)?;
+    let dir = fleet_dir(&global.file);
+    let planned = signals::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        signals::on_ctrl_c(cancel.clone());
+        let remote = Remote::new(global, &hosts, true).await?;
+        let planned = planning::make(
+            global,
+            &inventory,
+            &hosts,
+            &dir,
+            &remote,
+            Source::Build,
+            false,
+            &cancel,
+        )
+        .await?;
+        for (_, reached) in &planned.gathered {
+            if let Ok(r) = reached {
+                r.conn.close().await;
+            }
+        }
+        Ok::<_, CliError>(planned)
+    })?;
+    let plan = planned.plan;
+    if let Some(path) = &args.out {
+        std::fs::write(path, plan.to_json()).map_err(|source| CliError::WriteFile {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
+    }
+    let text = if global.json {
+        plan.to_json()
+    } else {
+        render(
+            &plan,
+            RenderOptions {
+                color: term::stdout_color(),
+            },
+        )
+    };
+    output(std::io::stdout().lock().write_all(text.as_bytes()))?;
+    Ok(if plan.hosts.iter().any(|h| h.action == Action::Error) {
+        exit::FAILURE
+    } else {
+        exit::OK
+    })
 }

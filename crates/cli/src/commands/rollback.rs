@@ -1,14 +1,102 @@
-//! `fleet rollback`: not implemented yet. It checks fleet.toml and `--on` already, so mistakes there
-//! are reported the same way they will be once it works.
+//! `fleet rollback`: switch the selected hosts to their previous system profile generation
+//! (profile + `switch-to-configuration switch`, and the deployment package of that generation
+//! back at `/etc/nixos/current-configuration`), with apply's progress, summary and exit codes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fleet_executor::facts::read_facts;
+use fleet_executor::{
+    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase,
+};
 
 use crate::args::{GlobalArgs, RollbackArgs};
+use crate::desired::error_text;
 use crate::error::CliError;
-use crate::load;
+use crate::remote::{self, Remote};
+use crate::report::{self, Mode, Row};
+use crate::{load, signals};
 
-pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<(), CliError> {
+/// The current system before and after, per host.
+type Systems = Arc<Mutex<BTreeMap<String, (Option<String>, Option<String>)>>>;
+
+pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
-    load::selected(&inventory, global)?;
-    Err(CliError::NotImplemented {
-        command: "rollback",
+    let hosts = load::selected(&inventory, global)?;
+    signals::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        signals::on_ctrl_c(cancel.clone());
+        let remote = Remote::new(global, &hosts, true).await?;
+        let start = Instant::now();
+        let (sink, rx) = EventSink::channel(1024);
+        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+        let reporter = report::spawn(Mode::pick(global.json), names, rx, start);
+        let systems: Systems = Arc::default();
+        let jobs = hosts.iter().map(|h| {
+            (
+                h.name.to_string(),
+                (
+                    remote::target(h),
+                    remote.privilege(h),
+                    remote.connector.clone(),
+                ),
+            )
+        });
+        let seen = systems.clone();
+        let outcomes = run_hosts(jobs, global.parallel, cancel.clone(), sink, move |ctx| {
+            let seen = seen.clone();
+            async move {
+                let (target, privilege, connector) = ctx.host;
+                let ev = ctx.events;
+                let _ = ev.phase(Phase::Connecting).await;
+                let conn = match connector.connect(&target).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return HostOutcome::Failed {
+                            error: error_text(&e),
+                        }
+                    }
+                };
+                let before = read_facts(&conn).await.ok().and_then(|f| f.current);
+                let _ = ev.phase(Phase::RollingBack).await;
+                let r = deploy::rollback(&conn, &privilege).await;
+                let after = read_facts(&conn).await.ok().and_then(|f| f.current);
+                conn.close().await;
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(ctx.name, (before, after));
+                match r {
+                    Ok(log) => {
+                        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                            let _ = ev.log(LogStream::Stderr, line).await;
+                        }
+                        HostOutcome::Applied
+                    }
+                    Err(e) => HostOutcome::failed(&e),
+                }
+            }
+        })
+        .await;
+        let tracks = reporter.await.unwrap_or_default();
+        let systems = systems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let rows: Vec<Row> = outcomes
+            .into_iter()
+            .map(|(name, o)| {
+                let (kind, detail, success) = report::outcome_row(&o);
+                let (old, new) = systems.get(&name).cloned().unwrap_or_default();
+                Row {
+                    outcome: if success { "rolled-back".into() } else { kind },
+                    detail,
+                    old,
+                    new,
+                    seconds: tracks.get(&name).and_then(report::Track::seconds),
+                    success,
+                    name,
+                }
+            })
+            .collect();
+        report::summary(&rows, global.json);
+        Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })
 }

@@ -1,12 +1,221 @@
-//! `fleet status`: not implemented yet. It checks fleet.toml and `--on` already, so mistakes there
-//! are reported the same way they will be once it works.
+//! `fleet status`: per host, over one connection each and in parallel: reachable or why not,
+//! the current, booted and profile systems, whether it runs what fleet.toml wants (evaluated
+//! here, not built; `--no-eval` skips that), whether it needs a reboot, and what fleet recorded
+//! at the last apply. Exit 1 when a host could not be reached.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use fleet_executor::CancellationToken;
+use fleet_planner::short_path;
+use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
-use crate::error::CliError;
-use crate::load;
+use crate::desired::{build_options, build_spec, error_text, fleet_dir};
+use crate::error::{output, CliError};
+use crate::gather::{self, Want};
+use crate::remote::Remote;
+use crate::{exit, load, signals};
 
-pub fn run(global: &GlobalArgs, _args: &StatusArgs) -> Result<(), CliError> {
+/// One host's status (also the `--json` shape).
+#[derive(Debug, Serialize)]
+struct Status {
+    name: String,
+    reachable: bool,
+    /// Why the host could not be reached.
+    error: Option<String>,
+    current: Option<String>,
+    booted: Option<String>,
+    /// What the system profile points at (the next boot).
+    profile: Option<String>,
+    /// The system fleet.toml wants; `null` with `--no-eval` or when evaluation failed.
+    desired: Option<String>,
+    /// Why the desired system is unknown (evaluation failed).
+    desired_error: Option<String>,
+    /// `current == desired`; `null` when either is unknown.
+    in_sync: Option<bool>,
+    needs_reboot: bool,
+    generation: Option<u64>,
+    /// `/etc/nixos/current-configuration`.
+    package: Option<String>,
+    /// What fleet recorded at the last apply (`/etc/nixos/fleet-deployment.json`).
+    deployed: Option<serde_json::Value>,
+}
+
+pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
-    load::selected(&inventory, global)?;
-    Err(CliError::NotImplemented { command: "status" })
+    let hosts = load::selected(&inventory, global)?;
+    let dir = fleet_dir(&global.file);
+    let statuses = signals::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        signals::on_ctrl_c(cancel.clone());
+        let remote = Remote::new(global, &hosts, false).await?;
+        let evaluate = async {
+            if args.no_eval {
+                return None;
+            }
+            let specs: Vec<_> = hosts.iter().map(|h| build_spec(&inventory, h)).collect();
+            let mut opts = build_options(&dir, true);
+            opts.on_event = None;
+            Some(fleet_build::evaluate(&specs, &opts).await)
+        };
+        let read = gather::gather(
+            &remote,
+            &hosts,
+            None,
+            Want {
+                store: false,
+                keep_store: false,
+            },
+            global.parallel,
+            &cancel,
+        );
+        let (desired, gathered) = tokio::join!(evaluate, read);
+        if cancel.is_cancelled() {
+            return Err(CliError::Interrupted);
+        }
+        let mut out = Vec::new();
+        for (i, (name, reached)) in gathered.into_iter().enumerate() {
+            let (desired, desired_error) = match desired.as_ref().map(|d| &d[i].1) {
+                None => (None, None),
+                Some(Ok(ev)) => (Some(ev.toplevel.clone()), None),
+                Some(Err(e)) => (None, Some(error_text(e))),
+            };
+            out.push(match reached {
+                Err(e) => Status {
+                    name,
+                    reachable: false,
+                    error: Some(e),
+                    current: None,
+                    booted: None,
+                    profile: None,
+                    desired,
+                    desired_error,
+                    in_sync: None,
+                    needs_reboot: false,
+                    generation: None,
+                    package: None,
+                    deployed: None,
+                },
+                Ok(r) => {
+                    r.conn.close().await;
+                    let f = r.facts;
+                    let in_sync = match (&f.current, &desired) {
+                        (_, None) => None,
+                        (current, Some(d)) => Some(current.as_deref() == Some(d.as_str())),
+                    };
+                    Status {
+                        name,
+                        reachable: true,
+                        error: None,
+                        needs_reboot: f.needs_reboot(),
+                        current: f.current,
+                        booted: f.booted,
+                        profile: f.profile,
+                        desired,
+                        desired_error,
+                        in_sync,
+                        generation: f.generation,
+                        package: f.package,
+                        deployed: f.deployment,
+                    }
+                }
+            });
+        }
+        Ok(out)
+    })?;
+    let text = if global.json {
+        let mut s = serde_json::to_string_pretty(&statuses).expect("statuses serialise");
+        s.push('\n');
+        s
+    } else {
+        table(&statuses)
+    };
+    output(std::io::stdout().lock().write_all(text.as_bytes()))?;
+    Ok(if statuses.iter().all(|s| s.reachable) {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
+
+/// The one-word state of a host.
+fn state(s: &Status) -> &'static str {
+    if !s.reachable {
+        "unreachable"
+    } else if s.current.is_none() {
+        "not deployed"
+    } else {
+        match s.in_sync {
+            Some(true) => "in sync",
+            Some(false) => "drifted",
+            None => "running",
+        }
+    }
+}
+
+fn table(statuses: &[Status]) -> String {
+    let header = ["HOST", "STATE", "CURRENT", "GEN", "REBOOT", "LAST APPLY"];
+    let rows: Vec<[String; 6]> = statuses
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                state(s).to_owned(),
+                s.current.as_deref().map_or("-".to_owned(), short_path),
+                s.generation.map_or("-".to_owned(), |g| g.to_string()),
+                if s.needs_reboot { "yes" } else { "" }.to_owned(),
+                s.deployed.as_ref().map_or(String::new(), deployed_text),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header.map(str::to_owned)).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    for s in statuses {
+        if let Some(e) = &s.error {
+            let _ = writeln!(out, "\n{}: unreachable: {e}", s.name);
+        } else if s.in_sync == Some(false) {
+            let _ = writeln!(
+                out,
+                "\n{}: runs {}, fleet.toml wants {}",
+                s.name,
+                s.current
+                    .as_deref()
+                    .map_or("nothing".to_owned(), short_path),
+                s.desired.as_deref().map_or("-".to_owned(), short_path)
+            );
+        }
+        if let Some(e) = &s.desired_error {
+            let _ = writeln!(out, "\n{}: cannot evaluate: {e}", s.name);
+        }
+    }
+    out
+}
+
+/// `3f2a864 (dirty) by me@laptop at 2026-11-25T10:00:00Z`.
+fn deployed_text(d: &serde_json::Value) -> String {
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let mut out = String::new();
+    match d.get("commit").and_then(|v| v.as_str()) {
+        Some(c) => out.push_str(&c[..c.len().min(7)]),
+        None => out.push_str("(no git)"),
+    }
+    if d.get("dirty").and_then(serde_json::Value::as_bool) == Some(true) {
+        out.push_str(" (dirty)");
+    }
+    let _ = write!(out, " by {} at {}", s("by"), s("at"));
+    out
 }

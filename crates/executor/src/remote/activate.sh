@@ -7,6 +7,8 @@
 #       (with AUTO_ROLLBACK=0: leave the host as it is and exit 102);
 #       on success link the deployment package + GC root, record META_JSON, and (CONFIRM_SECS > 0 and
 #       GOAL is switch|test) arm a watchdog that rolls back unless `confirm ID` runs in time.
+#   link PACKAGE META_JSON
+#       the host already runs the system: link the deployment package + GC root and record META_JSON.
 #   confirm ID       disarm the watchdog of deployment ID (exit 0), exit 3 if it already rolled back.
 #   rollback         switch to the previous system profile generation (fleet rollback).
 #   watchdog ID SECS (internal) wait, then roll back if ID is still pending.
@@ -81,6 +83,19 @@ undo() {
   return $ok
 }
 
+# Link the deployment package at /etc/nixos/current-configuration, make it a GC root (also per
+# generation, for `fleet rollback`), and record what was deployed.
+link_package() { # PACKAGE GENERATION META_JSON
+  mkdir -p /etc/nixos
+  ln -sfn "$1" /etc/nixos/current-configuration.tmp && mv -fT /etc/nixos/current-configuration.tmp /etc/nixos/current-configuration
+  ln -sfn "$1" /nix/var/nix/gcroots/fleet-current-configuration
+  if [ -n "$2" ]; then
+    mkdir -p /nix/var/nix/gcroots/fleet
+    ln -sfn "$1" "/nix/var/nix/gcroots/fleet/system-$2-package"
+  fi
+  printf '%s\n' "$3" > /etc/nixos/fleet-deployment.json.tmp && mv -f /etc/nixos/fleet-deployment.json.tmp /etc/nixos/fleet-deployment.json
+}
+
 mode=${1:-}
 case "$mode" in
 apply)
@@ -108,20 +123,19 @@ apply)
     if undo; then echo rolled-back > "$state/result-$id"; exit 100; fi
     echo rollback-failed > "$state/result-$id"; exit 101
   fi
-  mkdir -p /etc/nixos
-  ln -sfn "$package" /etc/nixos/current-configuration.tmp && mv -fT /etc/nixos/current-configuration.tmp /etc/nixos/current-configuration
-  ln -sfn "$package" /nix/var/nix/gcroots/fleet-current-configuration
-  if [ -n "$new_gen" ]; then
-    mkdir -p /nix/var/nix/gcroots/fleet
-    ln -sfn "$package" "/nix/var/nix/gcroots/fleet/system-$new_gen-package"
-  fi
-  printf '%s\n' "$meta" > /etc/nixos/fleet-deployment.json.tmp && mv -f /etc/nixos/fleet-deployment.json.tmp /etc/nixos/fleet-deployment.json
+  link_package "$package" "$new_gen" "$meta"
   if [ "$confirm" -gt 0 ] 2>/dev/null && { [ "$goal" = switch ] || [ "$goal" = test ]; }; then
     : > "$state/pending-$id"
     setsid sh "$state/activate.sh" watchdog "$id" "$confirm" </dev/null >>"$state/watchdog-$id.log" 2>&1 &
     echo $! > "$state/watchdog-$id.pid"
   fi
   echo applied > "$state/result-$id"
+  exit 0 ;;
+link)
+  # The host already runs the system: only the deployment package is new.
+  [ $# -eq 3 ] || { log "usage: link PACKAGE META_JSON"; exit 10; }
+  [ -x "$2/switch" ] || { log "$2 is not a fleet deployment package (no switch script)"; exit 10; }
+  link_package "$2" "$(gen_number || true)" "$3"
   exit 0 ;;
 run-detached)
   # Runs `apply ...` in its own session with output to a file, so a dropped SSH connection

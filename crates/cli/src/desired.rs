@@ -1,0 +1,314 @@
+//! The systems fleet.toml wants: evaluated and built on this machine (fleet-build), or taken
+//! from a saved plan, with their closures read from the local store in one query.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fleet_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
+use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
+use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan};
+use fleet_store::local::{closure_infos, LocalStore};
+use fleet_store::{PathInfo, StorePath};
+
+/// Per host the desired system (or why there is none), and the union of all their closures.
+pub struct Desired {
+    /// In the order of the hosts given.
+    pub hosts: Vec<(String, Result<DesiredHost, String>)>,
+    /// Every path of every desired closure, references before referrers.
+    pub infos: Vec<PathInfo>,
+}
+
+impl Desired {
+    pub fn get(&self, name: &str) -> Option<&DesiredHost> {
+        self.hosts
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, d)| d.as_ref().ok())
+    }
+}
+
+/// The folder of fleet.toml: where `.fleet/` goes and what relative paths are relative to.
+pub fn fleet_dir(file: &Utf8Path) -> Utf8PathBuf {
+    file.canonicalize_utf8()
+        .ok()
+        .and_then(|p| p.parent().map(Utf8Path::to_path_buf))
+        .unwrap_or_else(|| Utf8PathBuf::from("."))
+}
+
+/// What fleet-build needs to know about a host.
+pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
+    let pin = match inventory.pins.get(&host.pin).map(|p| &p.source) {
+        Some(PinSource::Tarball { url, sha256 }) => PinSpec::Tarball {
+            url: url.clone(),
+            sha256: sha256.clone(),
+        },
+        Some(PinSource::Path(p)) => PinSpec::Path(p.clone()),
+        // The inventory refuses hosts whose pin does not exist.
+        None => PinSpec::Path(Utf8PathBuf::from("/nonexistent-pin")),
+    };
+    HostBuildSpec {
+        name: host.name.to_string(),
+        system: host.system.to_string(),
+        pin,
+        config: host.config.clone(),
+        cross: host.build == BuildMode::Cross,
+    }
+}
+
+/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, progress to stderr.
+pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
+    let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
+    if !quiet {
+        opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
+            BuildEvent::EvalStarted { hosts } => {
+                eprintln!("fleet: evaluating {}", hosts.join(", "));
+            }
+            BuildEvent::EvalBatchFailed { hosts } => eprintln!(
+                "fleet: evaluating {} together failed; evaluating them one by one",
+                hosts.join(", ")
+            ),
+            BuildEvent::BuildStarted { hosts } => {
+                eprintln!("fleet: building {} on this machine", hosts.join(", "));
+            }
+            BuildEvent::Building { drv } => {
+                let name = drv.rsplit('/').next().unwrap_or(&drv);
+                let name = name.get(33..).unwrap_or(name).trim_end_matches(".drv");
+                eprintln!("fleet:   building {name}");
+            }
+            BuildEvent::BuildFinished {
+                built,
+                failed_hosts,
+            } => {
+                let failed = if failed_hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failed: {}", failed_hosts.join(", "))
+                };
+                eprintln!("fleet: built {} derivation(s){failed}", built.len());
+            }
+            BuildEvent::EvalFinished { .. } => {}
+        }));
+    }
+    opts
+}
+
+/// Evaluates and builds `hosts` (one evaluation per batch, one realise for all), then reads
+/// the closures of the built deployment packages.
+pub async fn build(
+    inventory: &Inventory,
+    hosts: &[&Host],
+    fleet_dir: &Utf8Path,
+    quiet: bool,
+) -> Desired {
+    let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
+    let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet)).await;
+    let wanted: Vec<(String, Result<Wanted, String>)> = built
+        .into_iter()
+        .zip(hosts)
+        .map(|((name, r), host)| {
+            let r = r.map_err(|e| error_text(&e)).map(|b| Wanted {
+                system: host.system.to_string(),
+                toplevel: b.toplevel,
+                package: b.package,
+                boot: Some(BootSpec {
+                    kernel: b.boot.kernel,
+                    initrd: b.boot.initrd,
+                    modules: b.boot.modules,
+                }),
+            });
+            (name, r)
+        })
+        .collect();
+    with_closures(wanted).await
+}
+
+/// The desired systems of a saved plan: exactly its targets and packages (kept alive by the
+/// GC roots in `.fleet/`). A host whose package is gone from the local store gets an error.
+pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
+    let wanted = hosts
+        .iter()
+        .map(|host| {
+            let name = host.name.to_string();
+            let r = match plan.host(&name) {
+                None => Err("not in the saved plan".to_owned()),
+                Some(h) => match (&h.target, &h.package) {
+                    (Some(t), Some(p)) => Ok(Wanted {
+                        system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
+                        toplevel: t.clone(),
+                        package: p.clone(),
+                        boot: None,
+                    }),
+                    _ => Err(h
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "nothing to apply".to_owned())),
+                },
+            };
+            (name, r)
+        })
+        .collect();
+    with_closures(wanted).await
+}
+
+struct Wanted {
+    system: String,
+    toplevel: String,
+    package: String,
+    /// `None`: read from the toplevel's links.
+    boot: Option<BootSpec>,
+}
+
+/// Reads the closures of all wanted packages in one local query and splits them per host.
+async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired {
+    let store = LocalStore::system();
+    let mut roots = BTreeSet::new();
+    type Rooted = Result<(Wanted, StorePath), String>;
+    let mut wanted: Vec<(String, Rooted)> = wanted
+        .into_iter()
+        .map(|(name, r)| {
+            let r = r.and_then(|w| {
+                let p = StorePath::new(w.package.clone()).map_err(|e| e.to_string())?;
+                if !std::path::Path::new(p.as_str()).exists() {
+                    return Err(format!(
+                        "deployment package {p} is not in the local store any more; plan again"
+                    ));
+                }
+                roots.insert(p.clone());
+                Ok((w, p))
+            });
+            (name, r)
+        })
+        .collect();
+    let roots: Vec<StorePath> = roots.into_iter().collect();
+    let infos = if roots.is_empty() {
+        Ok(Vec::new())
+    } else {
+        closure_infos(&store, &roots)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let infos = match infos {
+        Ok(i) => i,
+        Err(e) => {
+            for (_, r) in &mut wanted {
+                if r.is_ok() {
+                    *r = Err(format!("reading the local closure failed: {e}"));
+                }
+            }
+            Vec::new()
+        }
+    };
+    let index: BTreeMap<&StorePath, usize> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (&p.path, i))
+        .collect();
+    let hosts = wanted
+        .into_iter()
+        .map(|(name, r)| {
+            let d = r.map(|(w, root)| {
+                let closure = closure_of(&infos, &index, &root)
+                    .into_iter()
+                    .map(|i| ClosurePath {
+                        path: infos[i].path.to_string(),
+                        nar_size: infos[i].nar_size,
+                    })
+                    .collect();
+                let boot = w.boot.unwrap_or_else(|| boot_links(&w.toplevel));
+                DesiredHost {
+                    name: name.clone(),
+                    system: w.system,
+                    toplevel: w.toplevel,
+                    package: w.package,
+                    closure,
+                    boot,
+                }
+            });
+            (name, d)
+        })
+        .collect();
+    Desired { hosts, infos }
+}
+
+/// Indices into `infos` of the closure of `root`, in `infos` order (references first).
+fn closure_of(
+    infos: &[PathInfo],
+    index: &BTreeMap<&StorePath, usize>,
+    root: &StorePath,
+) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&StorePath> = vec![root];
+    while let Some(p) = stack.pop() {
+        let Some(&i) = index.get(p) else { continue };
+        if seen.insert(i) {
+            stack.extend(infos[i].references.iter());
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// The targets of a toplevel's `kernel`, `initrd` and `kernel-modules` links.
+fn boot_links(toplevel: &str) -> BootSpec {
+    let link = |name: &str| {
+        std::fs::read_link(std::path::Path::new(toplevel).join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    BootSpec {
+        kernel: link("kernel"),
+        initrd: link("initrd"),
+        modules: link("kernel-modules"),
+    }
+}
+
+/// An error with its causes, on one line where it was one line.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, refs: &[&str]) -> PathInfo {
+        let p = |n: &str| StorePath::new(format!("/nix/store/{}-{n}", "a".repeat(32))).unwrap();
+        PathInfo {
+            path: p(name),
+            deriver: None,
+            nar_hash: String::new(),
+            nar_size: 1,
+            references: refs.iter().map(|r| p(r)).collect(),
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn closure_of_a_root_keeps_the_union_order() {
+        let infos = vec![
+            info("glibc", &[]),
+            info("htop", &["glibc"]),
+            info("nano", &["glibc"]),
+            info("sys-a", &["htop", "glibc"]),
+            info("sys-b", &["nano"]),
+        ];
+        let index = infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&p.path, i))
+            .collect();
+        assert_eq!(closure_of(&infos, &index, &infos[3].path), vec![0, 1, 3]);
+        assert_eq!(closure_of(&infos, &index, &infos[4].path), vec![0, 2, 4]);
+    }
+}

@@ -1,0 +1,177 @@
+//! Reading each host's state over one SSH connection per host, in parallel (bounded): what it
+//! runs (one unprivileged command) and, when a desired closure is given, which of its paths
+//! the host already has and the closure of what it runs now (one store session, two requests).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use fleet_executor::facts::{read_facts, RemoteFacts};
+use fleet_executor::store::StoreSession;
+use fleet_executor::{CancellationToken, Connection, Privilege, SshTarget};
+use fleet_inventory::Host;
+use fleet_planner::{BootSpec, RemoteState};
+use fleet_store::StorePath;
+use futures::StreamExt;
+
+use crate::desired::{error_text, Desired};
+use crate::remote::{self, Remote};
+
+/// A host reached, with what was read.
+pub struct Reached {
+    pub target: SshTarget,
+    pub privilege: Privilege,
+    pub conn: Arc<Connection>,
+    pub facts: RemoteFacts,
+    /// Open when a desired closure was queried and `keep_store` was asked: its temporary GC
+    /// roots keep the host's valid paths until the profile is switched.
+    pub store: Option<StoreSession>,
+    /// Paths of the desired closure the host has.
+    pub present: BTreeSet<String>,
+    /// The closure of the host's current system (empty when it has none or it was not asked).
+    pub current_closure: Vec<String>,
+}
+
+impl Reached {
+    /// The planner's view of this host.
+    pub fn remote_state(&self) -> RemoteState {
+        let f = &self.facts;
+        RemoteState {
+            current: f.current.clone(),
+            booted: f.booted.clone(),
+            generation: f.generation,
+            current_closure: self.current_closure.clone(),
+            current_boot: BootSpec {
+                kernel: f.current_boot.kernel.clone(),
+                initrd: f.current_boot.initrd.clone(),
+                modules: f.current_boot.modules.clone(),
+            },
+            present: self.present.clone(),
+        }
+    }
+}
+
+/// Per host in input order: reached, or why not (one line).
+pub type Gathered = Vec<(String, Result<Reached, String>)>;
+
+/// What to read besides the facts.
+#[derive(Clone, Copy)]
+pub struct Want {
+    /// Query the store: which desired paths are present, and the current closure.
+    pub store: bool,
+    /// Keep the store session open (apply), else close it (plan).
+    pub keep_store: bool,
+}
+
+/// Connects to every host (at most `parallel` at once) and reads its state. A host not
+/// started when `cancel` fires is reported as interrupted.
+pub async fn gather(
+    remote: &Remote,
+    hosts: &[&Host],
+    desired: Option<&Desired>,
+    want: Want,
+    parallel: usize,
+    cancel: &CancellationToken,
+) -> Gathered {
+    let jobs: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let name = h.name.to_string();
+            let target = remote::target(h);
+            let privilege = remote.privilege(h);
+            let closure: Vec<String> = desired
+                .and_then(|d| d.get(&name))
+                .map(|d| d.closure.iter().map(|c| c.path.clone()).collect())
+                .unwrap_or_default();
+            (name, target, privilege, closure)
+        })
+        .collect();
+    futures::stream::iter(jobs)
+        .map(|(name, target, privilege, closure)| {
+            let connector = remote.connector.clone();
+            let cancel = cancel.clone();
+            async move {
+                if cancel.is_cancelled() {
+                    return (name, Err("interrupted before connecting".to_owned()));
+                }
+                let r = tokio::select! {
+                    r = reach(&connector, target, privilege, closure, want) => r,
+                    () = cancel.cancelled() => Err("interrupted".to_owned()),
+                };
+                (name, r)
+            }
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await
+}
+
+async fn reach(
+    connector: &fleet_executor::Connector,
+    target: SshTarget,
+    privilege: Privilege,
+    closure: Vec<String>,
+    want: Want,
+) -> Result<Reached, String> {
+    let conn = connector
+        .connect(&target)
+        .await
+        .map_err(|e| error_text(&e))?;
+    let conn = Arc::new(conn);
+    let facts = match read_facts(&conn).await {
+        Ok(f) => f,
+        Err(e) => {
+            conn.close().await;
+            return Err(error_text(&e));
+        }
+    };
+    let mut reached = Reached {
+        target,
+        privilege,
+        conn,
+        facts,
+        store: None,
+        present: BTreeSet::new(),
+        current_closure: Vec::new(),
+    };
+    if want.store && !closure.is_empty() {
+        match query_store(&mut reached, &closure).await {
+            Ok(session) if want.keep_store => reached.store = Some(session),
+            Ok(session) => {
+                let _ = session.close().await;
+            }
+            Err(e) => {
+                reached.conn.close().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(reached)
+}
+
+/// One store session: which closure paths are valid (locked), and the current closure.
+async fn query_store(reached: &mut Reached, closure: &[String]) -> Result<StoreSession, String> {
+    let paths: Vec<StorePath> = closure
+        .iter()
+        .filter_map(|p| StorePath::new(p.clone()).ok())
+        .collect();
+    let mut session = StoreSession::open(&reached.conn, &reached.privilege)
+        .await
+        .map_err(|e| error_text(&e))?;
+    let valid = match session.valid_paths(&paths, true).await {
+        Ok(v) => v,
+        Err(e) => return Err(error_text(&session.fail(e).await)),
+    };
+    reached.present = valid.into_iter().map(String::from).collect();
+    if let Some(current) = reached
+        .facts
+        .current
+        .as_ref()
+        .and_then(|c| StorePath::new(c.clone()).ok())
+    {
+        match session.client.query_closure(&[current], false).await {
+            Ok(c) => reached.current_closure = c.into_iter().map(String::from).collect(),
+            Err(e) => return Err(error_text(&session.fail(e).await)),
+        }
+    }
+    Ok(session)
+}

@@ -1,0 +1,90 @@
+//! The step `fleet plan` and `fleet apply` share: the desired systems (built now, or from a
+//! saved plan), each host's state, and the pure plan made of both.
+
+use camino::Utf8Path;
+use fleet_executor::CancellationToken;
+use fleet_inventory::{Host, Inventory};
+use fleet_planner::{HostInput, Plan};
+
+use crate::args::GlobalArgs;
+use crate::desired::{self, Desired};
+use crate::error::CliError;
+use crate::gather::{self, Gathered, Want};
+use crate::remote::Remote;
+
+/// Where the desired systems come from.
+pub enum Source<'a> {
+    /// Evaluate and build fleet.toml now.
+    Build,
+    /// Exactly the targets of a saved plan.
+    Saved(&'a Plan),
+}
+
+/// A plan with what it was made from.
+pub struct Planned {
+    pub plan: Plan,
+    pub desired: Desired,
+    pub gathered: Gathered,
+}
+
+/// Builds (or loads) the desired systems, reads every host, and plans. Hosts that cannot be
+/// built or reached are `error` entries of the plan; only an interruption is an `Err`.
+#[allow(clippy::too_many_arguments)]
+pub async fn make(
+    global: &GlobalArgs,
+    inventory: &Inventory,
+    hosts: &[&Host],
+    fleet_dir: &Utf8Path,
+    remote: &Remote,
+    source: Source<'_>,
+    keep_store: bool,
+    cancel: &CancellationToken,
+) -> Result<Planned, CliError> {
+    let quiet = global.json;
+    let desired = tokio::select! {
+        d = async {
+            match source {
+                Source::Build => desired::build(inventory, hosts, fleet_dir, quiet).await,
+                Source::Saved(plan) => desired::from_plan(plan, hosts).await,
+            }
+        } => d,
+        () = cancel.cancelled() => return Err(CliError::Interrupted),
+    };
+    if !quiet {
+        eprintln!("fleet: reading the state of {} host(s)", hosts.len());
+    }
+    let gathered = gather::gather(
+        remote,
+        hosts,
+        Some(&desired),
+        Want {
+            store: true,
+            keep_store,
+        },
+        global.parallel,
+        cancel,
+    )
+    .await;
+    if cancel.is_cancelled() {
+        return Err(CliError::Interrupted);
+    }
+    let inputs: Vec<HostInput> = desired
+        .hosts
+        .iter()
+        .zip(&gathered)
+        .map(|((name, d), (_, g))| HostInput {
+            name: name.clone(),
+            desired: d.clone(),
+            facts: g
+                .as_ref()
+                .map(gather::Reached::remote_state)
+                .map_err(Clone::clone),
+        })
+        .collect();
+    let plan = fleet_planner::plan(&inputs);
+    Ok(Planned {
+        plan,
+        desired,
+        gathered,
+    })
+}
