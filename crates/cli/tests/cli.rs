@@ -88,11 +88,23 @@ fn unmatched_selector_exits_2_listing_what_exists() {
 }
 
 #[test]
-fn unimplemented_commands_exit_1() {
-    for cmd in ["plan", "apply", "status", "rollback"] {
-        let out = fleet(&["-f", "fleet.example.toml", cmd]);
-        assert_eq!(out.status.code(), Some(1), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+fn unreadable_or_foreign_plans_exit_2_before_touching_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, says) in [
+        ("garbage.json", "not json", "not a fleet plan: invalid JSON"),
+        (
+            "future.json",
+            r#"{"format": 99, "hosts": []}"#,
+            "plan format 99 is not supported",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = fleet(&["-f", "fleet.example.toml", "apply", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot read the plan"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
     }
 }
 
