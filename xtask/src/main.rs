@@ -4,12 +4,12 @@
 //! # Layout
 //! - `setup`: [`fleet_testbed::ensure_prerequisites`] (apt-get what is missing, the sudo user).
 //! - `test`: setup, then `cargo test --workspace` (or the packages given with `-p`) with the deployer's `NIX_CONFIG`.
-//! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply` against it, teardown.
+//! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply|status` against it, one
+//!   configuration change and `plan|apply|status` again, teardown.
 //! - `bench`: not yet.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,23 +179,54 @@ fn demo() -> Result<ExitCode> {
     std::fs::write(dir.join("fleet.toml"), &toml)?;
     eprintln!("xtask: wrote {}:\n{toml}", dir.join("fleet.toml").display());
 
+    // Round 1: from empty hosts to running systems. Round 2: one host's configuration changes
+    // (a package added, one upgraded): the plan shows just that, and apply does just that.
+    let nas_config = dir.join("nas").join("configuration.nix");
+    let steps: &[&[&str]] = &[
+        &["hosts"],
+        &["plan"],
+        &["apply"],
+        &["status"],
+        &["edit"],
+        &["plan"],
+        &["apply"],
+        &["status"],
+    ];
     let mut code = ExitCode::SUCCESS;
-    for args in [&["hosts"][..], &["plan"], &["apply"], &["status"]] {
+    for args in steps {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
+        if args[0] == "edit" {
+            let text = "{ pkgs, ... }: {\n  networking.hostName = \"nas\";\n  \
+                        environment.systemPackages = [ pkgs.git pkgs.tmux pkgs.jq ];\n  \
+                        fleet.packageVersions.openssl = \"3.0.14\";\n}\n";
+            std::fs::write(&nas_config, text)?;
+            eprintln!(
+                "\nxtask: changed {}: added jq, openssl 3.0.13 → 3.0.14",
+                nas_config.display()
+            );
+            continue;
+        }
         eprintln!("\n$ fleet {}", args.join(" "));
-        match run_fleet(&fleet, &dir, args, &tb)? {
-            FleetRun::Ok => {}
-            FleetRun::NotImplemented => eprintln!(
-                "xtask: `fleet {}` is not implemented yet; the demo goes on without it",
-                args[0]
-            ),
-            FleetRun::Failed(c) => {
-                eprintln!("xtask: `fleet {}` failed (exit {c:?})", args.join(" "));
-                code = exit_code(c);
-                break;
-            }
+        let status = Command::new(&fleet)
+            .args(*args)
+            .current_dir(&dir)
+            .envs(tb.nix_env())
+            .env(
+                "FLEET_SUDO_PASSWORD_COMMAND",
+                format!("printf '%s\\n' '{}'", tb.sudo_password()),
+            )
+            .stdin(Stdio::null())
+            .status()?;
+        if !status.success() {
+            eprintln!(
+                "xtask: `fleet {}` failed (exit {:?})",
+                args.join(" "),
+                status.code()
+            );
+            code = exit_code(status.code());
+            break;
         }
     }
     if interrupted.load(Ordering::SeqCst) {
@@ -205,45 +236,6 @@ fn demo() -> Result<ExitCode> {
     eprintln!("xtask: tearing down the simulated fleet");
     tb.teardown()?;
     Ok(code)
-}
-
-enum FleetRun {
-    Ok,
-    NotImplemented,
-    Failed(Option<i32>),
-}
-
-/// Runs `fleet ARGS` in `dir` with stdout passed through and stderr teed (to spot "not
-/// implemented yet").
-fn run_fleet(fleet: &Path, dir: &Path, args: &[&str], tb: &Testbed) -> Result<FleetRun> {
-    let mut child = Command::new(fleet)
-        .args(args)
-        .current_dir(dir)
-        .envs(tb.nix_env())
-        .env(
-            "FLEET_SUDO_PASSWORD_COMMAND",
-            format!("printf '%s\\n' '{}'", tb.sudo_password()),
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut not_implemented = false;
-    if let Some(stderr) = child.stderr.take() {
-        let mut out = std::io::stderr().lock();
-        for line in BufReader::new(stderr).lines() {
-            let line = line?;
-            not_implemented |= line.contains("not implemented yet");
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    let status = child.wait()?;
-    Ok(if status.success() {
-        FleetRun::Ok
-    } else if not_implemented {
-        FleetRun::NotImplemented
-    } else {
-        FleetRun::Failed(status.code())
-    })
 }
 
 fn target_dir() -> PathBuf {
