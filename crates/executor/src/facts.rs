@@ -43,6 +43,8 @@ pub struct RemoteFacts {
     pub systemd: bool,
     /// `zstd` is on the host's PATH.
     pub zstd: bool,
+    /// `MemAvailable` of `/proc/meminfo`, in bytes.
+    pub mem_available: Option<u64>,
 }
 
 impl RemoteFacts {
@@ -72,6 +74,7 @@ echo "profile=$(r /nix/var/nix/profiles/system)"
 echo "package=$(r /etc/nixos/current-configuration)"
 [ -d /run/systemd/system ] && echo systemd=1
 command -v zstd >/dev/null 2>&1 && echo zstd=1
+while read -r k v _; do [ "$k" = MemAvailable: ] && echo "mem_available_kb=$v"; done < /proc/meminfo 2>/dev/null
 if [ -r /etc/nixos/fleet-deployment.json ]; then printf 'deployment='; tr -d '\n' < /etc/nixos/fleet-deployment.json; echo; fi
 echo end=1
 "#;
@@ -125,6 +128,7 @@ fn parse_facts(text: &str) -> RemoteFacts {
             "package" => f.package = some(),
             "systemd" => f.systemd = v == "1",
             "zstd" => f.zstd = v == "1",
+            "mem_available_kb" => f.mem_available = v.parse::<u64>().ok().map(|kb| kb * 1024),
             "deployment" => f.deployment = serde_json::from_str(v).ok(),
             _ => {}
         }
@@ -148,12 +152,13 @@ mod tests {
         let text = "current=/nix/store/a-sys\ncurrent.kernel=/nix/store/k2\ncurrent.initrd=/nix/store/i\n\
                     current.modules=/nix/store/m\nbooted=/nix/store/b-sys\nbooted.kernel=/nix/store/k1\n\
                     booted.initrd=/nix/store/i\nbooted.modules=/nix/store/m\ngeneration=3\n\
-                    profile=/nix/store/a-sys\npackage=/nix/store/p\nzstd=1\n\
+                    profile=/nix/store/a-sys\npackage=/nix/store/p\nzstd=1\nmem_available_kb=2048\n\
                     deployment={\"commit\": \"abc\", \"dirty\": false}\nend=1\n";
         let f = parse_facts(text);
         assert_eq!(f.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(f.generation, Some(3));
         assert!(f.zstd && !f.systemd);
+        assert_eq!(f.mem_available, Some(2048 * 1024));
         assert_eq!(f.deployment.as_ref().unwrap()["commit"], "abc");
         assert!(f.needs_reboot());
     }

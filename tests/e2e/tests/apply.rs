@@ -188,3 +188,27 @@ fn failed_activation_rolls_back_lost_host_reverts_down_host_fails_others_apply()
     f.tb.start_sshd("down").unwrap();
     f.assert_sound("down", &[None]);
 }
+
+#[test]
+fn no_compress_copies_over_the_serve_protocol() {
+    let f = Fleet::start([HostSpec::new("h1"), HostSpec::new("h2").sudo_password()]);
+    let run = f.fleet(&["apply", "--json", "--no-compress"]);
+    run.expect_code(0);
+    let logs: Vec<String> = run
+        .json_lines()
+        .iter()
+        .filter(|e| e["type"] == "log" && e["stream"] == "fleet")
+        .map(|e| e["line"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        logs.iter().filter(|l| l.starts_with("copied ")).count(),
+        2,
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|l| !l.contains("compressed")), "{logs:?}");
+    for h in ["h1", "h2"] {
+        let (toplevel, package) = deployed(&f, h);
+        assert_eq!(f.store_paths(h), local_closure(&package));
+        f.assert_sound(h, &[Some(&toplevel)]);
+    }
+}

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal};
+use fleet_executor::facts::RemoteFacts;
 use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
 use fleet_inventory::Host;
 use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
 use fleet_store::local::LocalStore;
-use fleet_store::StorePath;
+use fleet_store::{PathInfo, StorePath};
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
@@ -136,8 +137,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         conn: r.conn,
                         privilege: r.privilege,
                         store: r.store,
+                        zstd: compress_to(&r.facts, &missing, &planned.desired.infos),
                         missing,
-                        zstd: r.facts.zstd,
                         activation: Activation {
                             goal,
                             record: record(&provenance, &toplevel, &package, goal),
@@ -222,6 +223,22 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
     })
+}
+
+/// Whether the compressed copy (one zstd stream into `nix-store --import`) suits a host: it has
+/// `zstd`, and enough free memory for the largest NAR it lacks, since `nix-store --import` holds
+/// one whole NAR in memory (4× headroom). Otherwise the serve protocol streams NARs into the store.
+fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[PathInfo]) -> bool {
+    let largest = infos
+        .iter()
+        .filter(|i| missing.contains(&i.path))
+        .map(|i| i.nar_size)
+        .max()
+        .unwrap_or(0);
+    facts.zstd
+        && facts
+            .mem_available
+            .is_some_and(|m| largest.saturating_mul(4) <= m)
 }
 
 /// The goal of the executor for the CLI's.
