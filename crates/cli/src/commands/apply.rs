@@ -4,6 +4,7 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
@@ -59,7 +60,10 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             global, &inventory, &hosts, &dir, &remote, source, true, &cancel,
         )
         .await?;
-        if !global.json {
+        if global.json {
+            let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        } else {
             eprint!("{}", render(&planned.plan, RenderOptions::default()));
         }
         let start = Instant::now();
