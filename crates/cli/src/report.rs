@@ -27,10 +27,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn pick(json: bool) -> Mode {
+    /// JSON when asked; live lines when stderr is a terminal tall enough for one line per host
+    /// (a block taller than the screen cannot be redrawn in place); plain lines otherwise.
+    pub fn pick(json: bool, hosts: usize) -> Mode {
         if json {
             Mode::Json
-        } else if crate::term::stderr_is_tty() {
+        } else if crate::term::stderr_is_tty() && hosts + 2 <= terminal_size().1 {
             Mode::Live
         } else {
             Mode::Plain
@@ -205,7 +207,7 @@ struct Live {
 
 impl Live {
     fn draw(&mut self, tracks: &BTreeMap<String, Track>, now: Duration) {
-        let cols = terminal_columns();
+        let cols = terminal_size().0;
         let mut out = String::new();
         if self.drawn > 0 {
             let _ = write!(out, "\x1b[{}A", self.drawn);
@@ -249,15 +251,16 @@ impl Live {
     }
 }
 
-fn terminal_columns() -> usize {
-    // SAFETY: TIOCGWINSZ fills a winsize struct; on failure we fall back to 100.
+/// Columns and rows of the terminal on stderr (100 × 24 when unknown).
+fn terminal_size() -> (usize, usize) {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
-            return ws.ws_col as usize;
+        if libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0 {
+            return (ws.ws_col as usize, ws.ws_row as usize);
         }
     }
-    100
+    (100, 24)
 }
 
 /// The outcome's one-word kind (as in JSON).

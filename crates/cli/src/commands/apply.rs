@@ -67,7 +67,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             eprint!("{}", render(&planned.plan, RenderOptions::default()));
         }
         let start = Instant::now();
-        let mode = Mode::pick(global.json);
+        let mode = Mode::pick(global.json, hosts.len());
         let (sink, rx) = EventSink::channel(1024);
         let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
         let reporter = report::spawn(mode, names, rx, start);

@@ -31,7 +31,7 @@ pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<u8, CliError> {
         let start = Instant::now();
         let (sink, rx) = EventSink::channel(1024);
         let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(Mode::pick(global.json), names, rx, start);
+        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
         let systems: Systems = Arc::default();
         let jobs = hosts.iter().map(|h| {
             (

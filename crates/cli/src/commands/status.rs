@@ -55,9 +55,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                 return None;
             }
             let specs: Vec<_> = hosts.iter().map(|h| build_spec(&inventory, h)).collect();
-            let mut opts = build_options(&dir, true);
-            opts.on_event = None;
-            Some(fleet_build::evaluate(&specs, &opts).await)
+            Some(fleet_build::evaluate(&specs, &build_options(&dir, true)).await)
         };
         let read = gather::gather(
             &remote,
