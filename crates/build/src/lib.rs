@@ -286,7 +286,9 @@ async fn after_realise(
     results
 }
 
-fn boot_spec(toplevel: &str) -> BootSpec {
+/// What a built toplevel would boot: the targets of its `kernel`, `initrd` and `kernel-modules`
+/// links (read from the local store).
+pub fn boot_spec(toplevel: &str) -> BootSpec {
     let link = |name: &str| {
         std::fs::read_link(Utf8Path::new(toplevel).join(name))
             .ok()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fleet_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
+use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
 use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan};
 use fleet_store::local::{closure_infos, LocalStore};
@@ -107,7 +108,7 @@ pub async fn build(
         .into_iter()
         .zip(hosts)
         .map(|((name, r), host)| {
-            let r = r.map_err(|e| error_text(&e)).map(|b| Wanted {
+            let r = r.map_err(|e| error_chain(&e)).map(|b| Wanted {
                 system: host.system.to_string(),
                 toplevel: b.toplevel,
                 package: b.package,
@@ -248,33 +249,14 @@ fn closure_of(
     seen.into_iter().collect()
 }
 
-/// The targets of a toplevel's `kernel`, `initrd` and `kernel-modules` links.
+/// The boot parts of a built toplevel, for the planner.
 fn boot_links(toplevel: &str) -> BootSpec {
-    let link = |name: &str| {
-        std::fs::read_link(std::path::Path::new(toplevel).join(name))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
+    let b = fleet_build::boot_spec(toplevel);
     BootSpec {
-        kernel: link("kernel"),
-        initrd: link("initrd"),
-        modules: link("kernel-modules"),
+        kernel: b.kernel,
+        initrd: b.initrd,
+        modules: b.modules,
     }
-}
-
-/// An error with its causes, on one line where it was one line.
-pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use fleet_executor::facts::{read_facts, RemoteFacts};
 use fleet_executor::store::StoreSession;
-use fleet_executor::{CancellationToken, Connection, Privilege, SshTarget};
+use fleet_executor::{error_chain, CancellationToken, Connection, Privilege, SshTarget};
 use fleet_inventory::Host;
 use fleet_planner::{BootSpec, RemoteState};
 use fleet_store::StorePath;
 use futures::StreamExt;
 
-use crate::desired::{error_text, Desired};
+use crate::desired::Desired;
 use crate::remote::{self, Remote};
 
 /// A host reached, with what was read.
@@ -115,13 +115,13 @@ async fn reach(
     let conn = connector
         .connect(&target)
         .await
-        .map_err(|e| error_text(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let conn = Arc::new(conn);
     let facts = match read_facts(&conn).await {
         Ok(f) => f,
         Err(e) => {
             conn.close().await;
-            return Err(error_text(&e));
+            return Err(error_chain(&e));
         }
     };
     let mut reached = Reached {
@@ -156,10 +156,10 @@ async fn query_store(reached: &mut Reached, closure: &[String]) -> Result<StoreS
         .collect();
     let mut session = StoreSession::open(&reached.conn, &reached.privilege)
         .await
-        .map_err(|e| error_text(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let valid = match session.valid_paths(&paths, true).await {
         Ok(v) => v,
-        Err(e) => return Err(error_text(&session.fail(e).await)),
+        Err(e) => return Err(error_chain(&session.fail(e).await)),
     };
     reached.present = valid.into_iter().map(String::from).collect();
     if let Some(current) = reached
@@ -170,7 +170,7 @@ async fn query_store(reached: &mut Reached, closure: &[String]) -> Result<StoreS
     {
         match session.client.query_closure(&[current], false).await {
             Ok(c) => reached.current_closure = c.into_iter().map(String::from).collect(),
-            Err(e) => return Err(error_text(&session.fail(e).await)),
+            Err(e) => return Err(error_chain(&session.fail(e).await)),
         }
     }
     Ok(session)

@@ -11,6 +11,7 @@
 //! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
 //! - `record`: what apply records on a host (git commit, dirty, who, when).
 //! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
+//! - `table`: aligned plain-text tables (hosts, status, summaries).
 //! - `term`: terminal prompts without echo, TTY detection.
 //! - `error`: [`error::CliError`], whose kind picks the exit code.
 //! - `exit`: the named exit codes (documented in docs/cli.md).
@@ -27,6 +28,7 @@ mod record;
 mod remote;
 mod report;
 mod signals;
+mod table;
 mod term;
 
 use std::process::ExitCode;

@@ -333,21 +333,7 @@ pub fn summary(rows: &[Row], json: bool) {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in std::iter::once(&header.map(str::to_owned)).chain(&table) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(text, "{}", cells.join("  ").trim_end());
-    }
+    let mut text = crate::table::render(header, &table);
     for r in rows.iter().filter(|r| r.detail.is_some()) {
         let detail = r.detail.as_deref().unwrap_or_default();
         let _ = writeln!(text, "\n{} {}:", r.name, r.outcome);

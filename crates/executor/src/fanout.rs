@@ -74,18 +74,25 @@ impl HostOutcome {
 
     /// `Failed` from any error, with its `source()` chain joined by ": ".
     pub fn failed(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut msg = err.to_string();
-        let mut src = err.source();
-        while let Some(s) = src {
-            let t = s.to_string();
-            if !msg.contains(&t) {
-                msg.push_str(": ");
-                msg.push_str(&t);
-            }
-            src = s.source();
+        HostOutcome::Failed {
+            error: error_chain(err),
         }
-        HostOutcome::Failed { error: msg }
     }
+}
+
+/// An error and its `source()` chain joined by ": ", leaving out causes its text already says.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
 }
 
 /// What happened.

@@ -23,8 +23,8 @@ pub mod store;
 pub mod sudo;
 
 pub use fanout::{
-    run_hosts, Cancelled, Event, EventKind, EventSink, HostCtx, HostEvents, HostOutcome, LogStream,
-    Phase,
+    error_chain, run_hosts, Cancelled, Event, EventKind, EventSink, HostCtx, HostEvents,
+    HostOutcome, LogStream, Phase,
 };
 pub use quote::{command_line, quote};
 pub use ssh::error::{AuthAttempt, ConnectError, ExecError, HostKeyError};

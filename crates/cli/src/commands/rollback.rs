@@ -12,7 +12,6 @@ use fleet_executor::{
 };
 
 use crate::args::{GlobalArgs, RollbackArgs};
-use crate::desired::error_text;
 use crate::error::CliError;
 use crate::remote::{self, Remote};
 use crate::report::{self, Mode, Row};
@@ -52,11 +51,7 @@ pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<u8, CliError> {
                 let _ = ev.phase(Phase::Connecting).await;
                 let conn = match connector.connect(&target).await {
                     Ok(c) => c,
-                    Err(e) => {
-                        return HostOutcome::Failed {
-                            error: error_text(&e),
-                        }
-                    }
+                    Err(e) => return HostOutcome::failed(&e),
                 };
                 let before = read_facts(&conn).await.ok().and_then(|f| f.current);
                 let _ = ev.phase(Phase::RollingBack).await;

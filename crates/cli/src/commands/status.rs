@@ -6,12 +6,12 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use fleet_executor::CancellationToken;
+use fleet_executor::{error_chain, CancellationToken};
 use fleet_planner::short_path;
 use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
-use crate::desired::{build_options, build_spec, error_text, fleet_dir};
+use crate::desired::{build_options, build_spec, fleet_dir};
 use crate::error::{output, CliError};
 use crate::gather::{self, Want};
 use crate::remote::Remote;
@@ -77,7 +77,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
             let (desired, desired_error) = match desired.as_ref().map(|d| &d[i].1) {
                 None => (None, None),
                 Some(Ok(ev)) => (Some(ev.toplevel.clone()), None),
-                Some(Err(e)) => (None, Some(error_text(e))),
+                Some(Err(e)) => (None, Some(error_chain(e))),
             };
             out.push(match reached {
                 Err(e) => Status {
@@ -167,21 +167,7 @@ fn table(statuses: &[Status]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header.map(str::to_owned)).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    let mut out = crate::table::render(header, &rows);
     for s in statuses {
         if let Some(e) = &s.error {
             let _ = writeln!(out, "\n{}: unreachable: {e}", s.name);
