@@ -1,11 +1,12 @@
 //! An apply across hosts, once they are planned: one shared copy (each path read once, sent
-//! to every host that lacks it), then per host, in parallel and bounded: activate, confirm over
-//! a new connection, and report an outcome. A failing host never stops the others.
+//! to every host that lacks it), and per host, as soon as its own copy is complete, in parallel
+//! and bounded: activate, confirm over a new connection, and report an outcome. A failing or
+//! slow host never stops or delays the others.
 //!
 //! Cancellation (the run's token, first Ctrl-C): copies still running are abandoned (the remote
-//! `nix-store` registers no partial path) and those hosts end `skipped`; activations already
-//! started run to their end on the host (they are detached from the SSH session) and are
-//! reported.
+//! `nix-store` registers no partial path) and those hosts end `skipped`, as do hosts whose
+//! activation has not started; activations already started run to their end on the host (they
+//! are detached from the SSH session) and are reported.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
+use tokio::sync::oneshot;
 
 use crate::deploy::{self, Activated, Activation, Confirmation, CopyTarget, DeployError};
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
@@ -67,8 +69,23 @@ pub struct Run {
     pub start: Instant,
 }
 
+/// A host on its way to activation, without what its copy borrows.
+struct Pending {
+    name: String,
+    target: SshTarget,
+    conn: Arc<Connection>,
+    privilege: Privilege,
+    activation: Activation,
+}
+
+/// How a host's copy ended, as its activation task learns it.
+type Copied = Result<deploy::CopyDone, HostOutcome>;
+
 /// Applies to `hosts`. `infos` is the union of their closures' infos in dependency order.
 /// Returns one outcome per host, in input order; every host also gets an `Outcome` event.
+///
+/// The copy is shared, but each host goes on to activate the moment its own copy is complete,
+/// so a slow host delays no activation but its own.
 pub async fn apply_all(
     connector: Arc<Connector>,
     store: &LocalStore,
@@ -86,116 +103,75 @@ pub async fn apply_all(
         .iter()
         .map(|h| HostEvents::new(&h.name, start, sink.clone(), cancel.clone()))
         .collect();
-    let mut outcomes: Vec<Option<HostOutcome>> = vec![None; hosts.len()];
-    let mut hosts = hosts;
 
-    // 1. One shared copy for every host that lacks something: compressed (export stream into
-    //    `zstd -dc | nix-store --import`) where the host has zstd, else the serve protocol.
-    {
-        let mut serve_targets = Vec::new();
-        let mut serve_idx = Vec::new();
-        let mut import_targets = Vec::new();
-        let mut import_idx = Vec::new();
-        for (i, h) in hosts.iter_mut().enumerate() {
-            if h.missing.is_empty() {
-                continue;
-            }
+    // 1. Sort the hosts for the copy: compressed (export stream into `zstd -dc | nix-store
+    //    --import`) where the host has zstd, else the serve protocol over its store session.
+    //    Each host's task gets a receiver for the end of its copy, and one for its store
+    //    session, which it closes only after activation (the session's temporary GC roots
+    //    protect the paths the host already had until the profile is switched).
+    let mut serve: Vec<(usize, StoreSession, BTreeSet<StorePath>)> = Vec::new();
+    let mut serve_session_txs: Vec<oneshot::Sender<StoreSession>> = Vec::new();
+    let mut import: Vec<(usize, Arc<Connection>, Privilege, BTreeSet<StorePath>)> = Vec::new();
+    let mut copied_txs: Vec<Option<oneshot::Sender<Copied>>> = Vec::new();
+    let mut pending = Vec::new();
+    for (i, h) in hosts.into_iter().enumerate() {
+        let ApplyHost {
+            name,
+            target,
+            conn,
+            privilege,
+            store: session,
+            missing,
+            zstd,
+            activation,
+        } = h;
+        let (session_tx, session_rx) = oneshot::channel::<StoreSession>();
+        let (copied_tx, copied_rx) = oneshot::channel::<Copied>();
+        let mut copied_tx = Some(copied_tx);
+        let copying = !missing.is_empty();
+        let mut session = session;
+        if copying {
             let _ = events[i].phase(Phase::Copying).await;
-            if h.zstd && opts.compress.is_some() {
-                import_targets.push(deploy::ImportTarget {
-                    conn: &h.conn,
-                    privilege: &h.privilege,
-                    missing: h.missing.clone(),
-                    events: events[i].clone(),
-                });
-                import_idx.push(i);
-                continue;
-            }
-            let Some(session) = h.store.as_mut() else {
-                outcomes[i] = Some(HostOutcome::Failed {
-                    error: "no store session to copy over".into(),
-                });
-                continue;
-            };
-            serve_targets.push(CopyTarget {
-                session,
-                missing: h.missing.clone(),
-                events: events[i].clone(),
-            });
-            serve_idx.push(i);
-        }
-        let copy = async {
-            let serve = async {
-                if serve_targets.is_empty() {
-                    Vec::new()
-                } else {
-                    deploy::copy_closures(store, infos, serve_targets).await
-                }
-            };
-            let import = async {
-                if import_targets.is_empty() {
-                    Vec::new()
-                } else {
-                    deploy::copy_compressed(
-                        store,
-                        infos,
-                        import_targets,
-                        opts.compress.unwrap_or(3),
-                    )
-                    .await
-                }
-            };
-            tokio::join!(serve, import)
-        };
-        let results = tokio::select! {
-            r = copy => Some(r),
-            () = cancel.cancelled() => None,
-        };
-        match results {
-            Some((serve, import)) => {
-                let mut failed_sessions = Vec::new();
-                for (k, r) in serve.into_iter().enumerate() {
-                    let i = serve_idx[k];
-                    match r {
-                        Ok(done) => copied(&events[i], &done).await,
-                        Err(e) => failed_sessions.push((i, e)),
-                    }
-                }
-                for (i, e) in failed_sessions {
-                    let session = hosts[i].store.take().expect("copied over it");
-                    let err = session.fail(e).await;
-                    outcomes[i] = Some(HostOutcome::failed(&err));
-                }
-                for (k, r) in import.into_iter().enumerate() {
-                    let i = import_idx[k];
-                    match r {
-                        Ok(done) => copied(&events[i], &done).await,
-                        Err(e) => outcomes[i] = Some(HostOutcome::failed(&e)),
-                    }
-                }
-            }
-            None => {
-                for &i in serve_idx.iter().chain(&import_idx) {
-                    outcomes[i] = Some(HostOutcome::Skipped {
-                        reason: "interrupted while copying; nothing was activated".into(),
-                    });
+            if zstd && opts.compress.is_some() {
+                import.push((i, conn.clone(), privilege.clone(), missing));
+            } else if let Some(s) = session.take() {
+                serve.push((i, s, missing));
+            } else {
+                if let Some(tx) = copied_tx.take() {
+                    let _ = tx.send(Err(HostOutcome::Failed {
+                        error: "no store session to copy over".into(),
+                    }));
                 }
             }
         }
+        match session {
+            Some(s) => {
+                let _ = session_tx.send(s);
+            }
+            None if serve.last().is_some_and(|(k, ..)| *k == i) => {
+                serve_session_txs.push(session_tx)
+            }
+            None => {}
+        }
+        copied_txs.push(copied_tx);
+        pending.push((
+            Pending {
+                name,
+                target,
+                conn,
+                privilege,
+                activation,
+            },
+            copying.then_some(copied_rx),
+            session_rx,
+        ));
     }
 
-    // 2. Per host: activate, confirm. Bounded; a host not started when cancelled is skipped.
+    // 2. Per host, as soon as its copy is done: activate, confirm. Bounded; a host not started
+    //    when cancelled is skipped.
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
     let mut tasks = Vec::new();
-    for (i, h) in hosts.into_iter().enumerate() {
-        if let Some(o) = outcomes[i].take() {
-            drop(h);
-            let _ = events[i]
-                .emit(EventKind::Outcome { outcome: o.clone() })
-                .await;
-            tasks.push(tokio::spawn(async move { o }));
-            continue;
-        }
+    for (i, (p, copied_rx, session_rx)) in pending.into_iter().enumerate() {
         let (sem, connector, cancel, ev, opts) = (
             sem.clone(),
             connector.clone(),
@@ -204,68 +180,182 @@ pub async fn apply_all(
             opts.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let permit = tokio::select! {
-                p = sem.acquire_owned() => p.ok(),
-                () = cancel.cancelled() => None,
-            };
-            let outcome = match permit {
-                Some(_p) if !cancel.is_cancelled() => activate_one(h, &connector, &ev, &opts).await,
-                _ => HostOutcome::Skipped {
-                    reason: "interrupted before activation".into(),
-                },
-            };
+            let outcome = async {
+                if let Some(rx) = copied_rx {
+                    match rx.await {
+                        Ok(Ok(done)) => copied(&ev, &done).await,
+                        Ok(Err(failed)) => return failed,
+                        Err(_) => {
+                            return HostOutcome::Skipped {
+                                reason: "interrupted while copying; nothing was activated".into(),
+                            }
+                        }
+                    }
+                }
+                let permit = tokio::select! {
+                    p = sem.acquire_owned() => p.ok(),
+                    () = cancel.cancelled() => None,
+                };
+                match permit {
+                    Some(_p) if !cancel.is_cancelled() => {
+                        activate_one(&p, &connector, &ev, &opts).await
+                    }
+                    _ => HostOutcome::Skipped {
+                        reason: "interrupted before activation".into(),
+                    },
+                }
+            }
+            .await;
             let _ = ev
                 .emit(EventKind::Outcome {
                     outcome: outcome.clone(),
                 })
                 .await;
+            // Only now: the session (it waits here for the end of a serve copy) and the
+            // connection.
+            if let Ok(s) = session_rx.await {
+                let _ = s.close().await;
+            }
+            p.conn.close().await;
             outcome
         }));
     }
-    let mut out = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        let o = t.await.unwrap_or_else(|e| HostOutcome::Failed {
-            error: format!("internal error: {e}"),
-        });
-        out.push((events[i].host().to_owned(), o));
-    }
+
+    // The copy, alongside: each host hears of its own end as it happens. Cancelled, the copy
+    // is dropped (the remote imports register no partial path), and so are the senders: the
+    // hosts still copying end `skipped`.
+    let copied_txs = std::sync::Mutex::new(copied_txs);
+    let tell = |i: usize, c: Copied| {
+        let tx = copied_txs.lock().unwrap_or_else(|p| p.into_inner())[i].take();
+        if let Some(tx) = tx {
+            let _ = tx.send(c);
+        }
+    };
+    let copy_phase = async {
+        if serve.is_empty() && import.is_empty() {
+            return;
+        }
+        let (serve_idx, mut sessions, serve_missing): (Vec<usize>, Vec<StoreSession>, Vec<_>) =
+            serve.into_iter().fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |(mut a, mut b, mut c), (i, s, m)| {
+                    a.push(i);
+                    b.push(s);
+                    c.push(m);
+                    (a, b, c)
+                },
+            );
+        let results = {
+            let serve_targets: Vec<CopyTarget> = sessions
+                .iter_mut()
+                .zip(serve_missing)
+                .zip(&serve_idx)
+                .map(|((session, missing), &i)| CopyTarget {
+                    session,
+                    missing,
+                    events: events[i].clone(),
+                })
+                .collect();
+            let import_targets: Vec<deploy::ImportTarget> = import
+                .iter()
+                .map(|(i, conn, privilege, missing)| deploy::ImportTarget {
+                    conn,
+                    privilege,
+                    missing: missing.clone(),
+                    events: events[*i].clone(),
+                })
+                .collect();
+            let on_serve = |k: usize, done: deploy::CopyDone| tell(serve_idx[k], Ok(done));
+            let on_import = |k: usize, done: deploy::CopyDone| tell(import[k].0, Ok(done));
+            let copy = async {
+                let serve = async {
+                    if serve_targets.is_empty() {
+                        Vec::new()
+                    } else {
+                        deploy::copy_closures_each(store, infos, serve_targets, &on_serve).await
+                    }
+                };
+                let import = async {
+                    if import_targets.is_empty() {
+                        Vec::new()
+                    } else {
+                        deploy::copy_compressed_each(
+                            store,
+                            infos,
+                            import_targets,
+                            opts.compress.unwrap_or(3),
+                            &on_import,
+                        )
+                        .await
+                    }
+                };
+                tokio::join!(serve, import)
+            };
+            tokio::select! {
+                r = copy => Some(r),
+                () = cancel.cancelled() => None,
+            }
+        };
+        let Some((serve_results, import_results)) = results else {
+            return;
+        };
+        for (k, r) in import_results.into_iter().enumerate() {
+            tell(import[k].0, r.map_err(|e| HostOutcome::failed(&e)));
+        }
+        for (((k, r), session), session_tx) in serve_results
+            .into_iter()
+            .enumerate()
+            .zip(sessions)
+            .zip(serve_session_txs)
+        {
+            match r {
+                Ok(done) => {
+                    tell(serve_idx[k], Ok(done));
+                    let _ = session_tx.send(session);
+                }
+                Err(e) => {
+                    let err = session.fail(e).await;
+                    tell(serve_idx[k], Err(HostOutcome::failed(&err)));
+                }
+            }
+        }
+    };
+    let collect = async {
+        let mut out = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let o = t.await.unwrap_or_else(|e| HostOutcome::Failed {
+                error: format!("internal error: {e}"),
+            });
+            out.push((events[i].host().to_owned(), o));
+        }
+        out
+    };
+    let ((), out) = tokio::join!(copy_phase, collect);
     out
 }
 
 async fn activate_one(
-    h: ApplyHost,
+    p: &Pending,
     connector: &Connector,
     ev: &HostEvents,
     opts: &ApplyOptions,
 ) -> HostOutcome {
-    let ApplyHost {
+    let Pending {
         name,
         target,
         conn,
         privilege,
-        store,
         activation,
-        ..
-    } = h;
+    } = p;
     if !activation.activate {
         let _ = ev.phase(Phase::Linking).await;
-        let result = deploy::link_package(&conn, &privilege, &activation).await;
-        if let Some(s) = store {
-            let _ = s.close().await;
-        }
-        conn.close().await;
-        return match result {
+        return match deploy::link_package(conn, privilege, activation).await {
             Ok(()) => HostOutcome::Applied,
             Err(e) => HostOutcome::failed(&e),
         };
     }
     let _ = ev.phase(Phase::Activating).await;
-    let result = deploy::activate(&conn, &privilege, &activation).await;
-    // The serve session's temporary GC roots are no longer needed once the profile is set
-    // (or the activation failed).
-    if let Some(s) = store {
-        let _ = s.close().await;
-    }
+    let result = deploy::activate(conn, privilege, activation).await;
     let id = activation.record.id.clone();
     let activated = match result {
         Ok(a) => a,
@@ -278,7 +368,7 @@ async fn activate_one(
                     "connection lost during activation; asking the host what happened",
                 )
                 .await;
-            match reconnect_result(connector, &target, &privilege, &id, opts, &activation).await {
+            match reconnect_result(connector, target, privilege, &id, opts, activation).await {
                 Some(o) => return o,
                 None => {
                     return HostOutcome::Failed {
@@ -292,7 +382,6 @@ async fn activate_one(
         }
         Err(e) => return HostOutcome::failed(&e),
     };
-    conn.close().await;
     match activated {
         Activated::RolledBack { log } => HostOutcome::RolledBack {
             reason: format!(
@@ -312,7 +401,7 @@ async fn activate_one(
             let _ = ev.phase(Phase::Confirming).await;
             let timeout = activation.confirm_timeout.unwrap_or_default();
             let deadline = Instant::now() + timeout;
-            match deploy::confirm(connector, &target, &privilege, &id, deadline).await {
+            match deploy::confirm(connector, target, privilege, &id, deadline).await {
                 Confirmation::Confirmed => HostOutcome::Applied,
                 Confirmation::TooLate => HostOutcome::RolledBack {
                     reason: format!(
@@ -322,7 +411,7 @@ async fn activate_one(
                 },
                 Confirmation::Unreachable { last_error } => {
                     let _ = ev.phase(Phase::RollingBack).await;
-                    match reconnect_result(connector, &target, &privilege, &id, opts, &activation)
+                    match reconnect_result(connector, target, privilege, &id, opts, activation)
                         .await
                     {
                         Some(HostOutcome::RolledBack { .. }) | None => HostOutcome::RolledBack {

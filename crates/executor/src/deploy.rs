@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_store::copy::{fan_out_serve, FanOutOptions};
+use fleet_store::copy::{fan_out, Destination, FanOutOptions};
 use fleet_store::local::LocalStore;
 use fleet_store::serve::AddEvent;
 use fleet_store::{PathInfo, StorePath};
@@ -128,6 +128,11 @@ pub struct CopyDone {
     pub wire_bytes: Option<u64>,
 }
 
+/// Told, as soon as one target's copy is complete and before the others are, its index in
+/// `targets` and what it received: an apply goes on to activate that host at once, so a slow
+/// host never holds back the others' activations.
+pub type OnCopied<'a> = &'a (dyn Fn(usize, CopyDone) + Sync);
+
 /// Copies `infos` (every path some host lacks, in dependency order) to all `targets` at once:
 /// each NAR is read once and streamed to every host that lacks it, as pipelined AddToStoreNar
 /// requests (a constant number of round trips per host). Progress goes to each host's events
@@ -137,11 +142,23 @@ pub async fn copy_closures(
     infos: &[PathInfo],
     targets: Vec<CopyTarget<'_>>,
 ) -> Vec<Result<CopyDone, fleet_store::Error>> {
+    copy_closures_each(store, infos, targets, &|_, _| {}).await
+}
+
+/// [`copy_closures`], calling `on_copied` for each target the moment its copy is complete.
+pub async fn copy_closures_each(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: Vec<CopyTarget<'_>>,
+    on_copied: OnCopied<'_>,
+) -> Vec<Result<CopyDone, fleet_store::Error>> {
     struct Counter {
         bytes: AtomicU64,
         paths: AtomicU64,
         total_bytes: u64,
         total_paths: u64,
+        /// Its final progress was sent: the ticker leaves it alone.
+        finished: std::sync::atomic::AtomicBool,
     }
     let mut counters = Vec::new();
     let mut events = Vec::new();
@@ -157,6 +174,7 @@ pub async fn copy_closures(
             paths: AtomicU64::new(0),
             total_bytes,
             total_paths: t.missing.len() as u64,
+            finished: std::sync::atomic::AtomicBool::new(false),
         }));
         events.push(t.events);
         pairs.push((&mut t.session.client, t.missing));
@@ -172,6 +190,9 @@ pub async fn copy_closures(
                     () = tokio::time::sleep(Duration::from_millis(250)) => false,
                 };
                 for (i, c) in counters.iter().enumerate() {
+                    if c.finished.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let now = (
                         c.bytes.load(Ordering::Relaxed),
                         c.paths.load(Ordering::Relaxed),
@@ -193,20 +214,47 @@ pub async fn copy_closures(
         AddEvent::Sent { nar_bytes, .. } => counters[i].bytes.store(nar_bytes, Ordering::Relaxed),
         AddEvent::Acked { done, .. } => counters[i].paths.store(done as u64, Ordering::Relaxed),
     };
-    let (_report, results) =
-        fan_out_serve(store, infos, pairs, &FanOutOptions::default(), &progress).await;
-    stop.cancel();
-    let _ = ticker.await;
-    results
-        .into_iter()
-        .map(|r| {
-            r.map(|s| CopyDone {
+    // fleet_store::copy::fan_out_serve, with each host's completion seen as it happens.
+    let opts = FanOutOptions::default();
+    let mut dests = Vec::new();
+    let mut consumers = Vec::new();
+    for (i, (client, missing)) in pairs.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::channel(opts.buffer_chunks.max(1));
+        dests.push(Destination {
+            label: client.host().to_string(),
+            missing,
+            tx,
+        });
+        let (progress, counter, ev) = (&progress, counters[i].clone(), events[i].clone());
+        consumers.push(async move {
+            let mut cb = |e: AddEvent| progress(i, e);
+            let r = client.add_stream(rx, &mut cb).await.map(|s| CopyDone {
                 paths: s.paths,
                 nar_bytes: s.nar_bytes,
                 wire_bytes: None,
-            })
-        })
-        .collect()
+            });
+            if let Ok(done) = r {
+                counter.finished.store(true, Ordering::Relaxed);
+                let _ = ev
+                    .progress(
+                        counter.total_bytes,
+                        counter.total_bytes,
+                        counter.total_paths,
+                        counter.total_paths,
+                    )
+                    .await;
+                on_copied(i, done);
+            }
+            r
+        });
+    }
+    let (_report, results) = tokio::join!(
+        fan_out(store, infos, dests, &opts),
+        futures::future::join_all(consumers)
+    );
+    stop.cancel();
+    let _ = ticker.await;
+    results
 }
 
 /// One host's part of a compressed copy.
@@ -225,12 +273,25 @@ pub const IMPORT_COMMAND: &str = "zstd -dc | nix-store --import > /dev/null";
 /// lacking the same paths: each NAR is read once and compressed once per group, and the
 /// compressed bytes go to every host of the group (`zstd -dc | nix-store --import`). No
 /// replies to wait for, so it is one round trip, and a fraction of the bytes on slow links.
-/// The group moves at the pace of its slowest host. Results are in `targets` order.
+/// Each member of a group gets up to 16 MiB of the compressed stream ahead in memory; past
+/// that, the group moves at the pace of its slowest host. Progress is what each host received.
+/// Results are in `targets` order.
 pub async fn copy_compressed(
     store: &LocalStore,
     infos: &[PathInfo],
     targets: Vec<ImportTarget<'_>>,
     zstd_level: i32,
+) -> Vec<Result<CopyDone, DeployError>> {
+    copy_compressed_each(store, infos, targets, zstd_level, &|_, _| {}).await
+}
+
+/// [`copy_compressed`], calling `on_copied` for each target the moment its import is complete.
+pub async fn copy_compressed_each(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: Vec<ImportTarget<'_>>,
+    zstd_level: i32,
+    on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     let mut groups: std::collections::BTreeMap<BTreeSet<StorePath>, Vec<usize>> =
         Default::default();
@@ -239,7 +300,10 @@ pub async fn copy_compressed(
     }
     let targets = &targets;
     let runs = groups.into_iter().map(|(missing, members)| async move {
-        let r = copy_group(store, infos, targets, &missing, &members, zstd_level).await;
+        let r = copy_group(
+            store, infos, targets, &missing, &members, zstd_level, on_copied,
+        )
+        .await;
         members.into_iter().zip(r).collect::<Vec<_>>()
     });
     let mut out: Vec<Option<Result<CopyDone, DeployError>>> =
@@ -259,8 +323,16 @@ async fn copy_group(
     missing: &BTreeSet<StorePath>,
     members: &[usize],
     zstd_level: i32,
+    on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // How far the export stream got (NAR bytes, whole paths), read by the broadcast with each
+    // compressed chunk, so each member's progress is what it received, not what was read.
+    let produced = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    // The export's end: `Some(Ok(paths))` once the whole stream was written.
+    let export_end: std::sync::Mutex<Option<Result<usize, String>>> = std::sync::Mutex::new(None);
+    let export_end = &export_end;
 
     let total_bytes: u64 = infos
         .iter()
@@ -278,19 +350,27 @@ async fn copy_group(
         match t.conn.spawn(IMPORT_COMMAND, t.privilege).await {
             Err(e) => results[k] = Some(Err(e.into())),
             Ok(proc) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<(bytes::Bytes, u64, u64)>(64);
                 senders.push((k, tx));
                 consumers.push(async move {
                     let (stdout, mut stdin, exit) = proc.into_parts();
                     drop(stdout);
                     let mut sent = 0u64;
                     let mut write_err = None;
-                    while let Some(c) = rx.recv().await {
+                    let mut last = Instant::now();
+                    while let Some((c, nar_bytes, paths)) = rx.recv().await {
                         if let Err(e) = stdin.write_all(&c).await {
                             write_err = Some(e);
                             break;
                         }
                         sent += c.len() as u64;
+                        if last.elapsed() >= Duration::from_millis(250) {
+                            last = Instant::now();
+                            let _ = t
+                                .events
+                                .progress(nar_bytes, total_bytes, paths, total_paths)
+                                .await;
+                        }
                     }
                     drop(rx);
                     let _ = stdin.shutdown().await;
@@ -306,6 +386,23 @@ async fn copy_group(
                         }),
                         Err(e) => Err(e.into()),
                     };
+                    // The import took the whole stream (its end was written before the stream
+                    // closed): this host is done, whatever the others are at.
+                    let ended = export_end.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let (Ok(sent), Some(Ok(paths))) = (&r, ended) {
+                        let _ = t
+                            .events
+                            .progress(total_bytes, total_bytes, total_paths, total_paths)
+                            .await;
+                        on_copied(
+                            i,
+                            CopyDone {
+                                paths,
+                                nar_bytes: total_bytes,
+                                wire_bytes: Some(*sent),
+                            },
+                        );
+                    }
                     (k, r)
                 });
             }
@@ -327,27 +424,21 @@ async fn copy_group(
         }],
         &fan_out_options,
     );
-    let events: Vec<HostEvents> = members.iter().map(|&i| targets[i].events.clone()).collect();
+    let counts = produced.clone();
     let relay = async move {
-        let (mut bytes, mut paths, mut last) = (0u64, 0u64, Instant::now());
         while let Some(msg) = nar_rx.recv().await {
             match &msg {
-                fleet_store::serve::NarMsg::Chunk(b) => bytes += b.len() as u64,
-                fleet_store::serve::NarMsg::End => paths += 1,
+                fleet_store::serve::NarMsg::Chunk(b) => {
+                    counts.0.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+                fleet_store::serve::NarMsg::End => {
+                    counts.1.fetch_add(1, Ordering::Relaxed);
+                }
                 _ => {}
             }
             if relay_tx.send(msg).await.is_err() {
                 break;
             }
-            if last.elapsed() >= Duration::from_millis(250) {
-                last = Instant::now();
-                for e in &events {
-                    let _ = e.progress(bytes, total_bytes, paths, total_paths).await;
-                }
-            }
-        }
-        for e in &events {
-            let _ = e.progress(bytes, total_bytes, paths, total_paths).await;
         }
     };
     let compress = async move {
@@ -358,6 +449,11 @@ async fn copy_group(
             &label,
         )
         .await;
+        *export_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(
+            r.as_ref()
+                .map(|(paths, _)| *paths)
+                .map_err(|e| e.to_string()),
+        );
         let _ = pipe_w.shutdown().await;
         r
     };
@@ -370,9 +466,13 @@ async fn copy_group(
                 Ok(n) => n,
             };
             let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+            let at = (
+                produced.0.load(Ordering::Relaxed),
+                produced.1.load(Ordering::Relaxed),
+            );
             let mut alive = Vec::with_capacity(senders.len());
             for (k, tx) in senders {
-                if tx.send(chunk.clone()).await.is_ok() {
+                if tx.send((chunk.clone(), at.0, at.1)).await.is_ok() {
                     alive.push((k, tx));
                 }
             }
