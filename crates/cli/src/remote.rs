@@ -127,3 +127,44 @@ fn tty_passphrase() -> impl Fn(&std::path::Path) -> PassphraseFuture + Send + Sy
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(toml: &str) -> Host {
+        let dir = camino::Utf8Path::new("/");
+        let inv = fleet_inventory::parse(
+            toml,
+            &fleet_inventory::ParseOptions {
+                file_name: "fleet.toml",
+                base_dir: dir,
+                exists: &|_| true,
+            },
+        )
+        .unwrap();
+        inv.hosts[0].clone()
+    }
+
+    #[test]
+    fn only_what_fleet_toml_sets_overrides_ssh_config() {
+        let base = "[pins.p]\npath = \"/p\"\n[hosts.pi1]\nsystem = \"aarch64-linux\"\nconfig = \"/c.nix\"\n";
+        let t = target(&host(base));
+        assert_eq!(t.name, "pi1");
+        assert_eq!((t.address, t.user, t.port), (None, None, None));
+
+        let t = target(&host(&format!(
+            "{base}address = \"10.0.0.5\"\nuser = \"admin\"\nport = 2222\nhost-key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n"
+        )));
+        assert_eq!(t.address.as_deref(), Some("10.0.0.5"));
+        assert_eq!(t.user.as_deref(), Some("admin"));
+        assert_eq!(t.port, Some(2222));
+        assert!(t.host_key.unwrap().starts_with("ssh-ed25519 AAAA"));
+
+        let t = target(&host(&base.replace(
+            "[pins.p]",
+            "[defaults]\nuser = \"ops\"\nport = 22\n[pins.p]",
+        )));
+        assert_eq!((t.user.as_deref(), t.port), (Some("ops"), Some(22)));
+    }
+}
