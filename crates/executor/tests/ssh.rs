@@ -511,3 +511,34 @@ async fn proxy_jump_through_another_sshd() {
     assert_eq!(o.stdout_lossy(), "through\n");
     assert!(jump.log().contains("direct-tcpip") || !jump.log().is_empty());
 }
+
+/// A remote command that stops reading and exits while the SSH window is full: writes to its
+/// stdin fail instead of waiting forever for window space (found by the e2e test of a full
+/// `/nix`: `nix-store --import` died of ENOSPC and fleet's copy hung).
+#[tokio::test]
+async fn writing_to_a_command_that_exited_fails_instead_of_hanging() {
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = connector(tmp.path());
+    let conn = c.connect(&sshd.target("gone", "root")).await.unwrap();
+    let p = conn
+        .spawn("head -c 1 >/dev/null; exit 3", &Privilege::None)
+        .await
+        .unwrap();
+    let (stdout, mut stdin, exit) = p.into_parts();
+    drop(stdout);
+    // Far more than any SSH window: the remote stops granting space after its first byte.
+    let chunk = vec![0u8; 1 << 20];
+    let written = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..64 {
+            stdin.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .expect("the write returned instead of hanging");
+    let err = written.expect_err("the command is gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    let info = exit.finish().await.unwrap();
+    assert_eq!(info.status, Some(3));
+}

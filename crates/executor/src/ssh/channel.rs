@@ -7,6 +7,7 @@
 //! after `FLEET-OK`; a second prompt or "Sorry, try again" closes the channel at once and
 //! yields [`ExecError::WrongSudoPassword`] (sudo saw exactly one attempt).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -317,11 +318,16 @@ impl Connection {
         let host = self.name.clone();
         let command = cmd.to_owned();
         let shut = Arc::new(AtomicBool::new(false));
+        let ended = tokio_util::sync::CancellationToken::new();
         let stdin = RemoteStdin {
             inner: Box::pin(write.make_writer()),
             shut: shut.clone(),
+            ended_wait: Box::pin(ended.clone().cancelled_owned()),
+            ended: ended.clone(),
         };
         let pump = tokio::spawn(async move {
+            // However the loop ends (channel closed, connection gone), writers stop waiting.
+            let _ended = ended.drop_guard();
             let mut read = read;
             let mut info = ExitInfo {
                 status: None,
@@ -412,10 +418,23 @@ impl AsyncRead for RemoteStdout {
     }
 }
 
-/// The remote command's stdin. `shutdown()` sends EOF.
+/// The remote command's stdin. `shutdown()` sends EOF. Once the channel is closed (the command
+/// ended, or the connection is gone), writes fail with `BrokenPipe` instead of waiting forever
+/// for window space the remote will never grant.
 pub struct RemoteStdin {
     inner: Pin<Box<dyn AsyncWrite + Send>>,
     shut: Arc<AtomicBool>,
+    ended: tokio_util::sync::CancellationToken,
+    ended_wait: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl RemoteStdin {
+    fn broken() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the remote command's channel is closed",
+        )
+    }
 }
 
 impl std::fmt::Debug for RemoteStdin {
@@ -430,12 +449,24 @@ impl AsyncWrite for RemoteStdin {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.inner.as_mut().poll_write(cx, buf)
+        if self.ended.is_cancelled() {
+            return Poll::Ready(Err(Self::broken()));
+        }
+        match self.inner.as_mut().poll_write(cx, buf) {
+            Poll::Pending if self.ended_wait.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(Self::broken()))
+            }
+            r => r,
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.as_mut().poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.ended.is_cancelled() {
+            self.shut.store(true, Ordering::SeqCst);
+            return Poll::Ready(Ok(()));
+        }
         let r = self.inner.as_mut().poll_shutdown(cx);
         if r.is_ready() {
             self.shut.store(true, Ordering::SeqCst);
