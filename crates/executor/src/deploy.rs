@@ -269,13 +269,14 @@ pub struct ImportTarget<'a> {
 /// needed). `nix-store --import` registers each path atomically after its NAR arrived whole.
 pub const IMPORT_COMMAND: &str = "zstd -dc | nix-store --import > /dev/null";
 
-/// Copies to hosts that have `zstd` as one zstd-compressed export stream per group of hosts
-/// lacking the same paths: each NAR is read once and compressed once per group, and the
-/// compressed bytes go to every host of the group (`zstd -dc | nix-store --import`). No
-/// replies to wait for, so it is one round trip, and a fraction of the bytes on slow links.
-/// Each member of a group gets up to 16 MiB of the compressed stream ahead in memory; past
-/// that, the group moves at the pace of its slowest host. Progress is what each host received.
-/// Results are in `targets` order.
+/// Copies to hosts that have `zstd` as zstd-compressed export streams into `zstd -dc |
+/// nix-store --import`: each path is read and compressed **once**, however many hosts lack it,
+/// and the compressed bytes go to every host that lacks it (the paths are cut into segments of
+/// paths lacked by the same hosts: typically one shared segment, then one small segment per
+/// host; see `compressed.rs`). No replies to wait for, so it is one round trip, and a fraction
+/// of the bytes on slow links. Each host gets up to 16 MiB of the compressed stream ahead in
+/// memory; past that, the hosts of a segment move at the pace of the slowest. Progress is what
+/// each host received. Results are in `targets` order.
 pub async fn copy_compressed(
     store: &LocalStore,
     infos: &[PathInfo],
@@ -285,7 +286,8 @@ pub async fn copy_compressed(
     copy_compressed_each(store, infos, targets, zstd_level, &|_, _| {}).await
 }
 
-/// [`copy_compressed`], calling `on_copied` for each target the moment its import is complete.
+/// [`copy_compressed`], calling `on_copied` for each target the moment its import is complete
+/// (right after its last segment, not after every host's).
 pub async fn copy_compressed_each(
     store: &LocalStore,
     infos: &[PathInfo],
@@ -293,218 +295,7 @@ pub async fn copy_compressed_each(
     zstd_level: i32,
     on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
-    let mut groups: std::collections::BTreeMap<BTreeSet<StorePath>, Vec<usize>> =
-        Default::default();
-    for (i, t) in targets.iter().enumerate() {
-        groups.entry(t.missing.clone()).or_default().push(i);
-    }
-    let targets = &targets;
-    let runs = groups.into_iter().map(|(missing, members)| async move {
-        let r = copy_group(
-            store, infos, targets, &missing, &members, zstd_level, on_copied,
-        )
-        .await;
-        members.into_iter().zip(r).collect::<Vec<_>>()
-    });
-    let mut out: Vec<Option<Result<CopyDone, DeployError>>> =
-        (0..targets.len()).map(|_| None).collect();
-    for (i, r) in futures::future::join_all(runs).await.into_iter().flatten() {
-        out[i] = Some(r);
-    }
-    out.into_iter()
-        .map(|r| r.expect("every target is in a group"))
-        .collect()
-}
-
-async fn copy_group(
-    store: &LocalStore,
-    infos: &[PathInfo],
-    targets: &[ImportTarget<'_>],
-    missing: &BTreeSet<StorePath>,
-    members: &[usize],
-    zstd_level: i32,
-    on_copied: OnCopied<'_>,
-) -> Vec<Result<CopyDone, DeployError>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    // How far the export stream got (NAR bytes, whole paths), read by the broadcast with each
-    // compressed chunk, so each member's progress is what it received, not what was read.
-    let produced = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    // The export's end: `Some(Ok(paths))` once the whole stream was written.
-    let export_end: std::sync::Mutex<Option<Result<usize, String>>> = std::sync::Mutex::new(None);
-    let export_end = &export_end;
-
-    let total_bytes: u64 = infos
-        .iter()
-        .filter(|i| missing.contains(&i.path))
-        .map(|i| i.nar_size)
-        .sum();
-    let total_paths = missing.len() as u64;
-    // Start every member's importer; one that cannot start fails alone.
-    let mut results: Vec<Option<Result<CopyDone, DeployError>>> =
-        members.iter().map(|_| None).collect();
-    let mut senders = Vec::new();
-    let mut consumers = Vec::new();
-    for (k, &i) in members.iter().enumerate() {
-        let t = &targets[i];
-        match t.conn.spawn(IMPORT_COMMAND, t.privilege).await {
-            Err(e) => results[k] = Some(Err(e.into())),
-            Ok(proc) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<(bytes::Bytes, u64, u64)>(64);
-                senders.push((k, tx));
-                consumers.push(async move {
-                    let (stdout, mut stdin, exit) = proc.into_parts();
-                    drop(stdout);
-                    let mut sent = 0u64;
-                    let mut write_err = None;
-                    let mut last = Instant::now();
-                    while let Some((c, nar_bytes, paths)) = rx.recv().await {
-                        if let Err(e) = stdin.write_all(&c).await {
-                            write_err = Some(e);
-                            break;
-                        }
-                        sent += c.len() as u64;
-                        if last.elapsed() >= Duration::from_millis(250) {
-                            last = Instant::now();
-                            let _ = t
-                                .events
-                                .progress(nar_bytes, total_bytes, paths, total_paths)
-                                .await;
-                        }
-                    }
-                    drop(rx);
-                    let _ = stdin.shutdown().await;
-                    drop(stdin);
-                    let info = exit.finish().await;
-                    let host = t.conn.name().to_owned();
-                    let r = match info {
-                        Ok(info) if info.success() && write_err.is_none() => Ok(sent),
-                        Ok(info) => Err(DeployError::Import {
-                            host,
-                            status: info.status,
-                            stderr: String::from_utf8_lossy(&info.stderr).trim().to_owned(),
-                        }),
-                        Err(e) => Err(e.into()),
-                    };
-                    // The import took the whole stream (its end was written before the stream
-                    // closed): this host is done, whatever the others are at.
-                    let ended = export_end.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if let (Ok(sent), Some(Ok(paths))) = (&r, ended) {
-                        let _ = t
-                            .events
-                            .progress(total_bytes, total_bytes, total_paths, total_paths)
-                            .await;
-                        on_copied(
-                            i,
-                            CopyDone {
-                                paths,
-                                nar_bytes: total_bytes,
-                                wire_bytes: Some(*sent),
-                            },
-                        );
-                    }
-                    (k, r)
-                });
-            }
-        }
-    }
-    // NARs (read once) → counting relay → export stream + zstd → broadcast to the members.
-    let (nar_tx, mut nar_rx) = tokio::sync::mpsc::channel(64);
-    let (relay_tx, relay_rx) = tokio::sync::mpsc::channel(64);
-    let (mut pipe_w, mut pipe_r) = tokio::io::duplex(256 * 1024);
-    let label = format!("{} host(s)", members.len());
-    let fan_out_options = FanOutOptions::default();
-    let producer = fleet_store::copy::fan_out(
-        store,
-        infos,
-        vec![fleet_store::copy::Destination {
-            label: label.clone(),
-            missing: missing.clone(),
-            tx: nar_tx,
-        }],
-        &fan_out_options,
-    );
-    let counts = produced.clone();
-    let relay = async move {
-        while let Some(msg) = nar_rx.recv().await {
-            match &msg {
-                fleet_store::serve::NarMsg::Chunk(b) => {
-                    counts.0.fetch_add(b.len() as u64, Ordering::Relaxed);
-                }
-                fleet_store::serve::NarMsg::End => {
-                    counts.1.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-            if relay_tx.send(msg).await.is_err() {
-                break;
-            }
-        }
-    };
-    let compress = async move {
-        let r = fleet_store::export::write_export_stream(
-            relay_rx,
-            &mut pipe_w,
-            Some(zstd_level),
-            &label,
-        )
-        .await;
-        *export_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(
-            r.as_ref()
-                .map(|(paths, _)| *paths)
-                .map_err(|e| e.to_string()),
-        );
-        let _ = pipe_w.shutdown().await;
-        r
-    };
-    let broadcast = async move {
-        let mut senders = senders;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match pipe_r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-            let at = (
-                produced.0.load(Ordering::Relaxed),
-                produced.1.load(Ordering::Relaxed),
-            );
-            let mut alive = Vec::with_capacity(senders.len());
-            for (k, tx) in senders {
-                if tx.send((chunk.clone(), at.0, at.1)).await.is_ok() {
-                    alive.push((k, tx));
-                }
-            }
-            senders = alive;
-            if senders.is_empty() {
-                break;
-            }
-        }
-    };
-    let (_report, (), export, (), finished) = tokio::join!(
-        producer,
-        relay,
-        compress,
-        broadcast,
-        futures::future::join_all(consumers)
-    );
-    let nar_bytes = total_bytes;
-    for (k, r) in finished {
-        results[k] = Some(match (r, &export) {
-            (Ok(sent), Ok((paths, _))) => Ok(CopyDone {
-                paths: *paths,
-                nar_bytes,
-                wire_bytes: Some(sent),
-            }),
-            (Ok(_), Err(e)) => Err(DeployError::Source(e.to_string())),
-            (Err(e), _) => Err(e),
-        });
-    }
-    results
-        .into_iter()
-        .map(|r| r.expect("every member has a result"))
-        .collect()
+    crate::compressed::copy_compressed_each(store, infos, targets, zstd_level, on_copied).await
 }
 
 // ---------------------------------------------------------------------------------------------

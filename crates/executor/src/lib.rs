@@ -11,9 +11,11 @@
 //! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
 //! - [`apply`]: [`apply::apply_all`], the apply across planned hosts (copy once, activate, confirm).
 //! - [`deploy`]: copy (fan-out), activation with rollback, confirmation, `fleet rollback`.
+//! - `compressed`: the compressed copy (segments read and compressed once, broadcast).
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
 pub mod apply;
+mod compressed;
 pub mod deploy;
 pub mod facts;
 pub mod fanout;

@@ -424,3 +424,123 @@ async fn compressed_copy_reads_once_and_imports_on_every_host() {
         assert_eq!(remote, local, "same NAR hash on {h}");
     }
 }
+
+/// Hosts that lack different sets of paths (their own systems, a shared part, one host already
+/// holding some of it) each get exactly what they lack, in an order their import accepts, and
+/// the shared part is compressed once: fewer bytes per host than the compressed closure when
+/// hosts get it separately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_copy_of_different_missing_sets() {
+    let tb = Testbed::start([
+        HostSpec::new("h1"),
+        HostSpec::new("h2"),
+        HostSpec::new("h3"),
+    ])
+    .unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tempfile::tempdir().unwrap().keep()).unwrap();
+    let c = connector(&tb);
+    let mut packages = Vec::new();
+    for (h, pkgs) in [
+        ("h1", "pkgs.git pkgs.htop"),
+        ("h2", "pkgs.git pkgs.tmux"),
+        ("h3", "pkgs.jq"),
+    ] {
+        let (_top, pkg) = build(
+            &tb,
+            &dir,
+            h,
+            &format!(
+                "{{ pkgs, ... }}: {{ networking.hostName = \"{h}\"; environment.systemPackages = [ {pkgs} ]; }}"
+            ),
+        )
+        .await;
+        packages.push(pkg);
+    }
+    let store = LocalStore::system();
+    let roots: Vec<StorePath> = packages
+        .iter()
+        .map(|p| StorePath::new(p).unwrap())
+        .collect();
+    let infos = closure_infos(&store, &roots).await.unwrap();
+    let mut closures = Vec::new();
+    for root in &roots {
+        closures.push(
+            closure_infos(&store, std::slice::from_ref(root))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.path)
+                .collect::<BTreeSet<StorePath>>(),
+        );
+    }
+    // h3 already holds git's closure (copied over the serve protocol first).
+    let conns = [
+        c.connect(&target(&tb, "h1")).await.unwrap(),
+        c.connect(&target(&tb, "h2")).await.unwrap(),
+        c.connect(&target(&tb, "h3")).await.unwrap(),
+    ];
+    let git = infos
+        .iter()
+        .find(|i| i.path.name().starts_with("git-"))
+        .expect("git in the closure")
+        .path
+        .clone();
+    copy(&conns[2], git.as_str()).await;
+    let git_closure: BTreeSet<StorePath> = closure_infos(&store, &[git])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.path)
+        .collect();
+    let mut missing = closures.clone();
+    missing[2] = closures[2].difference(&git_closure).cloned().collect();
+    // h3 lacks its own system and h1's, except git's closure, which it holds.
+    missing[2].extend(closures[0].difference(&git_closure).cloned());
+    let ev = |h: &str| {
+        HostEvents::new(
+            h,
+            Instant::now(),
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+    };
+    let targets: Vec<deploy::ImportTarget> = conns
+        .iter()
+        .zip(&missing)
+        .zip(["h1", "h2", "h3"])
+        .map(|((conn, m), h)| deploy::ImportTarget {
+            conn,
+            privilege: &Privilege::None,
+            missing: m.clone(),
+            events: ev(h),
+        })
+        .collect();
+    let results = deploy::copy_compressed(&store, &infos, targets, 3).await;
+    for ((r, m), h) in results.into_iter().zip(&missing).zip(["h1", "h2", "h3"]) {
+        let done = r.unwrap_or_else(|e| panic!("{h}: {e}"));
+        assert_eq!(done.paths, m.len(), "{h}");
+        for p in m {
+            sh(&tb, h, &format!("nix-store --verify-path {p}")).await;
+            let local = infos
+                .iter()
+                .find(|i| &i.path == p)
+                .unwrap()
+                .nar_hash
+                .clone();
+            assert_eq!(
+                sh(&tb, h, &format!("nix-store -q --hash {p}")).await,
+                local,
+                "{h}: {p}"
+            );
+        }
+    }
+    // h2 never got h1's system.
+    let h1_only: Vec<&StorePath> = closures[0].difference(&closures[1]).collect();
+    assert!(!h1_only.is_empty());
+    for p in h1_only {
+        let out = tb
+            .exec("h2", &format!("nix-store --check-validity {p}"))
+            .unwrap();
+        assert!(!out.status.success(), "h2 got {p}");
+    }
+}

@@ -61,10 +61,37 @@ pub fn write_export<W: Write>(mut w: W, infos: &[PathInfo], store: &LocalStore) 
 /// --import`). On a source failure the stream is cut short, so `nix-store --import` fails
 /// without registering the partial path. Returns (paths, bytes written to `w`).
 pub async fn write_export_stream<W: AsyncWrite + Unpin>(
+    rx: mpsc::Receiver<NarMsg>,
+    w: W,
+    zstd_level: Option<i32>,
+    host: &str,
+) -> Result<(usize, u64)> {
+    write_export_part(rx, w, zstd_level, host, true).await
+}
+
+/// The end of an export stream written in parts: `u64 0`, as a zstd frame of its own when
+/// `zstd_level` is given.
+pub fn export_end(zstd_level: Option<i32>) -> Vec<u8> {
+    let end = 0u64.to_le_bytes();
+    match zstd_level {
+        Some(l) => zstd::bulk::compress(&end, l).expect("compressing 8 bytes in memory"),
+        None => end.to_vec(),
+    }
+}
+
+/// One part of an export stream: the entries of `rx`, and when `last`, the end marker and a
+/// shutdown of `w` (that is [`write_export_stream`]). A part that is not the last ends without
+/// the marker, as a complete zstd frame when compressed, and leaves `w` open: parts written
+/// one after the other (each in dependency order, references in earlier parts or the same
+/// one), then [`export_end`], make one stream for `[zstd -dc |] nix-store --import` (zstd
+/// decompresses concatenated frames). So one compressed part can be broadcast to every host
+/// that lacks its paths while each host's stream holds exactly the parts it needs.
+pub async fn write_export_part<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<NarMsg>,
     mut w: W,
     zstd_level: Option<i32>,
     host: &str,
+    last: bool,
 ) -> Result<(usize, u64)> {
     let io = |e: io::Error| Error::Io {
         host: host.into(),
@@ -146,16 +173,21 @@ pub async fn write_export_stream<W: AsyncWrite + Unpin>(
                 source: Box::new(Error::Cancelled { host: host.into() }),
             });
         }
-        emit(&mut w, &mut enc, &0u64.to_le_bytes(), &mut out_bytes)
-            .await
-            .map_err(io)?;
+        if last {
+            emit(&mut w, &mut enc, &0u64.to_le_bytes(), &mut out_bytes)
+                .await
+                .map_err(io)?;
+        }
         if let Some(e) = enc.take() {
             let buf = e.finish().map_err(io)?;
             w.write_all(&buf).await.map_err(io)?;
             out_bytes += buf.len() as u64;
         }
         w.flush().await.map_err(io)?;
-        w.shutdown().await.map_err(io)
+        if last {
+            w.shutdown().await.map_err(io)?;
+        }
+        Ok(())
     }
     .await;
     match res {

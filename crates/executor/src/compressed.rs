@@ -1,0 +1,522 @@
+//! The compressed copy: zstd-compressed export streams into `zstd -dc | nix-store --import`, one
+//! importer per host, with each path read **and compressed** once however many hosts lack it.
+//!
+//! Hosts rarely lack the same set of paths (each host's toplevel, `etc` and deployment package
+//! are its own), so the copy is cut into **segments**: runs of paths lacked by the same hosts,
+//! in an order that keeps every path after its references (a topological order that stays
+//! with one set of hosts as long as it can: typically one segment with everything the hosts
+//! share, then one small segment per host). Each segment is read once, compressed once into
+//! complete zstd frames, and broadcast to the hosts that lack its paths; a host's stream is
+//! the segments it needs, in order, then the end marker (`zstd -dc` decompresses concatenated
+//! frames). A host gets its end marker right after its last segment, so its import (and its
+//! activation) completes without waiting for the segments of hosts after it.
+//!
+//! Measured by `cargo xtask bench` (docs/performance.md): one stream per distinct missing set
+//! compressed the shared closure once per host.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_store::copy::{fan_out, Destination, FanOutOptions};
+use fleet_store::local::LocalStore;
+use fleet_store::serve::NarMsg;
+use fleet_store::{PathInfo, StorePath};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::deploy::{CopyDone, DeployError, ImportTarget, OnCopied, IMPORT_COMMAND};
+
+/// Paths lacked by exactly `members` (indices of targets), in dependency order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub members: Vec<usize>,
+    pub paths: BTreeSet<StorePath>,
+}
+
+/// Cuts the paths some target lacks into segments (see the module docs). `infos` is in
+/// dependency order; `missing[i]` is what target `i` lacks.
+pub(crate) fn plan_segments(infos: &[PathInfo], missing: &[&BTreeSet<StorePath>]) -> Vec<Segment> {
+    // The paths someone lacks, and who.
+    let sent: Vec<(usize, Vec<usize>)> = infos
+        .iter()
+        .enumerate()
+        .filter_map(|(k, info)| {
+            let who: Vec<usize> = (0..missing.len())
+                .filter(|&i| missing[i].contains(&info.path))
+                .collect();
+            (!who.is_empty()).then_some((k, who))
+        })
+        .collect();
+    let index: HashMap<&StorePath, usize> = sent
+        .iter()
+        .enumerate()
+        .map(|(n, (k, _))| (&infos[*k].path, n))
+        .collect();
+    let mut waiting = vec![0usize; sent.len()];
+    let mut referrers = vec![Vec::new(); sent.len()];
+    for (n, (k, _)) in sent.iter().enumerate() {
+        let info = &infos[*k];
+        for r in &info.references {
+            if *r != info.path {
+                if let Some(&m) = index.get(r) {
+                    waiting[n] += 1;
+                    referrers[m].push(n);
+                }
+            }
+        }
+    }
+    // Ready paths by who lacks them, each set in `infos` order.
+    let mut ready: BTreeMap<&[usize], BTreeSet<usize>> = BTreeMap::new();
+    for (n, (_, who)) in sent.iter().enumerate() {
+        if waiting[n] == 0 {
+            ready.entry(who.as_slice()).or_default().insert(n);
+        }
+    }
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut current: Option<&[usize]> = None;
+    loop {
+        let who = match current.filter(|c| ready.contains_key(c)) {
+            Some(c) => c,
+            None => {
+                // Switch to the set of hosts with the most members (the shared part first),
+                // then the one whose next path comes first.
+                let Some(who) = ready
+                    .iter()
+                    .max_by_key(|(who, paths)| {
+                        (
+                            who.len(),
+                            std::cmp::Reverse(paths.first().copied().unwrap_or(usize::MAX)),
+                        )
+                    })
+                    .map(|(who, _)| *who)
+                else {
+                    break;
+                };
+                segments.push(Segment {
+                    members: who.to_vec(),
+                    paths: BTreeSet::new(),
+                });
+                who
+            }
+        };
+        let set = ready.get_mut(who).expect("chosen from ready");
+        let n = set.pop_first().expect("ready sets are not empty");
+        if set.is_empty() {
+            ready.remove(who);
+        }
+        segments
+            .last_mut()
+            .expect("a segment was started")
+            .paths
+            .insert(infos[sent[n].0].path.clone());
+        for &r in &referrers[n] {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.entry(sent[r].1.as_slice()).or_default().insert(r);
+            }
+        }
+        current = Some(who);
+    }
+    segments
+}
+
+/// A piece of a host's stream: compressed bytes, how much NAR (bytes, whole paths) the host
+/// will have once it has them, and whether this is the end of its stream.
+struct Piece {
+    bytes: bytes::Bytes,
+    nar_bytes: u64,
+    paths: u64,
+    end: bool,
+}
+
+/// See [`crate::deploy::copy_compressed_each`].
+pub(crate) async fn copy_compressed_each(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    targets: Vec<ImportTarget<'_>>,
+    zstd_level: i32,
+    on_copied: OnCopied<'_>,
+) -> Vec<Result<CopyDone, DeployError>> {
+    let n = targets.len();
+    let totals: Vec<(u64, u64)> = targets
+        .iter()
+        .map(|t| {
+            let bytes = infos
+                .iter()
+                .filter(|i| t.missing.contains(&i.path))
+                .map(|i| i.nar_size)
+                .sum();
+            (bytes, t.missing.len() as u64)
+        })
+        .collect();
+    // Start every importer; one that cannot start fails alone.
+    let mut results: Vec<Option<Result<CopyDone, DeployError>>> = (0..n).map(|_| None).collect();
+    let mut senders: Vec<Option<mpsc::Sender<Piece>>> = (0..n).map(|_| None).collect();
+    let mut consumers = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        match t.conn.spawn(IMPORT_COMMAND, t.privilege).await {
+            Err(e) => results[i] = Some(Err(e.into())),
+            Ok(proc) => {
+                // 64 pieces of up to 256 KiB: up to 16 MiB of the stream ahead per host.
+                let (tx, rx) = mpsc::channel::<Piece>(64);
+                senders[i] = Some(tx);
+                consumers.push(consume(i, t, proc, rx, totals[i], on_copied));
+            }
+        }
+    }
+    let missing: Vec<&BTreeSet<StorePath>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            static NOTHING: BTreeSet<StorePath> = BTreeSet::new();
+            if senders[i].is_some() {
+                &t.missing
+            } else {
+                &NOTHING
+            }
+        })
+        .collect();
+    let segments = plan_segments(infos, &missing);
+    let (source_errors, finished) = tokio::join!(
+        feed(store, infos, &segments, senders, zstd_level),
+        futures::future::join_all(consumers)
+    );
+    for (i, r) in finished {
+        results[i] = Some(match (r, &source_errors[i]) {
+            (Ok(done), None) => Ok(done),
+            (Ok(_), Some(e)) | (Err(_), Some(e)) => Err(DeployError::Source(e.clone())),
+            (Err(e), None) => Err(e),
+        });
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every target has a result"))
+        .collect()
+}
+
+/// Writes one host's pieces into its importer; the result is what it received once the
+/// importer exited successfully after the end of the stream.
+async fn consume(
+    i: usize,
+    t: &ImportTarget<'_>,
+    proc: crate::RemoteProcess,
+    mut rx: mpsc::Receiver<Piece>,
+    (total_bytes, total_paths): (u64, u64),
+    on_copied: OnCopied<'_>,
+) -> (usize, Result<CopyDone, DeployError>) {
+    let (stdout, mut stdin, exit) = proc.into_parts();
+    drop(stdout);
+    let (mut sent, mut complete, mut write_err) = (0u64, false, None);
+    let mut last = Instant::now();
+    while let Some(p) = rx.recv().await {
+        if let Err(e) = stdin.write_all(&p.bytes).await {
+            write_err = Some(e);
+            break;
+        }
+        sent += p.bytes.len() as u64;
+        complete = p.end;
+        if last.elapsed() >= Duration::from_millis(250) {
+            last = Instant::now();
+            let _ = t
+                .events
+                .progress(p.nar_bytes, total_bytes, p.paths, total_paths)
+                .await;
+        }
+    }
+    drop(rx);
+    let _ = stdin.shutdown().await;
+    drop(stdin);
+    let info = exit.finish().await;
+    let host = t.conn.name().to_owned();
+    let r = match info {
+        Ok(info) if info.success() && write_err.is_none() && complete => {
+            let done = CopyDone {
+                paths: total_paths as usize,
+                nar_bytes: total_bytes,
+                wire_bytes: Some(sent),
+            };
+            let _ = t
+                .events
+                .progress(total_bytes, total_bytes, total_paths, total_paths)
+                .await;
+            on_copied(i, done);
+            Ok(done)
+        }
+        Ok(info) => Err(DeployError::Import {
+            host,
+            status: info.status,
+            stderr: String::from_utf8_lossy(&info.stderr).trim().to_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    };
+    (i, r)
+}
+
+/// Reads, compresses and broadcasts the segments in order; each host gets its end marker
+/// after its last segment. A local read failure cuts the stream of the segment's hosts (their
+/// imports fail, nothing partial is registered) and is returned for them.
+async fn feed(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    segments: &[Segment],
+    mut senders: Vec<Option<mpsc::Sender<Piece>>>,
+    zstd_level: i32,
+) -> Vec<Option<String>> {
+    let n = senders.len();
+    let mut errors: Vec<Option<String>> = vec![None; n];
+    let mut have = vec![(0u64, 0u64); n];
+    let mut last_segment: Vec<Option<usize>> = vec![None; n];
+    for (s, seg) in segments.iter().enumerate() {
+        for &i in &seg.members {
+            last_segment[i] = Some(s);
+        }
+    }
+    let end = bytes::Bytes::from(fleet_store::export::export_end(Some(zstd_level)));
+    let finish = |tx: mpsc::Sender<Piece>, (nar_bytes, paths): (u64, u64)| {
+        let end = end.clone();
+        async move {
+            let _ = tx
+                .send(Piece {
+                    bytes: end,
+                    nar_bytes,
+                    paths,
+                    end: true,
+                })
+                .await;
+        }
+    };
+    // Hosts that lack nothing get an empty stream.
+    for i in 0..n {
+        if last_segment[i].is_none() {
+            if let Some(tx) = senders[i].take() {
+                finish(tx, have[i]).await;
+            }
+        }
+    }
+    for (s, seg) in segments.iter().enumerate() {
+        let members: Vec<usize> = seg
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| senders[i].is_some())
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        match segment(store, infos, seg, &members, &mut senders, &have, zstd_level).await {
+            Ok((nar_bytes, paths)) => {
+                for &i in &members {
+                    have[i].0 += nar_bytes;
+                    have[i].1 += paths;
+                }
+            }
+            Err(e) => {
+                for &i in &members {
+                    errors[i] = Some(e.clone());
+                    senders[i] = None;
+                }
+            }
+        }
+        for &i in &members {
+            if last_segment[i] == Some(s) {
+                if let Some(tx) = senders[i].take() {
+                    finish(tx, have[i]).await;
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// One segment: NARs (read once) → counting relay → export part + zstd → broadcast to the
+/// members still listening. Returns the segment's NAR bytes and paths.
+async fn segment(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    seg: &Segment,
+    members: &[usize],
+    senders: &mut [Option<mpsc::Sender<Piece>>],
+    have: &[(u64, u64)],
+    zstd_level: i32,
+) -> Result<(u64, u64), String> {
+    // How far the export got (NAR bytes, whole paths), read with each compressed chunk, so
+    // each member's progress is what it received, not what was read.
+    let produced = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let (nar_tx, mut nar_rx) = mpsc::channel(64);
+    let (relay_tx, relay_rx) = mpsc::channel(64);
+    let (mut pipe_w, mut pipe_r) = tokio::io::duplex(256 * 1024);
+    let label = format!("{} host(s)", members.len());
+    let options = FanOutOptions::default();
+    let producer = fan_out(
+        store,
+        infos,
+        vec![Destination {
+            label: label.clone(),
+            missing: seg.paths.clone(),
+            tx: nar_tx,
+        }],
+        &options,
+    );
+    let counts = produced.clone();
+    let relay = async move {
+        while let Some(msg) = nar_rx.recv().await {
+            match &msg {
+                NarMsg::Chunk(b) => {
+                    counts.0.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+                NarMsg::End => {
+                    counts.1.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            if relay_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    };
+    let compress = async move {
+        let r = fleet_store::export::write_export_part(
+            relay_rx,
+            &mut pipe_w,
+            Some(zstd_level),
+            &label,
+            false,
+        )
+        .await;
+        let _ = pipe_w.shutdown().await;
+        r
+    };
+    let broadcast = async {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match pipe_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+            let at = (
+                produced.0.load(Ordering::Relaxed),
+                produced.1.load(Ordering::Relaxed),
+            );
+            let mut alive = 0;
+            for &i in members {
+                let Some(tx) = &senders[i] else { continue };
+                let piece = Piece {
+                    bytes: chunk.clone(),
+                    nar_bytes: have[i].0 + at.0,
+                    paths: have[i].1 + at.1,
+                    end: false,
+                };
+                if tx.send(piece).await.is_ok() {
+                    alive += 1;
+                } else {
+                    // Its importer is gone; its consumer reports why.
+                    senders[i] = None;
+                }
+            }
+            if alive == 0 {
+                break;
+            }
+        }
+    };
+    let (_report, (), export, ()) = tokio::join!(producer, relay, compress, broadcast);
+    match export {
+        Ok((paths, _)) => Ok((produced.0.load(Ordering::Relaxed), paths as u64)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(name: &str) -> StorePath {
+        StorePath::new(format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap()
+    }
+
+    fn info(name: &str, refs: &[&str]) -> PathInfo {
+        PathInfo {
+            path: path(name),
+            deriver: None,
+            nar_hash: String::new(),
+            nar_size: 1,
+            references: refs.iter().map(|r| path(r)).collect(),
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<StorePath> {
+        names.iter().map(|n| path(n)).collect()
+    }
+
+    fn names(seg: &Segment) -> Vec<String> {
+        seg.paths.iter().map(|p| p.name().to_owned()).collect()
+    }
+
+    #[test]
+    fn shared_paths_go_first_in_one_segment_then_one_per_host() {
+        // libs shared by both hosts; each host has its own top, interleaved in `infos`.
+        let infos = vec![
+            info("lib1", &[]),
+            info("top1", &["lib1", "lib2"]),
+            info("lib2", &["lib1"]),
+            info("top2", &["lib2"]),
+            info("lib3", &[]),
+        ];
+        let h1 = set(&["lib1", "lib2", "lib3", "top1"]);
+        let h2 = set(&["lib1", "lib2", "lib3", "top2"]);
+        let segs = plan_segments(&infos, &[&h1, &h2]);
+        assert_eq!(segs.len(), 3, "{segs:?}");
+        assert_eq!(segs[0].members, vec![0, 1]);
+        assert_eq!(names(&segs[0]), vec!["lib1", "lib2", "lib3"]);
+        assert_eq!(
+            (segs[1].members.clone(), names(&segs[1])),
+            (vec![0], vec!["top1".into()])
+        );
+        assert_eq!(
+            (segs[2].members.clone(), names(&segs[2])),
+            (vec![1], vec!["top2".into()])
+        );
+    }
+
+    #[test]
+    fn every_host_gets_references_before_referrers() {
+        // h2 already has `b`; `c` needs `b` on h1 and is lacked by both.
+        let infos = vec![
+            info("a", &[]),
+            info("b", &["a"]),
+            info("c", &["b"]),
+            info("d", &["c"]),
+        ];
+        let h1 = set(&["a", "b", "c", "d"]);
+        let h2 = set(&["c"]);
+        let h3 = BTreeSet::new();
+        let segs = plan_segments(&infos, &[&h1, &h2, &h3]);
+        for (host, lacks) in [(0usize, &h1), (1, &h2)] {
+            let order: Vec<StorePath> = segs
+                .iter()
+                .filter(|s| s.members.contains(&host))
+                .flat_map(|s| {
+                    infos
+                        .iter()
+                        .filter(|i| s.paths.contains(&i.path))
+                        .map(|i| i.path.clone())
+                })
+                .collect();
+            assert_eq!(order.len(), lacks.len());
+            for (k, p) in order.iter().enumerate() {
+                let info = infos.iter().find(|i| &i.path == p).unwrap();
+                for r in &info.references {
+                    if lacks.contains(r) {
+                        assert!(order[..k].contains(r), "{p} before its reference {r}");
+                    }
+                }
+            }
+        }
+        assert!(segs.iter().all(|s| !s.members.contains(&2)));
+        assert!(plan_segments(&infos, &[&h3]).is_empty());
+    }
+}
