@@ -389,6 +389,9 @@ async fn segment(
         r
     };
     let broadcast = async {
+        // Owned here, so it is dropped when no member listens any more: the compressor's
+        // writes then fail and the segment ends, instead of waiting for a reader forever.
+        let mut pipe_r = pipe_r;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match pipe_r.read(&mut buf).await {
@@ -417,13 +420,20 @@ async fn segment(
                 }
             }
             if alive == 0 {
-                break;
+                return true;
             }
         }
+        false
     };
-    let (_report, (), export, ()) = tokio::join!(producer, relay, compress, broadcast);
+    let (_report, (), export, nobody_left) = tokio::join!(producer, relay, compress, broadcast);
     match export {
         Ok((paths, _)) => Ok((produced.0.load(Ordering::Relaxed), paths as u64)),
+        // The export broke because every member's importer had gone: not a local failure;
+        // each member's own error (say, a full disk) is what its consumer reports.
+        Err(_) if nobody_left => Ok((
+            produced.0.load(Ordering::Relaxed),
+            produced.1.load(Ordering::Relaxed),
+        )),
         Err(e) => Err(e.to_string()),
     }
 }
