@@ -346,7 +346,7 @@ async fn segment(
     let produced = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let (nar_tx, mut nar_rx) = mpsc::channel(64);
     let (relay_tx, relay_rx) = mpsc::channel(64);
-    let (mut pipe_w, mut pipe_r) = tokio::io::duplex(256 * 1024);
+    let (mut pipe_w, pipe_r) = tokio::io::duplex(256 * 1024);
     let label = format!("{} host(s)", members.len());
     let options = FanOutOptions::default();
     let producer = fan_out(
