@@ -297,6 +297,9 @@ pub async fn apply_all(
             }
         };
         let Some((serve_results, import_results)) = results else {
+            // Interrupted: the copy is gone, and so are the senders of the hosts it had not
+            // finished (they end `skipped`).
+            copied_txs.lock().unwrap_or_else(|p| p.into_inner()).clear();
             return;
         };
         for (k, r) in import_results.into_iter().enumerate() {
