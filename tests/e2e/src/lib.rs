@@ -7,9 +7,11 @@
 //!   an empty `HOME` (no `~/.ssh/config` of the machine leaks in), and helpers to run fleet,
 //!   look inside hosts and check the invariant every test ends with ([`Fleet::assert_sound`]).
 
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use fleet_testbed::{HostSpec, Testbed};
@@ -105,6 +107,149 @@ impl Run {
     }
 }
 
+/// Polls `cond` every 50 ms until it holds; panics after `timeout` saying `what` was awaited.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `fleet` process running in the background ([`Fleet::spawn`]): its stdout is collected line
+/// by line while it runs (for `--json` events), its stderr at the end.
+pub struct Running {
+    child: Child,
+    args: String,
+    started: Instant,
+    lines: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+    stdout: Option<std::thread::JoinHandle<()>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The fleet process's id (also its process group's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The JSON lines printed so far (lines that are not JSON are skipped).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// What fleet printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until an event satisfies `pred` and returns it; panics after `timeout` or when
+    /// fleet exits first.
+    #[track_caller]
+    pub fn wait_for_event(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // One last look: the line may have arrived with the exit.
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                    return e;
+                }
+                panic!(
+                    "fleet {} exited ({status}) before {what}; stdout so far:\n{}",
+                    self.args,
+                    self.lines.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; stdout so far:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT to fleet's process group, as Ctrl-C in a terminal does (fleet and the local
+    /// processes it started get it).
+    pub fn interrupt(&self) {
+        let st = Command::new("kill")
+            .args(["-INT", "--", &format!("-{}", self.pid())])
+            .status()
+            .expect("kill runs");
+        assert!(st.success(), "kill -INT failed");
+    }
+
+    /// Whether fleet is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for fleet to exit (at most `timeout`, then kills it and panics).
+    #[track_caller]
+    pub fn finish(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("fleet {} did not exit within {timeout:?}", self.args);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(t) = self.stdout.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.stderr.take() {
+            let _ = t.join();
+        }
+        let stderr = self.stderr_so_far();
+        let mut stdout = self.lines.lock().unwrap().join("\n");
+        stdout.push('\n');
+        let run = Run {
+            code: status.code(),
+            stdout,
+            stderr,
+            took: self.started.elapsed(),
+        };
+        eprintln!(
+            "$ fleet {} -> {:?} in {:.1?}\n{}{}",
+            self.args, run.code, run.took, run.stderr, run.stdout
+        );
+        run
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A simulated fleet with its fleet.toml.
 pub struct Fleet {
     pub tb: Testbed,
@@ -186,6 +331,70 @@ impl Fleet {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
+    }
+
+    /// Starts `fleet ARGS` in the background, in its own process group (so
+    /// [`Running::interrupt`] is a terminal's Ctrl-C).
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = c.spawn().expect("fleet starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let stdout = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut from = child.stderr.take().unwrap();
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let to = err.clone();
+        let stderr = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                to.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Running {
+            child,
+            args: args.join(" "),
+            started: Instant::now(),
+            lines,
+            err,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Rewrites fleet.toml.
+    pub fn edit_toml(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.toml_path()).unwrap();
+        std::fs::write(self.toml_path(), edit(text)).unwrap();
+    }
+
+    /// The host's store holds no partial or corrupt path: `nix-store --verify --check-contents`
+    /// (every valid path's contents against its registered hash) is clean.
+    #[track_caller]
+    pub fn assert_store_clean(&self, host: &str) {
+        let out = self
+            .tb
+            .exec(host, "nix-store --verify --check-contents 2>&1")
+            .expect("exec");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && !text.contains("was modified")
+                && !text.contains("disappeared")
+                && !text.contains("error"),
+            "{host}: the store does not verify:\n{text}"
+        );
     }
 
     /// Runs `fleet ARGS` to the end.
