@@ -523,7 +523,7 @@ fn find_named(roots: &[std::path::PathBuf], prefix: &str) -> Vec<String> {
 }
 
 #[test]
-fn bad_host_names_and_addresses_are_refused_before_anything_runs() {
+fn bad_host_names_addresses_and_garbage_fleet_toml_are_refused_before_anything_runs() {
     let f = Fleet::start([HostSpec::new("good")]);
     let base = std::fs::read_to_string(f.toml_path()).unwrap();
     let config = f
@@ -556,6 +556,17 @@ fn bad_host_names_and_addresses_are_refused_before_anything_runs() {
             run.stderr
         );
         assert_eq!(run.stdout, "", "nothing was planned");
+    }
+    // Not TOML, not even UTF-8: an error, never a panic (the parser itself is fuzzed by
+    // crates/inventory/tests/never_panics.rs).
+    for garbage in [
+        &b"\xff\xfe\x00[hosts.\x80]\n"[..],
+        &b"[hosts.a]\nsystem = \"x86_64-linux\"\nconfig = \"\\u0000\"\n[[[\n"[..],
+    ] {
+        std::fs::write(f.toml_path(), garbage).unwrap();
+        let run = f.fleet(&["apply", "--json"]);
+        run.expect_code(2);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     }
     std::fs::write(f.toml_path(), &base).unwrap();
     // A selector naming no host is refused too, not tried.
