@@ -2,20 +2,20 @@
 //! are sent to every destination that lacks it.
 //!
 //! Slow-destination policy: destinations are fed in lockstep through bounded channels
-//! (`buffer_chunks` × 64 KiB each). When one destination's channel stays full for longer than
-//! `detach_after`, that destination is *detached*: it leaves the shared group and gets its own
-//! reader, which resumes exactly where it stopped (re-reading only what that destination still
-//! needs). The fast group keeps its pace; a slow host costs extra local reads, never a stall of
+//! (`buffer_chunks` × 64 KiB each). Once the shared reader has waited `detach_after` in all
+//! for one destination's full channel, that destination is *detached*: it leaves the shared
+//! group and gets its own reader, which resumes exactly where it stopped (re-reading only what
+//! that destination still needs). The fast group keeps its pace; a slow host costs extra local reads, never a stall of
 //! the others. A destination whose consumer went away (its channel closed) is dropped.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use crate::local::LocalStore;
 use crate::nar::{dump_chunks, CHUNK_SIZE};
@@ -129,6 +129,8 @@ struct Active {
     idx: usize,
     missing: BTreeSet<StorePath>,
     tx: mpsc::Sender<NarMsg>,
+    /// How long the shared reader has waited for this destination's channel, in all.
+    waited: Duration,
 }
 
 enum SendOutcome {
@@ -137,8 +139,20 @@ enum SendOutcome {
     Gone,
 }
 
-async fn send(a: &Active, msg: NarMsg, t: Duration) -> SendOutcome {
-    match a.tx.send_timeout(msg, t).await {
+/// Sends `msg`; `Slow` once the shared reader has waited `t` in all for this destination. A
+/// host on a slow link takes data in bursts (as SSH window space comes back), so its channel
+/// has room now and then and each single wait is short, yet the waits add up to its pace:
+/// counting them all is what tells it from a fast host.
+async fn send(a: &mut Active, msg: NarMsg, t: Duration) -> SendOutcome {
+    let msg = match a.tx.try_send(msg) {
+        Ok(()) => return SendOutcome::Ok,
+        Err(TrySendError::Closed(_)) => return SendOutcome::Gone,
+        Err(TrySendError::Full(msg)) => msg,
+    };
+    let start = Instant::now();
+    let r = a.tx.send_timeout(msg, t.saturating_sub(a.waited)).await;
+    a.waited += start.elapsed();
+    match r {
         Ok(()) => SendOutcome::Ok,
         Err(SendTimeoutError::Timeout(_)) => SendOutcome::Slow,
         Err(SendTimeoutError::Closed(_)) => SendOutcome::Gone,
@@ -172,6 +186,7 @@ pub async fn fan_out(
             idx,
             missing: d.missing,
             tx: d.tx,
+            waited: Duration::ZERO,
         })
         .collect();
     let mut solos = Vec::new();
@@ -192,8 +207,8 @@ pub async fn fan_out(
         }
         // Start
         let mut next = Vec::new();
-        for (a, _) in group.drain(..) {
-            match send(&a, NarMsg::Start(info.clone()), opts.detach_after).await {
+        for (mut a, _) in group.drain(..) {
+            match send(&mut a, NarMsg::Start(info.clone()), opts.detach_after).await {
                 SendOutcome::Ok => next.push((a, 0)),
                 SendOutcome::Slow => {
                     solos.push(detach(store, &infos, pi, a, false, 0, &mut report))
@@ -214,8 +229,8 @@ pub async fn fan_out(
                 Ok(b) => {
                     report.shared_bytes_read += b.len() as u64;
                     let mut next = Vec::new();
-                    for (a, sent) in group.drain(..) {
-                        match send(&a, NarMsg::Chunk(b.clone()), opts.detach_after).await {
+                    for (mut a, sent) in group.drain(..) {
+                        match send(&mut a, NarMsg::Chunk(b.clone()), opts.detach_after).await {
                             SendOutcome::Ok => next.push((a, sent + b.len() as u64)),
                             SendOutcome::Slow => {
                                 solos.push(detach(store, &infos, pi, a, true, sent, &mut report))
@@ -245,8 +260,8 @@ pub async fn fan_out(
             continue;
         }
         report.shared_paths_read += 1;
-        for (a, sent) in group.drain(..) {
-            match send(&a, NarMsg::End, opts.detach_after).await {
+        for (mut a, sent) in group.drain(..) {
+            match send(&mut a, NarMsg::End, opts.detach_after).await {
                 SendOutcome::Ok => {
                     report.dests[a.idx].paths += 1;
                     report.dests[a.idx].nar_bytes += sent;

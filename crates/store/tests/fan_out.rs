@@ -89,3 +89,55 @@ async fn slow_destination_is_detached_and_still_exact() {
         infos.iter().map(|i| i.nar_size).sum::<u64>()
     );
 }
+
+/// A destination that keeps taking messages, one at a time, but slower than the others: each
+/// single wait is shorter than `detach_after`, yet its channel is never empty again. It is
+/// detached too (before, only a destination blocked for `detach_after` on a single message
+/// was, so a steadily slow host held the whole group to its pace: found by the e2e test
+/// `a_very_slow_host_does_not_hold_back_the_others_over_the_serve_protocol`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steadily_slow_destination_is_detached_too() {
+    let top = common::build_toy(4, "steady", 1);
+    let infos: Vec<PathInfo> = local::closure_infos(&LocalStore::system(), &[top])
+        .await
+        .unwrap();
+    let all: std::collections::BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let (fast_tx, fast_rx) = mpsc::channel(1);
+    let (slow_tx, slow_rx) = mpsc::channel(1);
+    let dests = vec![
+        Destination {
+            label: "fast".into(),
+            missing: all.clone(),
+            tx: fast_tx,
+        },
+        Destination {
+            label: "slow".into(),
+            missing: all.clone(),
+            tx: slow_tx,
+        },
+    ];
+    // Every single wait for the slow one (20 ms) is well under `detach_after`.
+    let opts = FanOutOptions {
+        buffer_chunks: 1,
+        detach_after: Duration::from_millis(60),
+    };
+    let store = LocalStore::system();
+    let fast = tokio::spawn(collect(fast_rx, Duration::ZERO));
+    let slow = tokio::spawn(collect(slow_rx, Duration::from_millis(20)));
+    let report = fan_out(&store, &infos, dests, &opts).await;
+    let (fast, _) = fast.await.unwrap();
+    let (slow, _) = slow.await.unwrap();
+    assert!(
+        report.dests[1].detached && !report.dests[0].detached,
+        "{report:?}"
+    );
+    for got in [&fast, &slow] {
+        assert_eq!(got.len(), 4);
+        for ((p, bytes), info) in got.iter().zip(&infos) {
+            assert_eq!(p, &info.path);
+            let mut want = Vec::new();
+            nar::dump(&store.real_path(p), &mut want).unwrap();
+            assert!(bytes == &want, "NAR of {p} differs");
+        }
+    }
+}
