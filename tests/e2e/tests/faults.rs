@@ -545,16 +545,17 @@ fn ctrl_c_during_activation_lets_it_finish_starts_nothing_new_and_a_second_one_a
     f.assert_sound(&first, &[Some(&new_first)]);
 }
 
-/// One host on a very slow link, two fast ones, the same closure for all three: the fast ones
-/// are applied (outcome events) before the slow one has even received its copy.
-fn slow_host_run(extra: &[&str]) {
+/// One host on a very slow link, two fast ones, the same closure (`mb` MiB of bench paths) for
+/// all three: the fast ones are applied (outcome events) before the slow one has even received
+/// its copy.
+fn slow_host_run(mb: u32, extra: &[&str]) {
     let f = Fleet::start([
         HostSpec::new("slow").rate_mbit(4),
         HostSpec::new("fast1"),
         HostSpec::new("fast2"),
     ]);
     for h in ["slow", "fast1", "fast2"] {
-        f.set_config(h, &bench_config(h, 20, 20));
+        f.set_config(h, &bench_config(h, 20, mb));
     }
     let mut args = vec!["apply", "--json"];
     args.extend_from_slice(extra);
@@ -583,12 +584,15 @@ fn slow_host_run(extra: &[&str]) {
 
 #[test]
 fn a_very_slow_host_does_not_hold_back_the_others() {
-    slow_host_run(&[]);
+    // About 6 MiB on the wire once compressed: 12 s at 4 Mbit/s.
+    slow_host_run(20, &[]);
 }
 
 #[test]
 fn a_very_slow_host_does_not_hold_back_the_others_over_the_serve_protocol() {
-    slow_host_run(&["--no-compress"]);
+    // Uncompressed: 8 MiB, 16 s at 4 Mbit/s; the slow host falls more than the fan-out's
+    // 4 MiB buffer behind, so it is detached and fed on its own.
+    slow_host_run(8, &["--no-compress"]);
 }
 
 #[test]
