@@ -8,9 +8,9 @@ test *args:
 demo:
     cargo xtask demo
 
-# Benchmarks.
-bench:
-    cargo xtask bench
+# Benchmarks against nix-copy-closure; writes docs/performance.md (`just bench --quick`: smoke run).
+bench *args:
+    cargo xtask bench {{args}}
 
 # Install what the tests and the demo need.
 setup:

@@ -6,7 +6,11 @@
 //! - `test`: setup, then `cargo test --workspace` (or the packages given with `-p`) with the deployer's `NIX_CONFIG`.
 //! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply|status` against it, one
 //!   configuration change and `plan|apply|status` again, teardown.
-//! - `bench`: not yet.
+//! - `bench`: fleet against `nix-copy-closure` (sequential, parallel) and the no-SSH floor on the
+//!   simulated fleet; prints ratios and rewrites the figures of `docs/performance.md`
+//!   (module `bench`).
+
+mod bench;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,7 +26,9 @@ commands:
   setup            install what the tests and the demo need (apt-get, as root), create the sudo user
   test [ARGS...]   setup, then `cargo test --workspace ARGS...` (the CI command)
   demo             start a 3-host simulated fleet and run fleet against it
-  bench            benchmarks (not yet)";
+  bench [--quick]  fleet vs nix-copy-closure vs the floor on a simulated fleet (release build);
+                   a full run (about 10 min) rewrites the figures in docs/performance.md,
+                   --quick is a 2-minute smoke run that writes nothing";
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -32,10 +38,7 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(|()| ExitCode::SUCCESS),
         Some("test") => test(&rest),
         Some("demo") => demo(),
-        Some("bench") => {
-            eprintln!("xtask: bench: not yet (comes with the copy engine)");
-            Ok(ExitCode::SUCCESS)
-        }
+        Some("bench") => bench::run(&rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
