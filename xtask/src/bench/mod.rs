@@ -163,6 +163,8 @@ pub struct Measured {
     pub nar: u64,
     /// fleet only: compressed bytes it wrote (all hosts), and its phases.
     pub fleet: Option<FleetDetail>,
+    /// Other work (cargo, rustc, tests) ran at the start or the end of the run.
+    pub noisy: bool,
 }
 
 /// One run of a short command.
@@ -889,11 +891,13 @@ struct Probe {
     start: Instant,
     machine: Duration,
     wire: u64,
+    noisy: bool,
 }
 
 impl Probe {
     fn start(bed: &Bed) -> Probe {
         Probe {
+            noisy: !measure::busy_processes().is_empty(),
             wire: bed.wire(),
             machine: machine_busy(),
             start: Instant::now(),
@@ -907,6 +911,7 @@ impl Probe {
             cpu,
             machine: machine_busy().saturating_sub(self.machine),
             wire: bed.wire().saturating_sub(self.wire),
+            noisy: self.noisy || !measure::busy_processes().is_empty(),
             ..Measured::default()
         }
     }

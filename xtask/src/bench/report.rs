@@ -130,6 +130,9 @@ pub fn line(smp: &Sample) -> String {
         s(m.machine),
         mb(m.wire),
     );
+    if m.noisy {
+        l.push_str("  (other work running: noisy)");
+    }
     if let Some(f) = &m.fleet {
         let _ = write!(
             l,
@@ -244,9 +247,10 @@ pub fn console(r: &Results) -> String {
             };
             let _ = writeln!(
                 o,
-                "| {scenario} | {hosts} | {} | {} | {} | {} | {} | {} | {} | {rw} | {rc} |",
+                "| {scenario} | {hosts} | {} | {}{} | {} | {} | {} | {} | {} | {rw} | {rc} |",
                 link(rate),
                 x.tool.label(hosts),
+                if x.m.noisy { " ⚠" } else { "" },
                 s(x.m.wall),
                 s(x.m.cpu),
                 s(x.m.machine),
@@ -256,6 +260,13 @@ pub fn console(r: &Results) -> String {
         }
     }
 
+    if r.samples.iter().any(|x| x.m.noisy) {
+        let _ = writeln!(
+            o,
+            "\n⚠: other work (cargo, rustc, test binaries) was running at the start or the end of this \
+             measurement; its figures are noisy."
+        );
+    }
     let _ = writeln!(o, "\n### fleet's phases\n");
     let _ = writeln!(
         o,
@@ -419,6 +430,7 @@ pub fn json(r: &Results) -> serde_json::Value {
                 "machine_cpu_s": secs(x.m.machine),
                 "sent_bytes": x.m.wire,
                 "nar_bytes": x.m.nar,
+                "noisy": x.m.noisy,
                 "fleet": x.m.fleet.as_ref().map(|f| serde_json::json!({
                     "prepare_s": secs(f.prepare),
                     "copy_s": secs(f.copy),
