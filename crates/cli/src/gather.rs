@@ -50,7 +50,8 @@ impl Reached {
     }
 }
 
-/// Per host in input order: reached, or why not (one line).
+/// Per host in input order: reached, or why not, saying which stage failed (`unreachable: …`,
+/// `reading the host's state failed: …`, `reading the host's store failed: …`).
 pub type Gathered = Vec<(String, Result<Reached, String>)>;
 
 /// What to read besides the facts.
@@ -115,13 +116,16 @@ async fn reach(
     let conn = connector
         .connect(&target)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| format!("unreachable: {}", error_chain(&e)))?;
     let conn = Arc::new(conn);
     let facts = match read_facts(&conn).await {
         Ok(f) => f,
         Err(e) => {
             conn.close().await;
-            return Err(error_chain(&e));
+            return Err(format!(
+                "reading the host's state failed: {}",
+                error_chain(&e)
+            ));
         }
     };
     let mut reached = Reached {
@@ -141,7 +145,7 @@ async fn reach(
             }
             Err(e) => {
                 reached.conn.close().await;
-                return Err(e);
+                return Err(format!("reading the host's store failed: {e}"));
             }
         }
     }

@@ -59,7 +59,8 @@ pub struct RemoteState {
     pub present: BTreeSet<String>,
 }
 
-/// Facts about a host, or why it could not be reached.
+/// Facts about a host, or why they could not be read, as a sentence that says which stage
+/// failed (`unreachable: …`, `reading the host's store failed: …`); the plan shows it as is.
 pub type HostFacts = Result<RemoteState, String>;
 
 /// Everything the planner needs to know about one host.
@@ -69,6 +70,6 @@ pub struct HostInput {
     pub name: String,
     /// The desired system, or why it could not be evaluated or built.
     pub desired: Result<DesiredHost, String>,
-    /// The host's facts, or why it could not be reached.
+    /// The host's facts, or why they could not be read (see [`HostFacts`]).
     pub facts: HostFacts,
 }

@@ -301,11 +301,10 @@ pub fn plan(inputs: &[HostInput]) -> Plan {
         .map(|input| match (&input.desired, &input.facts) {
             (Ok(desired), Ok(facts)) => host_plan(&input.name, desired, facts),
             (Err(eval), Ok(_)) => error_plan(input, format!("cannot evaluate or build: {eval}")),
-            (Ok(_), Err(reach)) => error_plan(input, format!("unreachable: {reach}")),
-            (Err(eval), Err(reach)) => error_plan(
-                input,
-                format!("cannot evaluate or build: {eval}; unreachable: {reach}"),
-            ),
+            (Ok(_), Err(reach)) => error_plan(input, reach.clone()),
+            (Err(eval), Err(reach)) => {
+                error_plan(input, format!("cannot evaluate or build: {eval}; {reach}"))
+            }
         })
         .collect();
     Plan {
@@ -496,13 +495,13 @@ mod tests {
         assert_eq!(h.target, None);
         assert_eq!(h.system, None);
 
-        let h = one(Ok(desired()), Err("connection refused".into()));
+        let h = one(Ok(desired()), Err("unreachable: connection refused".into()));
         assert_eq!(h.action, Action::Error);
         assert_eq!(h.error.as_deref(), Some("unreachable: connection refused"));
         assert_eq!(h.system.as_deref(), Some("aarch64-linux"));
         assert!(h.copy.paths.is_empty());
 
-        let h = one(Err("x".into()), Err("y".into()));
+        let h = one(Err("x".into()), Err("unreachable: y".into()));
         assert_eq!(
             h.error.as_deref(),
             Some("cannot evaluate or build: x; unreachable: y")

@@ -176,7 +176,7 @@ fn fleet() -> Vec<HostInput> {
         HostInput {
             name: "db1".into(),
             desired: Ok(db1),
-            facts: Err("ssh: connect to 10.0.0.5:22: connection refused".into()),
+            facts: Err("unreachable: ssh: connect to 10.0.0.5:22: connection refused".into()),
         },
         HostInput {
             name: "builder".into(),

@@ -170,7 +170,7 @@ fn table(statuses: &[Status]) -> String {
     let mut out = crate::table::render(header, &rows);
     for s in statuses {
         if let Some(e) = &s.error {
-            let _ = writeln!(out, "\n{}: unreachable: {e}", s.name);
+            let _ = writeln!(out, "\n{}: {e}", s.name);
         } else if s.in_sync == Some(false) {
             let _ = writeln!(
                 out,
