@@ -175,6 +175,8 @@ pub struct Timed {
     pub cpu: Duration,
     /// The machine's busy CPU time (the simulated hosts' sshd, shells, `nix-store` included).
     pub machine: Duration,
+    /// Other work ran at the start or the end of the run.
+    pub noisy: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -519,6 +521,7 @@ impl Ctx {
                 wall: m.wall,
                 cpu: m.cpu,
                 machine: m.machine,
+                noisy: m.noisy,
             });
         }
         for _ in 0..self.scale.repeats {
@@ -729,6 +732,7 @@ impl Ctx {
             wall: m.wall,
             cpu,
             machine: m.machine,
+            noisy: m.noisy,
         })
     }
 

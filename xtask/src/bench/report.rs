@@ -98,7 +98,10 @@ fn link(rate: Option<u32>) -> String {
 }
 
 pub fn secs_list(v: &[Timed]) -> String {
-    let l: Vec<String> = v.iter().map(|t| s(t.wall)).collect();
+    let l: Vec<String> = v
+        .iter()
+        .map(|t| format!("{}{}", s(t.wall), if t.noisy { " ⚠" } else { "" }))
+        .collect();
     format!("{} s", l.join(" / "))
 }
 
@@ -113,6 +116,7 @@ fn median(v: &[Timed]) -> Timed {
         wall: mid(|t| t.wall),
         cpu: mid(|t| t.cpu),
         machine: mid(|t| t.machine),
+        noisy: v.iter().any(|t| t.noisy),
     }
 }
 
@@ -260,13 +264,6 @@ pub fn console(r: &Results) -> String {
         }
     }
 
-    if r.samples.iter().any(|x| x.m.noisy) {
-        let _ = writeln!(
-            o,
-            "\n⚠: other work (cargo, rustc, test binaries) was running at the start or the end of this \
-             measurement; its figures are noisy."
-        );
-    }
     let _ = writeln!(o, "\n### fleet's phases\n");
     let _ = writeln!(
         o,
@@ -282,11 +279,12 @@ pub fn console(r: &Results) -> String {
         if let Some(f) = &x.m.fleet {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
                 x.scenario,
                 x.hosts,
                 link(x.rate),
                 x.tool.label(x.hosts),
+                if x.m.noisy { " ⚠" } else { "" },
                 s(x.m.wall),
                 s(f.prepare),
                 s(f.copy),
@@ -309,7 +307,8 @@ pub fn console(r: &Results) -> String {
         if let Some(m) = find(r, "fresh", n, None, Tool::Fleet) {
             let _ = writeln!(
                 o,
-                "| {n} | {} | {} | {:.3} | {} |",
+                "| {n}{} | {} | {} | {:.3} | {} |",
+                if m.noisy { " ⚠" } else { "" },
                 s(m.wall),
                 s(m.cpu),
                 m.cpu.as_secs_f64() / n as f64,
@@ -345,6 +344,17 @@ pub fn console(r: &Results) -> String {
             s(st.wall),
             s(st.cpu),
             s(st.machine)
+        );
+    }
+    let noisy = r.samples.iter().any(|x| x.m.noisy)
+        || r.short
+            .as_ref()
+            .is_some_and(|sh| sh.noop_apply.iter().chain(&sh.status).any(|t| t.noisy));
+    if noisy {
+        let _ = writeln!(
+            o,
+            "\n⚠: other work (cargo, rustc, test binaries) was running at the start or the end of \
+             this measurement; its figures are noisy."
         );
     }
     o
