@@ -55,13 +55,21 @@ impl MachineInfo {
         let root = fleet_testbed::repo_root();
         let root = root.to_string_lossy();
         let mut commit = sh("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
-        if !sh(
+        // Only what goes into the fleet binary counts.
+        let changed = sh(
             "git",
-            &["-C", &root, "status", "--porcelain", "--untracked-files=no"],
-        )
-        .is_empty()
-        {
-            commit.push_str(" (with uncommitted changes)");
+            &[
+                "-C",
+                &root,
+                "status",
+                "--porcelain",
+                "--",
+                "crates",
+                "Cargo.lock",
+            ],
+        );
+        if !changed.is_empty() {
+            commit.push_str(" (with uncommitted changes in crates/)");
         }
         MachineInfo {
             cpus: sh("nproc", &[]),
