@@ -27,8 +27,8 @@ commands:
   test [ARGS...]   setup, then `cargo test --workspace ARGS...` (the CI command)
   demo             start a 3-host simulated fleet and run fleet against it
   bench [--quick]  fleet vs nix-copy-closure vs the floor on a simulated fleet (release build);
-                   a full run (about 10 min) rewrites the figures in docs/performance.md,
-                   --quick is a 2-minute smoke run that writes nothing";
+                   a full run (about 8 min) rewrites the figures in docs/performance.md,
+                   --quick is a 1-minute smoke run that writes nothing";
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);

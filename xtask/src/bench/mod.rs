@@ -1,13 +1,13 @@
-//! `cargo xtask bench [--quick] [--write|--no-write]`: fleet against what users run today, on
-//! the simulated fleet, side by side in one run, on the same closure.
+//! `cargo xtask bench [--quick] [--write|--no-write] [--fleet PATH]`: fleet against what users
+//! run today, on the simulated fleet, side by side in one run, on the same closure.
 //!
 //! # What runs
 //! Every host gets a configuration of the nixpkgs stand-in with `fleet.bench` (a synthetic
 //! system of about 200 store paths / 150 MB of real shared libraries; `--quick`: 40 / 20 MB)
 //! and its own `networking.hostName`, so hosts share the big closure but each has its own
 //! toplevel and deployment package, as in a real fleet. Each measurement gets a **fresh
-//! testbed** (empty stores; starting 10 hosts takes well under a second), except where a
-//! scenario needs hosts that already run something.
+//! testbed** (empty stores, each host's `/nix` a tmpfs; starting 10 hosts takes well under a
+//! second), except where a scenario needs hosts that already run something.
 //!
 //! - `fleet`: `fleet plan --out plan.json` (evaluation and build, not timed), then
 //!   `fleet apply plan.json --json` timed: connect, read state, copy, activate, confirm.
