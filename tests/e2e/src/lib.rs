@@ -85,6 +85,25 @@ impl Run {
             .collect()
     }
 
+    /// The summary's `detail` of `host` in a `--json` run (why it did not succeed; empty if
+    /// it did).
+    #[track_caller]
+    pub fn detail(&self, host: &str) -> String {
+        let lines = self.json_lines();
+        let summary = lines
+            .iter()
+            .find(|v| v["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
+        summary["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == host)
+            .and_then(|h| h["detail"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The `summary` line of a `--json` run: host name → outcome.
     #[track_caller]
     pub fn outcomes(&self) -> std::collections::BTreeMap<String, String> {

@@ -60,23 +60,6 @@ fn at(events: &[Value], what: &str, pred: impl Fn(&Value) -> bool) -> u64 {
         .unwrap_or_else(|| panic!("no event: {what}"))
 }
 
-/// The summary's `detail` of a host.
-fn detail(run: &fleet_e2e::Run, host: &str) -> String {
-    let summary = run
-        .json_lines()
-        .into_iter()
-        .find(|v| v["type"] == "summary")
-        .expect("summary");
-    summary["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == host)
-        .and_then(|h| h["detail"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The toplevel a `--json` run planned for `host`.
 fn planned_target(events: &[Value], host: &str) -> String {
     let plan = events
@@ -131,9 +114,9 @@ fn sshd_killed_mid_copy_fails_that_host_leaves_no_partial_path_and_a_rerun_compl
     assert_eq!(outcomes["cut"], "failed");
     assert_eq!(outcomes["fine"], "applied");
     assert!(
-        detail(&run, "cut").contains("lost the connection"),
+        run.detail("cut").contains("lost the connection"),
         "{}",
-        detail(&run, "cut")
+        run.detail("cut")
     );
     let fine = current(&f, "fine").expect("fine runs its new system");
 
@@ -173,7 +156,7 @@ fn unreachable_hosts_fail_alone_and_are_left_untouched() {
     assert_eq!(outcomes["silent"], "failed");
     assert_eq!(outcomes["up"], "applied");
     for h in ["refuses", "silent"] {
-        let d = detail(&run, h);
+        let d = run.detail(h);
         assert!(!d.is_empty(), "{h} says why it failed");
     }
     let up = current(&f, "up").expect("up runs its new system");
@@ -231,12 +214,12 @@ fn a_full_nix_fails_that_host_cleanly_and_freeing_space_lets_a_rerun_finish() {
     assert_eq!(outcomes["small"], "failed");
     assert_eq!(outcomes["roomy"], "applied");
     assert!(
-        detail(&run, "small").contains("No space left"),
+        run.detail("small").contains("No space left"),
         "the error says why: {}",
-        detail(&run, "small")
+        run.detail("small")
     );
     // SQLite's "disk I/O error" / "database or disk is full", or "No space left on device".
-    let why = detail(&run, "full");
+    let why = run.detail("full");
     assert!(
         why.contains("disk") || why.contains("space"),
         "the error says why: {why}"
@@ -303,9 +286,9 @@ fn failing_activation_is_rolled_back_and_with_no_rollback_fleet_rollback_recover
     assert_eq!(run.outcomes()["early"], "rolled-back");
     assert_eq!(run.outcomes()["units"], "rolled-back");
     assert!(
-        detail(&run, "units").contains("failed"),
+        run.detail("units").contains("failed"),
         "{}",
-        detail(&run, "units")
+        run.detail("units")
     );
     for (i, h) in ["early", "units"].iter().enumerate() {
         f.assert_sound(h, &[Some(&old[i])]);
@@ -356,9 +339,9 @@ fn lost_connection_after_activation_reverts_by_itself_and_the_host_comes_back() 
     assert_eq!(run.outcomes()["cutoff"], "rolled-back");
     assert_eq!(run.outcomes()["good"], "applied");
     assert!(
-        detail(&run, "cutoff").contains("reverted"),
+        run.detail("cutoff").contains("reverted"),
         "{}",
-        detail(&run, "cutoff")
+        run.detail("cutoff")
     );
     let good = current(&f, "good").unwrap();
     assert_ne!(good, old[1]);
@@ -608,7 +591,7 @@ fn a_wrong_sudo_password_fails_that_host_cleanly_asked_once_others_fine() {
     run.expect_code(1);
     assert_eq!(run.outcomes()["nas"], "failed");
     assert_eq!(run.outcomes()["pi"], "applied");
-    let why = detail(&run, "nas");
+    let why = run.detail("nas");
     assert!(why.contains("sudo"), "the error says sudo refused: {why}");
     assert_eq!(
         std::fs::read_to_string(&asked).unwrap().lines().count(),

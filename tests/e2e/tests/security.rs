@@ -16,23 +16,6 @@ fn current(f: &Fleet, host: &str) -> Option<String> {
     f.link(host, "/run/current-system")
 }
 
-/// The summary's `detail` of a host.
-fn detail(run: &fleet_e2e::Run, host: &str) -> String {
-    let summary = run
-        .json_lines()
-        .into_iter()
-        .find(|v| v["type"] == "summary")
-        .expect("summary");
-    summary["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == host)
-        .and_then(|h| h["detail"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// `SHA256:...` of an OpenSSH public key line, as `ssh-keygen -l` prints it.
 fn fingerprint(key_line: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +66,7 @@ fn a_pinned_host_key_that_does_not_match_is_refused_with_both_fingerprints() {
     run.expect_code(1);
     assert_eq!(run.outcomes()["pinned"], "failed");
     assert_eq!(run.outcomes()["other"], "applied");
-    let why = detail(&run, "pinned");
+    let why = run.detail("pinned");
     for fp in [fingerprint(&real), fingerprint(&wrong)] {
         assert!(why.contains(&fp), "the error shows {fp}: {why}");
     }
@@ -122,7 +105,7 @@ fn an_unknown_host_key_is_refused_unless_accepted_which_records_it_and_a_changed
     run.expect_code(1);
     for h in ["new1", "new2"] {
         assert_eq!(run.outcomes()[h], "failed");
-        let why = detail(&run, h);
+        let why = run.detail(h);
         let fp = fingerprint(&f.tb.host(h).host_key_line);
         assert!(why.contains(&fp), "{h}: the error shows {fp}: {why}");
         assert!(
@@ -196,7 +179,7 @@ fn an_unknown_host_key_is_refused_unless_accepted_which_records_it_and_a_changed
     run.expect_code(1);
     assert_eq!(run.outcomes()["new1"], "failed");
     assert_eq!(run.outcomes()["new2"], "unchanged");
-    let why = detail(&run, "new1");
+    let why = run.detail("new1");
     assert!(
         why.contains(&fingerprint(&f.tb.host("new1").host_key_line)),
         "the changed key's fingerprint is shown: {why}"
@@ -615,7 +598,7 @@ mount --bind /nix/.fake/fake "$(readlink -f /usr/bin/nix)"
     run.expect_code(1);
     assert_eq!(run.outcomes()["liar"], "failed");
     assert_eq!(run.outcomes()["honest"], "applied");
-    let why = detail(&run, "liar");
+    let why = run.detail("liar");
     assert!(why.contains("over the limit"), "a clean error: {why}");
     f.assert_sound("liar", &[None]);
     let honest = current(&f, "honest").unwrap();
