@@ -28,9 +28,17 @@ async fn collect(
     (out, std::time::Instant::now())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_destination_is_detached_and_still_exact() {
-    let top = common::build_toy(4, "small", 1);
+/// A 4-path toy closure (`tag` makes it distinct) and two destinations lacking all of it,
+/// `fast` and `slow`, with one-message channels.
+async fn fast_and_slow(
+    tag: &str,
+) -> (
+    Vec<PathInfo>,
+    Vec<Destination>,
+    mpsc::Receiver<NarMsg>,
+    mpsc::Receiver<NarMsg>,
+) {
+    let top = common::build_toy(4, tag, 1);
     let infos: Vec<PathInfo> = local::closure_infos(&LocalStore::system(), &[top])
         .await
         .unwrap();
@@ -45,10 +53,28 @@ async fn slow_destination_is_detached_and_still_exact() {
         },
         Destination {
             label: "slow".into(),
-            missing: all.clone(),
+            missing: all,
             tx: slow_tx,
         },
     ];
+    (infos, dests, fast_rx, slow_rx)
+}
+
+/// `got` holds every path of `infos`, in order, each NAR byte for byte what `nix-store --dump`
+/// gives.
+fn assert_exact(got: &[(StorePath, Vec<u8>)], infos: &[PathInfo], store: &LocalStore) {
+    assert_eq!(got.len(), infos.len());
+    for ((p, bytes), info) in got.iter().zip(infos) {
+        assert_eq!(p, &info.path);
+        let mut want = Vec::new();
+        nar::dump(&store.real_path(p), &mut want).unwrap();
+        assert!(bytes == &want, "NAR of {p} differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_destination_is_detached_and_still_exact() {
+    let (infos, dests, fast_rx, slow_rx) = fast_and_slow("small").await;
     let opts = FanOutOptions {
         buffer_chunks: 1,
         detach_after: Duration::from_millis(20),
@@ -75,13 +101,7 @@ async fn slow_destination_is_detached_and_still_exact() {
         "fast destination was stalled: {fast_done:?} (producer {producer_done:?})"
     );
     for got in [&fast, &slow] {
-        assert_eq!(got.len(), 4);
-        for ((p, bytes), info) in got.iter().zip(&infos) {
-            assert_eq!(p, &info.path);
-            let mut want = Vec::new();
-            nar::dump(&store.real_path(p), &mut want).unwrap();
-            assert!(bytes == &want, "NAR of {p} differs");
-        }
+        assert_exact(got, &infos, &store);
     }
     assert_eq!(report.dests[1].paths, 4);
     assert_eq!(
@@ -97,25 +117,7 @@ async fn slow_destination_is_detached_and_still_exact() {
 /// `a_very_slow_host_does_not_hold_back_the_others_over_the_serve_protocol`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steadily_slow_destination_is_detached_too() {
-    let top = common::build_toy(4, "steady", 1);
-    let infos: Vec<PathInfo> = local::closure_infos(&LocalStore::system(), &[top])
-        .await
-        .unwrap();
-    let all: std::collections::BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
-    let (fast_tx, fast_rx) = mpsc::channel(1);
-    let (slow_tx, slow_rx) = mpsc::channel(1);
-    let dests = vec![
-        Destination {
-            label: "fast".into(),
-            missing: all.clone(),
-            tx: fast_tx,
-        },
-        Destination {
-            label: "slow".into(),
-            missing: all.clone(),
-            tx: slow_tx,
-        },
-    ];
+    let (infos, dests, fast_rx, slow_rx) = fast_and_slow("steady").await;
     // Every single wait for the slow one (20 ms) is well under `detach_after`.
     let opts = FanOutOptions {
         buffer_chunks: 1,
@@ -132,12 +134,6 @@ async fn steadily_slow_destination_is_detached_too() {
         "{report:?}"
     );
     for got in [&fast, &slow] {
-        assert_eq!(got.len(), 4);
-        for ((p, bytes), info) in got.iter().zip(&infos) {
-            assert_eq!(p, &info.path);
-            let mut want = Vec::new();
-            nar::dump(&store.real_path(p), &mut want).unwrap();
-            assert!(bytes == &want, "NAR of {p} differs");
-        }
+        assert_exact(got, &infos, &store);
     }
 }

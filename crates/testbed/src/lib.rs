@@ -41,7 +41,7 @@ pub use host::{HostSpec, Login, SimHost};
 pub use prereq::{
     ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
 };
-pub use testbed::{nix_config, StartTimings, Testbed, TestbedBuilder};
+pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
 
 /// The root of the fleet repository (the Cargo workspace).
 pub fn repo_root() -> PathBuf {

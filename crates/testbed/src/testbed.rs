@@ -715,7 +715,9 @@ pub fn nix_config(extra_platforms: Option<&str>) -> String {
     s
 }
 
-fn toml_str(s: &str) -> String {
+/// A TOML basic string holding exactly `s` (quotes, backslashes and control characters escaped),
+/// for writing paths and names into fleet.toml.
+pub fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -85,18 +85,22 @@ impl Run {
             .collect()
     }
 
+    /// The hosts of the `summary` line of a `--json` run.
+    #[track_caller]
+    fn summary_hosts(&self) -> Vec<serde_json::Value> {
+        let lines = self.json_lines();
+        let summary = lines
+            .into_iter()
+            .find(|v| v["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
+        summary["hosts"].as_array().unwrap().clone()
+    }
+
     /// The summary's `detail` of `host` in a `--json` run (why it did not succeed; empty if
     /// it did).
     #[track_caller]
     pub fn detail(&self, host: &str) -> String {
-        let lines = self.json_lines();
-        let summary = lines
-            .iter()
-            .find(|v| v["type"] == "summary")
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
-        summary["hosts"]
-            .as_array()
-            .unwrap()
+        self.summary_hosts()
             .iter()
             .find(|h| h["name"] == host)
             .and_then(|h| h["detail"].as_str())
@@ -107,14 +111,7 @@ impl Run {
     /// The `summary` line of a `--json` run: host name → outcome.
     #[track_caller]
     pub fn outcomes(&self) -> std::collections::BTreeMap<String, String> {
-        let lines = self.json_lines();
-        let summary = lines
-            .iter()
-            .find(|v| v["type"] == "summary")
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
-        summary["hosts"]
-            .as_array()
-            .unwrap()
+        self.summary_hosts()
             .iter()
             .map(|h| {
                 (

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_e2e::{config, Fleet, HostSpec};
+use fleet_testbed::toml_str;
 
 fn current(f: &Fleet, host: &str) -> Option<String> {
     f.link(host, "/run/current-system")
@@ -32,20 +33,6 @@ fn fingerprint(key_line: &str) -> String {
         .nth(1)
         .expect("bits, fingerprint, comment")
         .to_owned()
-}
-
-/// A TOML basic string holding exactly `s`.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[test]
