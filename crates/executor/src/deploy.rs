@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_store::copy::{fan_out, Destination, FanOutOptions};
+use fleet_store::copy::{fan_out_serve, FanOutOptions};
 use fleet_store::local::LocalStore;
-use fleet_store::serve::AddEvent;
+use fleet_store::serve::{AddEvent, AddSummary};
 use fleet_store::{PathInfo, StorePath};
 use serde::{Deserialize, Serialize};
 
@@ -214,47 +214,45 @@ pub async fn copy_closures_each(
         AddEvent::Sent { nar_bytes, .. } => counters[i].bytes.store(nar_bytes, Ordering::Relaxed),
         AddEvent::Acked { done, .. } => counters[i].paths.store(done as u64, Ordering::Relaxed),
     };
-    // fleet_store::copy::fan_out_serve, with each host's completion seen as it happens.
-    let opts = FanOutOptions::default();
-    let mut dests = Vec::new();
-    let mut consumers = Vec::new();
-    for (i, (client, missing)) in pairs.into_iter().enumerate() {
-        let (tx, rx) = tokio::sync::mpsc::channel(opts.buffer_chunks.max(1));
-        dests.push(Destination {
-            label: client.host().to_string(),
-            missing,
-            tx,
-        });
-        let (progress, counter, ev) = (&progress, counters[i].clone(), events[i].clone());
-        consumers.push(async move {
-            let mut cb = |e: AddEvent| progress(i, e);
-            let r = client.add_stream(rx, &mut cb).await.map(|s| CopyDone {
-                paths: s.paths,
-                nar_bytes: s.nar_bytes,
-                wire_bytes: None,
-            });
-            if let Ok(done) = r {
-                counter.finished.store(true, Ordering::Relaxed);
-                let _ = ev
-                    .progress(
-                        counter.total_bytes,
-                        counter.total_bytes,
-                        counter.total_paths,
-                        counter.total_paths,
-                    )
-                    .await;
-                on_copied(i, done);
-            }
-            r
-        });
-    }
-    let (_report, results) = tokio::join!(
-        fan_out(store, infos, dests, &opts),
-        futures::future::join_all(consumers)
-    );
+    let on_done = |i: usize, s: AddSummary| {
+        let (counter, ev) = (counters[i].clone(), events[i].clone());
+        async move {
+            counter.finished.store(true, Ordering::Relaxed);
+            let _ = ev
+                .progress(
+                    counter.total_bytes,
+                    counter.total_bytes,
+                    counter.total_paths,
+                    counter.total_paths,
+                )
+                .await;
+            on_copied(i, copy_done(&s));
+        }
+    };
+    let (_report, results) = fan_out_serve(
+        store,
+        infos,
+        pairs,
+        &FanOutOptions::default(),
+        &progress,
+        on_done,
+    )
+    .await;
+    let results = results
+        .into_iter()
+        .map(|r| r.map(|s| copy_done(&s)))
+        .collect();
     stop.cancel();
     let _ = ticker.await;
     results
+}
+
+fn copy_done(s: &AddSummary) -> CopyDone {
+    CopyDone {
+        paths: s.paths,
+        nar_bytes: s.nar_bytes,
+        wire_bytes: None,
+    }
 }
 
 /// One host's part of a compressed copy.

@@ -329,18 +329,23 @@ fn detach(
 
 /// Fan-out into serve clients: `targets` pairs each client with the paths it lacks. Returns the
 /// producer's report and each client's result, in order. `progress(i, event)` reports per
-/// destination.
-pub async fn fan_out_serve<R, W>(
+/// destination; `on_done(i, summary)` is awaited the moment destination `i` has everything
+/// (before the others are done), so a caller can go on with that destination at once.
+pub async fn fan_out_serve<R, W, D, DF>(
     store: &LocalStore,
     infos: &[PathInfo],
     targets: Vec<(&mut ServeClient<R, W>, BTreeSet<StorePath>)>,
     opts: &FanOutOptions,
     progress: &(dyn Fn(usize, AddEvent) + Sync),
+    on_done: D,
 ) -> (FanOutReport, Vec<Result<AddSummary>>)
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
+    D: Fn(usize, AddSummary) -> DF,
+    DF: std::future::Future<Output = ()>,
 {
+    let on_done = &on_done;
     let mut dests = Vec::new();
     let mut consumers = Vec::new();
     for (i, (client, missing)) in targets.into_iter().enumerate() {
@@ -352,7 +357,11 @@ where
         });
         consumers.push(async move {
             let mut cb = |e: AddEvent| progress(i, e);
-            client.add_stream(rx, &mut cb).await
+            let r = client.add_stream(rx, &mut cb).await;
+            if let Ok(summary) = &r {
+                on_done(i, *summary).await;
+            }
+            r
         });
     }
     let (report, results) = tokio::join!(

@@ -442,6 +442,7 @@ async fn fan_out_reads_each_path_once() {
                     acked.lock().unwrap()[i] += 1;
                 }
             },
+            |_, _| async {},
         ),
     )
     .await
