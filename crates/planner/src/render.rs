@@ -61,6 +61,15 @@ fn action_style(action: Action) -> &'static str {
     }
 }
 
+/// What the host runs after apply, as far as the plan knows: the target (its specialisation's
+/// toplevel is not in the plan, so a specialisation host counts as not running it).
+fn running(host: &HostPlan) -> Option<String> {
+    match host.specialisation {
+        None => host.target.clone(),
+        Some(_) => None,
+    }
+}
+
 fn summary(host: &HostPlan, p: &Painter) -> String {
     let short = |path: &Option<String>| path.as_deref().map(short_path).unwrap_or_default();
     let mut parts: Vec<String> = Vec::new();
@@ -73,6 +82,15 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
         Action::Install => parts.push(short(&host.target)),
         Action::Update if !host.activate => {
             parts.push(format!("{} (deployment package only)", short(&host.target)));
+        }
+        // It runs the new system already (after `apply test`): the goal sets the profile and the
+        // boot entry.
+        Action::Update if host.current.is_some() && host.current == running(host) => {
+            parts.push(format!(
+                "{} (runs it; {} sets the profile and boot entry)",
+                short(&host.target),
+                host.goal
+            ));
         }
         Action::Update => {
             parts.push(format!(
@@ -92,6 +110,12 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
                 human_size(host.copy.bytes)
             ));
         }
+    }
+    if let Some(s) = &host.specialisation {
+        parts.push(format!("specialisation {s}"));
+    }
+    if host.profile.is_some() && host.profile != host.current && host.action != Action::Error {
+        parts.push(format!("profile {}", short(&host.profile)));
     }
     if host.reboot {
         let which: Vec<&str> = host.reboot_parts.iter().map(|b| b.as_str()).collect();
