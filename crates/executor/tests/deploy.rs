@@ -122,6 +122,9 @@ async fn copy_activate_confirm_and_roll_back() {
     );
     let id1 = deploy::deployment_id();
     let a = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         goal: Goal::Switch,
         toplevel: top1.clone(),
         package: pkg1.clone(),
@@ -151,14 +154,16 @@ async fn copy_activate_confirm_and_roll_back() {
         sh(
             &tb,
             "h1",
-            "readlink -f /nix/var/nix/gcroots/fleet-current-configuration"
+            "readlink -f /nix/var/nix/profiles/fleet/deployment"
         )
         .await,
         pkg1
     );
-    assert!(sh(&tb, "h1", "cat /etc/nixos/fleet-deployment.json")
-        .await
-        .contains(&id1));
+    let record_file = format!(
+        "cat /nix/var/fleet/records/{}.json",
+        top1.trim_start_matches("/nix/store/")
+    );
+    assert!(sh(&tb, "h1", &record_file).await.contains(&id1));
 
     // Second system whose activation fails: the host goes back to the first.
     let (top2, pkg2) = build(
@@ -170,7 +175,11 @@ async fn copy_activate_confirm_and_roll_back() {
     .await;
     copy(&conn, &pkg2).await;
     let id2 = deploy::deployment_id();
+    // Its units fail (switch-to-configuration exits 4): kept by default, rolled back as asked.
     let a2 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Rollback,
+        specialisation: None,
         record: record(&id2, &top2, &pkg2),
         toplevel: top2.clone(),
         package: pkg2.clone(),
@@ -198,6 +207,9 @@ async fn copy_activate_confirm_and_roll_back() {
     copy(&conn, &pkg3).await;
     let id3 = deploy::deployment_id();
     let a3 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         record: record(&id3, &top3, &pkg3),
         toplevel: top3.clone(),
         package: pkg3.clone(),
@@ -216,7 +228,7 @@ async fn copy_activate_confirm_and_roll_back() {
         deploy::result_of(&conn, &Privilege::None, &id3)
             .await
             .unwrap(),
-        "rolled-back"
+        deploy::DeployState::RolledBack
     );
     assert_eq!(sh(&tb, "h1", "readlink -f /run/current-system").await, top1);
     assert_eq!(
@@ -237,6 +249,9 @@ async fn copy_activate_confirm_and_roll_back() {
     // roll back to top1.
     let id4 = deploy::deployment_id();
     let a4 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         record: record(&id4, &top3, &pkg3),
         confirm_timeout: None,
         ..a3.clone()
@@ -286,6 +301,9 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
     copy(&conn, &pkg1).await;
     let id1 = deploy::deployment_id();
     let a1 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         goal: Goal::Switch,
         toplevel: top1.clone(),
         package: pkg1.clone(),
@@ -308,7 +326,11 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
     .await;
     copy(&conn, &pkg2).await;
     let id2 = deploy::deployment_id();
+    // Its units fail (switch-to-configuration exits 4): kept by default, rolled back as asked.
     let a2 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Rollback,
+        specialisation: None,
         toplevel: top2.clone(),
         package: pkg2.clone(),
         confirm_timeout: Some(Duration::from_secs(6)),
@@ -344,7 +366,7 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
         deploy::result_of(&conn2, &Privilege::None, &id2)
             .await
             .unwrap(),
-        "rolled-back"
+        deploy::DeployState::RolledBack
     );
     assert_eq!(sh(&tb, "h1", "readlink -f /run/current-system").await, top1);
     assert_eq!(
@@ -386,12 +408,14 @@ async fn compressed_copy_reads_once_and_imports_on_every_host() {
     };
     let targets = vec![
         deploy::ImportTarget {
+            pending_roots: None,
             conn: &c1,
             privilege: &Privilege::None,
             missing: all.clone(),
             events: ev("h1"),
         },
         deploy::ImportTarget {
+            pending_roots: None,
             conn: &c2,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -509,6 +533,7 @@ async fn compressed_copy_of_different_missing_sets() {
         .zip(&missing)
         .zip(["h1", "h2", "h3"])
         .map(|((conn, m), h)| deploy::ImportTarget {
+            pending_roots: None,
             conn,
             privilege: &Privilege::None,
             missing: m.clone(),
