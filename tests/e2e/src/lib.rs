@@ -285,6 +285,46 @@ pub fn config(name: &str, packages: &[&str]) -> String {
     )
 }
 
+/// A configuration of the stand-in for host `name` with extra lines of Nix.
+pub fn config_with(name: &str, extra: &str) -> String {
+    format!("{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  {extra}\n}}\n")
+}
+
+/// What a host runs now (`/run/current-system`, resolved).
+pub fn current(f: &Fleet, host: &str) -> Option<String> {
+    f.link(host, "/run/current-system")
+}
+
+/// What the system profile points at.
+pub fn profile(f: &Fleet, host: &str) -> Option<String> {
+    f.link(host, "/nix/var/nix/profiles/system")
+}
+
+/// The toplevel a `--json` run planned for `host`.
+#[track_caller]
+pub fn planned_target(events: &[serde_json::Value], host: &str) -> String {
+    let plan = events
+        .iter()
+        .find(|v| v["type"] == "plan")
+        .expect("plan line");
+    plan["plan"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == host)
+        .and_then(|h| h["target"].as_str())
+        .unwrap_or_else(|| panic!("no target for {host}"))
+        .to_owned()
+}
+
+/// A shell command printing fleet's record of the deployment of `toplevel` on a host.
+pub fn record_cmd(toplevel: &str) -> String {
+    format!(
+        "cat /nix/var/fleet/records/{}.json",
+        toplevel.trim_start_matches("/nix/store/")
+    )
+}
+
 impl Fleet {
     /// Starts the hosts; each gets `config(name, ["htop"])` and the testbed's fleet.toml.
     pub fn start(specs: impl IntoIterator<Item = HostSpec>) -> Fleet {

@@ -441,7 +441,7 @@ fn shell_metacharacters_in_paths_names_and_values_are_data_not_code() {
             format!("x'y\"z $(touch {m}/pwned-10) `touch {m}/pwned-11` ${{HOME}}")
         );
         let record: serde_json::Value =
-            serde_json::from_str(&f.sh(h, "cat /etc/nixos/fleet-deployment.json")).unwrap();
+            serde_json::from_str(&f.sh(h, "cat /nix/var/fleet/records/*.json")).unwrap();
         assert!(
             record["by"].as_str().unwrap().starts_with(&user),
             "the record holds $USER verbatim: {}",
