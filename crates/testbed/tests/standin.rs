@@ -243,15 +243,24 @@ fn toplevel_has_kernel_params_device_trees_firmware_and_specialisations() {
 
     // Specialisations: the base plus a module, linked under specialisation/.
     let with = build_system(
-        &config("specialisation.quiet.configuration = { boot.kernelParams = [ \"quiet\" ]; };"),
+        &config(
+            "boot.kernelParams = [ \"base\" ]; \
+             specialisation.quiet.configuration = { boot.kernelParams = [ \"quiet\" ]; }; \
+             specialisation.alone = { inheritParentConfig = false; configuration = { }; };",
+        ),
         "x86_64-linux",
     );
     let spec = link(format!("{with}/specialisation/quiet"));
     assert_eq!(
         read(format!("{}/kernel-params", spec.display())),
-        "loglevel=4 quiet"
+        "loglevel=4 base quiet"
     );
-    assert_eq!(read(format!("{with}/kernel-params")), "loglevel=4");
+    assert_eq!(read(format!("{with}/kernel-params")), "loglevel=4 base");
+    let alone = link(format!("{with}/specialisation/alone"));
+    assert_eq!(
+        read(format!("{}/kernel-params", alone.display())),
+        "loglevel=4"
+    );
     assert!(!spec.join("specialisation").exists());
     eprintln!("toplevel contents: {:.2?}", started.elapsed());
 }
