@@ -199,6 +199,15 @@ fn parse_facts(text: &str) -> RemoteFacts {
         .into_iter()
         .find(|(_, path)| f.current.as_deref() == Some(path.as_str()))
         .map(|(name, _)| name);
+    // A record describes what runs, or it is not shown (round 1's single record in /etc may
+    // describe a deploy that was rolled back since).
+    let describes = |d: &serde_json::Value| {
+        let top = d.get("toplevel").and_then(serde_json::Value::as_str);
+        top.is_some() && (top == f.current.as_deref() || top == f.profile.as_deref())
+    };
+    if !f.deployment.as_ref().is_some_and(describes) {
+        f.deployment = None;
+    }
     f
 }
 
@@ -220,7 +229,7 @@ mod tests {
                     booted.initrd=/nix/store/i\nbooted.modules=/nix/store/m\ngeneration=3\n\
                     profile=/nix/store/a-sys\nprofile.kernel=/nix/store/k2\nprofile.initrd=/nix/store/i\n\
                     profile.modules=/nix/store/m\npackage=/nix/store/p\nzstd=1\nmem_available_kb=2048\n\
-                    deployment={\"commit\": \"abc\", \"dirty\": false}\nend=1\n";
+                    deployment={\"commit\": \"abc\", \"dirty\": false, \"toplevel\": \"/nix/store/a-sys\"}\nend=1\n";
         let f = parse_facts(text);
         assert_eq!(f.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(f.generation, Some(3));
