@@ -63,6 +63,21 @@ pub enum Error {
     /// `fill_disk` on a host whose `/nix` is not a small tmpfs.
     #[error("host `{host}` has no tmpfs /nix (set `HostSpec::nix_tmpfs_mb`); refusing to fill the machine's disk")]
     NoTmpfs { host: String },
+    /// A userland root is missing and the Debian mirror it is built from cannot be reached.
+    #[error("the {userland} userland cannot be built: the Debian registry {mirror} cannot be reached ({reason})")]
+    RegistryUnreachable {
+        userland: String,
+        mirror: String,
+        reason: String,
+    },
+    /// Building a userland root failed for another reason.
+    #[error("building the {userland} userland failed at {step} (log: {}):\n{tail}", log.display())]
+    RootBuild {
+        userland: String,
+        step: String,
+        log: PathBuf,
+        tail: String,
+    },
     /// Teardown could not remove everything.
     #[error("teardown of testbed {instance} left things behind: {}", leftovers.join("; "))]
     Leftovers {

@@ -24,6 +24,8 @@
 //! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
 //! - `instance.rs`: instance numbers, listing, cleanup of dead instances.
 //! - `prereq.rs`: [`ensure_prerequisites`]: packages, sudo user, namespace probe.
+//! - `userland.rs`: [`Userland`]: Debian roots (other Nix/OpenSSH versions) for hosts and the
+//!   deployer, built once and cached.
 //! - `cmd.rs`: running helper processes.
 //! - `main.rs`: the `fleet-testbed` binary (start/stop/list/cleanup).
 
@@ -33,6 +35,7 @@ mod host;
 pub mod instance;
 mod prereq;
 mod testbed;
+pub mod userland;
 
 use std::path::PathBuf;
 
@@ -42,6 +45,7 @@ pub use prereq::{
     ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
 };
 pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
+pub use userland::{Root, Userland};
 
 /// The root of the fleet repository (the Cargo workspace).
 pub fn repo_root() -> PathBuf {
