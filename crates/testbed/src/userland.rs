@@ -429,7 +429,8 @@ pub(crate) fn host_mounts(root: &Path, home: &str) -> String {
 /// a private mount namespace where this machine's `/nix`, `/tmp` and the directories `share`
 /// are bound in at the same paths, `/proc` and `/dev` mounted), with the caller's working
 /// directory and environment (`PATH` becomes the root's). Put `dir` first on a deployer's
-/// `PATH` to make the root's Nix its local Nix, on this machine's store.
+/// `PATH` to make the root's Nix its local Nix, on this machine's store. With
+/// `FLEET_TESTBED_NIX_LOG=FILE` in the environment, each call appends its command line to FILE.
 pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let r = root.dir.display().to_string();
@@ -451,6 +452,7 @@ pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
         "#!/bin/sh\n\
          # fleet-testbed: run PROGRAM ARGS... of the {u} userland ({v}) on this machine's /nix.\n\
          if [ -z \"$FLEET_TESTBED_ENTERED\" ]; then\n\
+         \x20 if [ -n \"$FLEET_TESTBED_NIX_LOG\" ]; then echo \"$*\" >> \"$FLEET_TESTBED_NIX_LOG\"; fi\n\
          \x20 FLEET_TESTBED_ENTERED=1 exec unshare --mount --propagation private \"$0\" \"$@\"\n\
          fi\n\
          unset FLEET_TESTBED_ENTERED\n\
