@@ -84,9 +84,15 @@ fn assert_registered_exactly(nix_store: &Path, dst: &TempStore, infos: &[PathInf
     }
 }
 
-async fn toy(tag: &str) -> Vec<PathInfo> {
+/// The machine's store as Nix 2.34 sees it: fleet's local queries (`nix-store --serve`) go to
+/// 2.34 too, so nothing in these tests talks to the machine's Nix 2.8.
+fn system234(nix_store: &Path) -> LocalStore {
+    LocalStore::system().with_nix_store(nix_store)
+}
+
+async fn toy(nix_store: &Path, tag: &str) -> Vec<PathInfo> {
     let top = build_toy(6, tag, 64);
-    local::closure_infos(&LocalStore::system(), &[top])
+    local::closure_infos(&system234(nix_store), &[top])
         .await
         .unwrap()
 }
@@ -96,7 +102,7 @@ async fn serve_protocol_2_7_with_nix_2_34_copies_byte_for_byte() {
     let Some((_dir, nix_store)) = nix234("serve protocol against Nix 2.34") else {
         return;
     };
-    let infos = toy("nix234-serve").await;
+    let infos = toy(&nix_store, "nix234-serve").await;
     let all: Vec<_> = infos.iter().map(|i| i.path.clone()).collect();
     let dst = TempStore::new();
     let store = LocalStore::chroot(dst.dir.path()).with_nix_store(&nix_store);
@@ -156,7 +162,7 @@ async fn export_stream_into_nix_2_34_import_plain_and_zstd() {
     let Some((_dir, nix_store)) = nix234("import into Nix 2.34") else {
         return;
     };
-    let infos = toy("nix234-import").await;
+    let infos = toy(&nix_store, "nix234-import").await;
     // Plain export stream.
     let dst = TempStore::new();
     let mut child = Command::new(&nix_store)
@@ -167,7 +173,7 @@ async fn export_stream_into_nix_2_34_import_plain_and_zstd() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    fleet_store::export::write_export(child.stdin.take().unwrap(), &infos, &LocalStore::system())
+    fleet_store::export::write_export(child.stdin.take().unwrap(), &infos, &system234(&nix_store))
         .unwrap();
     assert!(child.wait().unwrap().success());
     assert_registered_exactly(&nix_store, &dst, &infos);
@@ -196,7 +202,7 @@ async fn export_stream_into_nix_2_34_import_plain_and_zstd() {
         missing: infos.iter().map(|i| i.path.clone()).collect(),
         tx,
     }];
-    let (sys, opts) = (LocalStore::system(), FanOutOptions::default());
+    let (sys, opts) = (system234(&nix_store), FanOutOptions::default());
     let (_, res) = tokio::join!(
         fleet_store::copy::fan_out(&sys, &infos, dests, &opts),
         fleet_store::export::write_export_stream(rx, stdin, Some(3), "zstd")
