@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,11 +163,12 @@ pub(crate) type Roots = std::collections::BTreeMap<Userland, PathBuf>;
 /// Builds or finds the roots `specs` need.
 pub(crate) fn roots_for(specs: &[crate::HostSpec]) -> Result<Roots> {
     let mut roots = Roots::new();
-    for spec in specs {
-        if !roots.contains_key(&spec.userland) {
-            if let Some(root) = ensure_root(spec.userland)? {
-                roots.insert(spec.userland, root.dir);
-            }
+    let mut wanted: Vec<Userland> = specs.iter().map(|s| s.userland).collect();
+    wanted.sort();
+    wanted.dedup();
+    for u in wanted {
+        if let Some(root) = ensure_root(u)? {
+            roots.insert(u, root.dir);
         }
     }
     Ok(roots)
@@ -203,8 +205,11 @@ fn build(userland: Userland, suite: &str, dir: &Path, root: &Path) -> Result<()>
     let log_path = dir.join(format!("{suite}.log"));
     let log = File::create(&log_path).map_err(io("creating", &log_path))?;
     let log_err = log.try_clone().map_err(io("opening", &log_path))?;
-    let mut c = Command::new("debootstrap");
-    c.arg("--variant=minbase")
+    // In a private mount namespace: the /proc and /sys debootstrap mounts in the target die
+    // with it, even when it is killed (so removing a half-built root never meets a mount).
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "debootstrap"])
+        .arg("--variant=minbase")
         .arg(format!("--include={}", ROOT_PACKAGES.join(",")))
         .arg(suite)
         .arg(&tmp)
@@ -212,6 +217,14 @@ fn build(userland: Userland, suite: &str, dir: &Path, root: &Path) -> Result<()>
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // SAFETY: prctl is async-signal-safe. Dies with this process: a killed test leaves no
+    // debootstrap writing on (the next build removes the half-built directory).
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let status = c.status().map_err(|source| Error::Spawn {
         command: describe(&c),
         source,
