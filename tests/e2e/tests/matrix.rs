@@ -5,8 +5,28 @@
 //! the Debian registry cannot be reached is skipped, saying so; nothing else is.
 
 use fleet_e2e::matrix::root_or_skip;
-use fleet_e2e::{config, Fleet, HostSpec, Userland};
+use fleet_e2e::{Fleet, HostSpec, Userland};
 use serde_json::Value;
+
+/// A configuration of host `name` with `packages` and extra module text; `run` (unique per
+/// test run) goes into `/etc`, so the deployer's Nix builds the systems in every run, even when
+/// the machine's store holds those of an earlier run.
+fn conf(name: &str, packages: &[&str], extra: &str, run: &str) -> String {
+    let pkgs: Vec<String> = packages.iter().map(|p| format!("pkgs.{p}")).collect();
+    format!(
+        "{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  \
+         environment.systemPackages = [ {} ];\n  \
+         environment.etc.\"fleet-matrix-run\".text = \"{run}\";\n  {extra}\n}}\n",
+        pkgs.join(" ")
+    )
+}
+
+fn run_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", t.as_nanos(), std::process::id())
+}
 
 fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
     list.as_array()
@@ -34,8 +54,10 @@ fn nix_of(f: &Fleet, host: &str) -> String {
 
 /// The core cases on every host of `f`, from empty hosts to a failed activation rolled back.
 fn core_cases(f: &Fleet, hosts: &[&str]) {
+    let id = run_id();
     for h in hosts {
         eprintln!("{h}: {}", nix_of(f, h));
+        f.set_config(h, &conf(h, &["htop"], "", &id));
     }
     // plan: everything to install, nothing copied.
     let run = f.fleet(&["plan", "--json"]);
@@ -86,7 +108,7 @@ fn core_cases(f: &Fleet, hosts: &[&str]) {
 
     // A change, planned as an update, applied over the serve protocol (`--no-compress`).
     for h in hosts {
-        f.set_config(h, &config(h, &["htop", "nano"]));
+        f.set_config(h, &conf(h, &["htop", "nano"], "", &id));
     }
     let run = f.fleet(&["plan", "--json"]);
     run.expect_code(0);
@@ -136,13 +158,7 @@ fn core_cases(f: &Fleet, hosts: &[&str]) {
 
     // A fault: an activation that switches and then fails (a failed unit) is rolled back.
     for h in hosts {
-        f.set_config(
-            h,
-            &format!(
-                "{{ pkgs, ... }}: {{\n  networking.hostName = \"{h}\";\n  \
-                 fleet.activationFails = \"units\";\n}}\n"
-            ),
-        );
+        f.set_config(h, &conf(h, &[], "fleet.activationFails = \"units\";", &id));
     }
     let run = f.fleet(&["apply", "--json"]);
     run.expect_code(1);
@@ -207,8 +223,12 @@ fn deployer_nix_2_34_on_hosts_nix_2_8_and_2_34() {
     core_cases(&f, &hosts);
     // fleet evaluated, built and read its store through the 2.34 wrappers.
     let log = std::fs::read_to_string(f.deployer_nix_log()).expect("the wrappers ran");
-    for prog in ["/usr/bin/nix-instantiate", "/usr/bin/nix-store"] {
-        assert!(log.contains(prog), "fleet never ran {prog}:\n{log}");
+    for call in [
+        "/usr/bin/nix-instantiate",
+        "/usr/bin/nix-store --realise",
+        "/usr/bin/nix-store --serve",
+    ] {
+        assert!(log.contains(call), "fleet never ran {call}:\n{log}");
     }
     // The machine's Nix 2.8 still reads the store 2.34 wrote.
     let out = std::process::Command::new("nix-store")
