@@ -1,12 +1,16 @@
 //! The Nix version matrix: the core cases (plan, apply over both copy routes, status, rollback,
 //! a failing activation rolled back) on hosts running Debian 12's Nix 2.8, trixie's Nix 2.26 and
-//! sid's Nix 2.34 (OpenSSH 10), from a deployer on Nix 2.8 and from one on Nix 2.34. Each case
+//! sid's Nix 2.34 (OpenSSH 10), from a deployer on Nix 2.8 and from one on Nix 2.34, and sshd
+//! killed in the middle of a copy into Nix 2.34. Each case
 //! ends with `Fleet::assert_sound` on every host. A userland whose root cannot be built because
 //! the Debian registry cannot be reached is skipped, saying so; nothing else is.
 
 use fleet_e2e::matrix::root_or_skip;
 use fleet_e2e::{Fleet, HostSpec, Userland};
 use serde_json::Value;
+
+/// Generous bound for anything that takes seconds.
+const LONG: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A configuration of host `name` with `packages` and extra module text; `run` (unique per
 /// test run) goes into `/etc`, so the deployer's Nix builds the systems in every run, even when
@@ -240,4 +244,51 @@ fn deployer_nix_2_34_on_hosts_nix_2_8_and_2_34() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Nix 2.34 behind OpenSSH 10 (sessions are `sshd-session` processes): sshd killed in the middle
+/// of a serve-protocol copy fails that host, 2.34 registers no partial path, and a re-run
+/// completes it.
+#[test]
+fn sshd_killed_mid_copy_into_nix_2_34_leaves_no_partial_path() {
+    if root_or_skip(Userland::Sid, "sshd killed mid-copy on sid").is_none() {
+        return;
+    }
+    let f = Fleet::start([HostSpec::new("cut234").userland(Userland::Sid).rate_mbit(8)]);
+    let id = run_id();
+    f.set_config(
+        "cut234",
+        &conf(
+            "cut234",
+            &["htop"],
+            "fleet.bench = { paths = 10; totalMB = 10; };",
+            &id,
+        ),
+    );
+    let mut run = f.spawn(&["apply", "--json", "--no-compress"]);
+    run.wait_for_event("cut234 in the middle of its copy", LONG, |e| {
+        e["host"] == "cut234"
+            && e["type"] == "progress"
+            && e["done_bytes"].as_u64().unwrap_or(0) > 0
+            && e["done_bytes"].as_u64() < e["total_bytes"].as_u64()
+    });
+    f.tb.stop_sshd("cut234").unwrap();
+    let run = run.finish(LONG);
+    run.expect_code(1);
+    assert_eq!(run.outcomes()["cut234"], "failed");
+    assert!(
+        run.detail("cut234").contains("lost the connection"),
+        "{}",
+        run.detail("cut234")
+    );
+    f.assert_store_clean("cut234");
+    f.assert_sound("cut234", &[None]);
+
+    f.tb.start_sshd("cut234").unwrap();
+    let again = f.fleet(&["apply", "--json", "--no-compress"]);
+    again.expect_code(0);
+    assert_eq!(again.outcomes()["cut234"], "applied");
+    let cur = f.link("cut234", "/run/current-system").expect("a system");
+    f.assert_store_clean("cut234");
+    f.assert_sound("cut234", &[Some(&cur)]);
 }
