@@ -426,15 +426,26 @@ fn sync_users(root: &Path) -> Result<()> {
 /// `/nix`, `/run`, `/etc/nixos`, `/boot`, `/root`, the sudo user's `home` and the machine's
 /// `/tmp` into `root` and mount `/proc` and `/dev` there.
 pub(crate) fn host_mounts(root: &Path, home: &str) -> String {
-    let r = root.display();
+    let r = root.display().to_string();
     let mut s = String::new();
     for dir in ["/nix", "/run", "/etc/nixos", "/boot", "/root", home, "/tmp"] {
-        s.push_str(&format!("mount --bind '{dir}' '{r}{dir}'\n"));
+        s.push_str(&format!(
+            "mount --bind {} {}\n",
+            sq(dir),
+            sq(&format!("{r}{dir}"))
+        ));
     }
     s.push_str(&format!(
-        "mount -t proc proc '{r}/proc'\nmount --rbind /dev '{r}/dev'\n"
+        "mount -t proc proc {}\nmount --rbind /dev {}\n",
+        sq(&format!("{r}/proc")),
+        sq(&format!("{r}/dev"))
     ));
     s
+}
+
+/// `s` quoted for sh: `'...'`, with each `'` written as `'\''`.
+fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Writes into `dir` one wrapper per `nix*` program of `root` (`nix`, `nix-store`,
@@ -446,7 +457,7 @@ pub(crate) fn host_mounts(root: &Path, home: &str) -> String {
 /// `FLEET_TESTBED_NIX_LOG=FILE` in the environment, each call appends its command line to FILE.
 pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let r = root.dir.display().to_string();
+    let r = sq(&root.dir.display().to_string());
     let mut binds = String::new();
     for d in [Path::new("/nix"), Path::new("/tmp")]
         .into_iter()
@@ -454,11 +465,8 @@ pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
     {
         let inside = root.dir.join(d.strip_prefix("/").unwrap_or(d));
         fs::create_dir_all(&inside).map_err(io("creating", &inside))?;
-        binds.push_str(&format!(
-            "mount --bind '{}' \"$R\"'{}'\n",
-            d.display(),
-            d.display()
-        ));
+        let d = sq(&d.display().to_string());
+        binds.push_str(&format!("mount --bind {d} \"$R\"{d}\n"));
     }
     let enter = dir.join("fleet-testbed-enter");
     let script = format!(
@@ -470,7 +478,7 @@ pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
          fi\n\
          unset FLEET_TESTBED_ENTERED\n\
          set -e\n\
-         R='{r}'\n\
+         R={r}\n\
          {binds}\
          mount -t proc proc \"$R/proc\"\n\
          mount --rbind /dev \"$R/dev\"\n\
@@ -489,8 +497,8 @@ pub fn nix_wrappers(root: &Root, dir: &Path, share: &[PathBuf]) -> Result<()> {
             write_exec(
                 &dir.join(&name),
                 &format!(
-                    "#!/bin/sh\nexec '{}' /usr/bin/{name} \"$@\"\n",
-                    enter.display()
+                    "#!/bin/sh\nexec {} /usr/bin/{name} \"$@\"\n",
+                    sq(&enter.display().to_string())
                 ),
             )?;
         }
@@ -539,6 +547,7 @@ mod tests {
         assert!(s.contains("mount --bind '/nix' '/r/nix'\n"));
         assert!(s.contains("mount --bind '/home/fltbsudo' '/r/home/fltbsudo'\n"));
         assert!(s.contains("mount -t proc proc '/r/proc'"));
+        assert_eq!(sq("a'b"), "'a'\\''b'");
     }
 
     #[test]
