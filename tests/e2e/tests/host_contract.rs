@@ -447,3 +447,45 @@ fn a_host_in_a_specialisation_keeps_it_or_is_told_how_to_leave_it() {
     let plain = planned_target(&run.json_lines(), "h");
     f.assert_sound("h", &[Some(&plain)]);
 }
+
+/// A collection while the copy runs: what was imported so far is held by the import's own
+/// temporary roots, then by `fleet-pending/<id>` until the profile holds it (that window is
+/// proved deterministically by the executor test
+/// `imported_paths_stay_rooted_until_the_pending_roots_are_dropped`, with a control).
+#[test]
+fn garbage_collection_during_a_compressed_copy_takes_none_of_the_imported_paths() {
+    let f = Fleet::start([HostSpec::new("h").rate_mbit(8)]);
+    f.fleet(&["apply"]).expect_code(0);
+    f.set_config(
+        "h",
+        "{ pkgs, ... }: {\n  networking.hostName = \"h\";\n  \
+         fleet.bench = { paths = 20; totalMB = 16; };\n}\n",
+    );
+    let mut run = f.spawn(&["apply", "--json"]);
+    run.wait_for_event(
+        "h in the middle of its copy",
+        Duration::from_secs(180),
+        |e| {
+            e["host"] == "h"
+                && e["type"] == "progress"
+                && e["done_paths"].as_u64().unwrap_or(0) > 2
+                && e["done_paths"].as_u64() < e["total_paths"].as_u64()
+        },
+    );
+    // The host's own nix.gc runs now: the paths imported so far are referenced by nothing yet.
+    f.sh("h", "nix-collect-garbage -d >/dev/null 2>&1");
+    let run = run.finish(Duration::from_secs(180));
+    run.expect_code(0);
+    assert_eq!(run.outcomes()["h"], "applied");
+    let new = planned_target(&run.json_lines(), "h");
+    f.assert_store_clean("h");
+    f.assert_sound("h", &[Some(&new)]);
+    assert_eq!(
+        f.sh(
+            "h",
+            "ls /nix/var/nix/gcroots/fleet-pending 2>/dev/null | wc -l"
+        ),
+        "0",
+        "the copy's roots are gone once the profile holds the paths"
+    );
+}
