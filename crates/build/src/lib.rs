@@ -23,6 +23,7 @@ pub mod capability;
 pub mod error;
 mod eval;
 mod expr;
+pub mod files;
 mod nix;
 mod realise;
 pub mod spec;
