@@ -25,12 +25,14 @@ mod eval;
 mod expr;
 pub mod files;
 mod nix;
+mod prepare;
 mod realise;
+mod sources;
 pub mod spec;
 
 use std::collections::BTreeSet;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 pub use capability::{check_can_build, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
@@ -124,8 +126,9 @@ async fn check_and_evaluate(
     };
     let mut to_eval = Vec::new();
     let mut eval_index = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        let checked = resolve(spec).and_then(|host| {
+    let prepared = prepare::prepare(specs, opts).await;
+    for (i, (spec, host)) in specs.iter().zip(prepared).enumerate() {
+        let checked = host.and_then(|host| {
             if !spec.cross {
                 match &caps {
                     Some(Ok(caps)) => caps.check(&spec.system)?,
@@ -145,6 +148,15 @@ async fn check_and_evaluate(
     }
     let evaluated = eval::evaluate(to_eval, opts).await;
     for (i, r) in eval_index.into_iter().zip(evaluated) {
+        // The configuration's own platform must be fleet.toml's: NixOS lets
+        // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.
+        let r = r.and_then(|ev| match &ev.host_platform {
+            Some(p) if *p != specs[i].system => Err(BuildError::PlatformMismatch {
+                configured: p.clone(),
+                system: specs[i].system.clone(),
+            }),
+            _ => Ok(ev),
+        });
         results[i] = Some(r);
     }
     results
@@ -158,48 +170,6 @@ async fn check_and_evaluate(
             })
         })
         .collect()
-}
-
-fn absolute(p: &Utf8Path) -> Result<Utf8PathBuf, BuildError> {
-    if p.is_absolute() {
-        return Ok(p.to_owned());
-    }
-    let cwd = std::env::current_dir().map_err(|e| BuildError::Io {
-        action: "reading the current directory for",
-        path: p.to_string(),
-        source: e.into(),
-    })?;
-    let cwd = Utf8PathBuf::from_path_buf(cwd).map_err(|p| BuildError::InvalidSpec {
-        reason: format!("current directory {} is not UTF-8", p.display()),
-    })?;
-    Ok(cwd.join(p))
-}
-
-fn resolve(spec: &HostBuildSpec) -> Result<expr::ExprHost, BuildError> {
-    let config = absolute(&spec.config)?;
-    if !config.is_file() {
-        return Err(BuildError::InvalidSpec {
-            reason: format!("configuration file {config} does not exist"),
-        });
-    }
-    let pin = match &spec.pin {
-        PinSpec::Path(p) => {
-            let p = absolute(p)?;
-            if !p.join("nixos").exists() {
-                return Err(BuildError::InvalidSpec {
-                    reason: format!("nixpkgs path {p} has no nixos/ folder"),
-                });
-            }
-            PinSpec::Path(p)
-        }
-        t @ PinSpec::Tarball { .. } => t.clone(),
-    };
-    Ok(expr::ExprHost {
-        system: spec.system.clone(),
-        pin,
-        config,
-        cross: spec.cross,
-    })
 }
 
 async fn build(

@@ -54,6 +54,7 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
         pin,
         config: host.config.clone(),
         cross: host.build == BuildMode::Cross,
+        nix_path: Vec::new(),
     }
 }
 
