@@ -46,6 +46,7 @@ impl Reached {
                 modules: f.current_boot.modules.clone(),
             },
             present: self.present.clone(),
+            system: f.system.clone(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct RemoteState {
     pub current_boot: BootSpec,
     /// Which paths of the desired closure the host already has.
     pub present: BTreeSet<String>,
+    /// The Nix system the host runs (`aarch64-linux`), when known.
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 /// Facts about a host, or why they could not be read, as a sentence that says which stage

@@ -22,6 +22,7 @@ mod diff;
 mod drift;
 mod input;
 mod plan;
+mod platform;
 mod render;
 mod store_name;
 

@@ -299,7 +299,10 @@ pub fn plan(inputs: &[HostInput]) -> Plan {
     let hosts = inputs
         .iter()
         .map(|input| match (&input.desired, &input.facts) {
-            (Ok(desired), Ok(facts)) => host_plan(&input.name, desired, facts),
+            (Ok(desired), Ok(facts)) => match crate::platform::mismatch(desired, facts) {
+                Some(refused) => error_plan(input, refused),
+                None => host_plan(&input.name, desired, facts),
+            },
             (Err(eval), Ok(_)) => error_plan(input, format!("cannot evaluate or build: {eval}")),
             (Ok(_), Err(reach)) => error_plan(input, reach.clone()),
             (Err(eval), Err(reach)) => {
@@ -391,6 +394,7 @@ mod tests {
             ],
             current_boot: boot('k', 'i', 'm'),
             present: [sp('g', "glibc-2.39-52")].into(),
+            system: None,
         }
     }
 

@@ -72,7 +72,10 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
         Action::Unchanged => parts.push(short(&host.current)),
         Action::Install => parts.push(short(&host.target)),
         Action::Update if !host.activate => {
-            parts.push(format!("{} (deployment package only)", short(&host.target)));
+            parts.push(format!(
+                "{} (configuration files changed, system unchanged)",
+                short(&host.target)
+            ));
         }
         Action::Update => {
             parts.push(format!(

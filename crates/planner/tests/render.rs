@@ -121,6 +121,7 @@ fn fleet() -> Vec<HostInput> {
             .intersection(&all_present(&pi1_new))
             .cloned()
             .collect(),
+        system: None,
     };
 
     // pi2: a fresh host that has nothing.
@@ -135,6 +136,7 @@ fn fleet() -> Vec<HostInput> {
         current_closure: web1.closure.iter().map(|p| p.path.clone()).collect(),
         current_boot: web1.boot.clone(),
         present: all_present(&web1),
+        system: None,
     };
 
     // web2: runs what is wanted but lacks the deployment package.
@@ -149,6 +151,7 @@ fn fleet() -> Vec<HostInput> {
             .into_iter()
             .filter(|p| *p != web2.package)
             .collect(),
+        system: None,
     };
 
     let db1 = desired("db1", "g1", "6.6.31", &[]);

@@ -33,6 +33,7 @@ mod host;
 pub mod instance;
 mod prereq;
 mod testbed;
+mod uname;
 
 use std::path::PathBuf;
 
