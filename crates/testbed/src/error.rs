@@ -63,6 +63,9 @@ pub enum Error {
     /// `fill_disk` on a host whose `/nix` is not a small tmpfs.
     #[error("host `{host}` has no tmpfs /nix (set `HostSpec::nix_tmpfs_mb`); refusing to fill the machine's disk")]
     NoTmpfs { host: String },
+    /// A simulated reboot could not be carried out.
+    #[error("reboot of host `{host}` failed: {reason}")]
+    Reboot { host: String, reason: String },
     /// Teardown could not remove everything.
     #[error("teardown of testbed {instance} left things behind: {}", leftovers.join("; "))]
     Leftovers {

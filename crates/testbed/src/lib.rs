@@ -21,6 +21,8 @@
 //!
 //! # Layout
 //! - `testbed.rs`: [`Testbed`] and its builder: start, use, tear down.
+//! - `reboot.rs`: simulated reboots ([`Testbed::reboot`]): processes end, `/run` empties, the
+//!   default (or one-shot) boot entry boots, sshd comes back.
 //! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
 //! - `instance.rs`: instance numbers, listing, cleanup of dead instances.
 //! - `prereq.rs`: [`ensure_prerequisites`]: packages, sudo user, namespace probe.
@@ -32,6 +34,7 @@ mod error;
 mod host;
 pub mod instance;
 mod prereq;
+mod reboot;
 mod testbed;
 mod uname;
 
@@ -42,6 +45,7 @@ pub use host::{HostSpec, Login, SimHost};
 pub use prereq::{
     ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
 };
+pub use reboot::{Booting, Rebooted, BOOT_BREAKS_SSHD_MARKER, DEFAULT_SSHD_DELAY};
 pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
 
 /// The root of the fleet repository (the Cargo workspace).

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{cmd, describe, output, run};
@@ -67,12 +68,16 @@ impl TestbedBuilder {
 
 /// What only the testbed needs to know about a host.
 #[derive(Debug)]
-struct Runtime {
-    dir: PathBuf,
+pub(crate) struct Runtime {
+    pub(crate) dir: PathBuf,
     /// `ip netns exec ... unshare -m ... sleep infinity`: owns the mount namespace.
     holder: Mutex<Option<Child>>,
-    holder_pid: u32,
-    sshd: Mutex<Option<Child>>,
+    pub(crate) holder_pid: u32,
+    /// Shared with a background boot ([`crate::Booting`]), which starts sshd later.
+    pub(crate) sshd: Arc<Mutex<Option<Child>>>,
+    /// Bumped by every reboot and by teardown: a background boot of an older generation does
+    /// not start sshd.
+    pub(crate) boots: Arc<AtomicU64>,
 }
 
 /// Timings of a start, for reports and benchmarks.
@@ -89,8 +94,8 @@ pub struct Testbed {
     lock: Option<InstanceLock>,
     number: u32,
     state_dir: PathBuf,
-    hosts: Vec<SimHost>,
-    runtimes: Vec<Runtime>,
+    pub(crate) hosts: Vec<SimHost>,
+    pub(crate) runtimes: Vec<Runtime>,
     extra_platforms: Option<String>,
     client_key: PathBuf,
     known_hosts: PathBuf,
@@ -340,7 +345,8 @@ impl Testbed {
             dir,
             holder: Mutex::new(Some(holder)),
             holder_pid,
-            sshd: Mutex::new(None),
+            sshd: Arc::new(Mutex::new(None)),
+            boots: Arc::new(AtomicU64::new(0)),
         });
         Ok(SimHost {
             name: spec.name.clone(),
@@ -360,7 +366,7 @@ impl Testbed {
         })
     }
 
-    fn index(&self, name: &str) -> Result<usize> {
+    pub(crate) fn index(&self, name: &str) -> Result<usize> {
         self.hosts
             .iter()
             .position(|h| h.name == name)
@@ -375,14 +381,7 @@ impl Testbed {
                 return Ok(());
             }
         }
-        let mut c = self.nsenter(i);
-        c.args(["/usr/sbin/sshd", "-D", "-f"])
-            .arg(rt.dir.join("ssh/sshd_config"))
-            .arg("-E")
-            .arg(rt.dir.join("sshd.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut c = self.sshd_command(i);
         let child = c.spawn().map_err(|source| Error::Spawn {
             command: describe(&c),
             source,
@@ -391,7 +390,21 @@ impl Testbed {
         Ok(())
     }
 
-    fn wait_sshd(&self, i: usize) -> Result<()> {
+    /// The command that starts host `i`'s sshd (not yet spawned).
+    pub(crate) fn sshd_command(&self, i: usize) -> Command {
+        let rt = &self.runtimes[i];
+        let mut c = self.nsenter(i);
+        c.args(["/usr/sbin/sshd", "-D", "-f"])
+            .arg(rt.dir.join("ssh/sshd_config"))
+            .arg("-E")
+            .arg(rt.dir.join("sshd.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    pub(crate) fn wait_sshd(&self, i: usize) -> Result<()> {
         let host = &self.hosts[i];
         let addr = SocketAddr::new(host.address, host.port);
         let deadline = Instant::now() + SSHD_TIMEOUT;
@@ -423,7 +436,7 @@ impl Testbed {
     }
 
     /// `nsenter` into host `i`'s mount and network namespaces, with a clean environment.
-    fn nsenter(&self, i: usize) -> Command {
+    pub(crate) fn nsenter(&self, i: usize) -> Command {
         let mut c = Command::new("nsenter");
         c.arg("-t")
             .arg(self.runtimes[i].holder_pid.to_string())
@@ -675,7 +688,8 @@ impl Testbed {
             return Ok(());
         };
         for (host, rt) in self.hosts.iter().zip(&self.runtimes) {
-            for child in [&rt.sshd, &rt.holder] {
+            rt.boots.fetch_add(1, Ordering::SeqCst); // no background boot starts sshd now
+            for child in [&*rt.sshd, &rt.holder] {
                 if let Some(mut c) = child.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     let _ = c.kill();
                     let _ = c.wait();

@@ -4,11 +4,16 @@
 , crossSystem ? null
 , versions ? { }
 , bench ? { }
+  # Elaborated platforms (lib.systems.elaborate), when the caller has them.
+, hostPlatform ? null
+, buildPlatform ? null
 }:
 let
   lib = import ../lib;
   isCross = crossSystem != null && crossSystem != system;
-  hostPlatform = if isCross then crossSystem else system;
+  hostSystem = if isCross then crossSystem else system;
+  hostElaborated = if hostPlatform != null then hostPlatform else lib.systems.elaborate hostSystem;
+  buildElaborated = if buildPlatform != null then buildPlatform else lib.systems.elaborate system;
 
   # Attributes common to every derivation. A cross build runs on `system` (the build
   # platform) and records the host platform, which changes every derivation hash.
@@ -16,7 +21,7 @@ let
     inherit system;
     builder = "/bin/sh";
     PATH = "/usr/bin:/bin";
-    inherit hostPlatform;
+    hostPlatform = hostSystem;
   } // (if isCross then { crossSystem = crossSystem; } else { });
 
   version = pname: default: versions.${pname} or default;
@@ -29,13 +34,25 @@ let
       args = [ ./builders/package.sh ];
     });
 
-  kernelImage = if hostPlatform == "aarch64-linux" then "Image" else "bzImage";
+  kernelImage =
+    if hostElaborated.isAarch64 then "Image"
+    else if hostElaborated.isAarch32 then "zImage"
+    else "bzImage";
+
+  # A firmware package (hardware.firmware = [ "name" ] makes one of these).
+  mkFirmware = pname: derivation (common // {
+    name = "${pname}-firmware-${version "${pname}-firmware" "1"}";
+    inherit pname;
+    version = version "${pname}-firmware" "1";
+    args = [ ./builders/fw-package.sh ];
+  });
 
   mkKernel = kernelVersion: rec {
     kernel = derivation (common // {
       name = "linux-${kernelVersion}";
       version = kernelVersion;
       image = kernelImage;
+      dtbs = if hostElaborated.linux-kernel.DTB or false then "1" else "";
       args = [ ./builders/kernel.sh ];
     });
     modules = derivation (common // {
@@ -66,7 +83,10 @@ let
       paths;
 
   pkgs = rec {
-    inherit lib system hostPlatform isCross mkPackage mkKernel benchBlobs;
+    inherit lib system isCross mkPackage mkKernel mkFirmware benchBlobs;
+    hostPlatform = hostElaborated;
+    buildPlatform = buildElaborated;
+    stdenv = { hostPlatform = hostElaborated; buildPlatform = buildElaborated; };
     path = ../.;
 
     bash = mkPackage { pname = "bash"; defaultVersion = "5.2.26"; };
@@ -85,6 +105,13 @@ let
     tmux = mkPackage { pname = "tmux"; defaultVersion = "3.4"; };
     jq = mkPackage { pname = "jq"; defaultVersion = "1.7.1"; };
     ripgrep = mkPackage { pname = "ripgrep"; defaultVersion = "14.1.0"; };
+    linux-firmware = derivation (common // {
+      name = "linux-firmware-${version "linux-firmware" "20240312"}";
+      pname = "linux-firmware";
+      version = version "linux-firmware" "20240312";
+      args = [ ./builders/fw-package.sh ];
+    });
+    raspberrypiWirelessFirmware = mkFirmware "raspberrypi-wireless";
 
     # What every system gets (like environment.corePackages in NixOS).
     corePackages = [ bash coreutils gzip xz zstd systemd openssh ];

@@ -1,8 +1,11 @@
-# /etc of the system: `etcScript` calls install_etc <name> <store file> once per file.
+# /etc of the system: file i is named $etcname_<i>, its text is in the file $etc_<i>Path
+# (passAsFile), for i in 0..count-1.
 set -eu
 mkdir -p "$out/etc"
-install_etc() {
-  mkdir -p "$(dirname "$out/etc/$1")"
-  cp "$2" "$out/etc/$1"
-}
-eval "$etcScript"
+i=0
+while [ "$i" -lt "$count" ]; do
+  eval "name=\$etcname_$i; text=\$etc_${i}Path"
+  mkdir -p "$(dirname "$out/etc/$name")"
+  cp "$text" "$out/etc/$name"
+  i=$((i + 1))
+done

@@ -1,4 +1,5 @@
-# buildEnv-like: bin/ links to every package's programs, and a list of the packages.
+# buildEnv-like: bin/ links to every package's programs, and a list of the packages. Also
+# bin/bootctl (systemd's, reduced to what the stand-in needs) and bin/nixos-version.
 set -eu
 mkdir -p "$out/bin" "$out/share"
 : > "$out/share/fleet-packages"
@@ -11,3 +12,14 @@ for p in $paths; do
     done
   fi
 done
+cp "$bootctl" "$out/bin/bootctl"
+chmod +x "$out/bin/bootctl"
+{
+  echo '#!/bin/sh'
+  echo 'case "${1-}" in'
+  echo "  --revision) [ -n '$nixosRevision' ] || { echo 'nixos-version: no revision' >&2; exit 1; }; echo '$nixosRevision' ;;"
+  echo "  --json) printf '{\"nixosVersion\": \"%s\", \"nixpkgsRevision\": \"%s\"}\\n' '$nixosVersion' '$nixosRevision' ;;"
+  echo "  *) echo '$nixosVersion' ;;"
+  echo 'esac'
+} > "$out/bin/nixos-version"
+chmod +x "$out/bin/nixos-version"

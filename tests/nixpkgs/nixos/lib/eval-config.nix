@@ -1,0 +1,46 @@
+# Evaluates a list of modules ({ module; file; }) into a NixOS-like system: the configuration's
+# modules plus the stand-in's own (modules/misc/defaults.nix), then the toplevel (build.nix).
+# Specialisations are the same modules plus one more, evaluated again.
+{ modules, isSpecialisation ? false }:
+let
+  lib = import ../../lib;
+
+  base = [
+    { module = ../modules/misc/defaults.nix; file = toString ../modules/misc/defaults.nix; }
+    { module = { config, ... }: { system.build = build; }; file = toString ./eval-config.nix; }
+  ];
+
+  eval = lib.evalModules {
+    modules = base ++ modules;
+    extraArgs = { inherit pkgs; modulesPath = toString ../modules; };
+  };
+  inherit (eval) config;
+
+  hostPlatform = config.nixpkgs.hostPlatform;
+  buildPlatform = config.nixpkgs.buildPlatform;
+
+  pkgs = import ../../pkgs {
+    system = buildPlatform.system;
+    crossSystem = if buildPlatform.system != hostPlatform.system then hostPlatform.system else null;
+    versions = config.fleet.packageVersions;
+    inherit hostPlatform buildPlatform;
+  };
+
+  specialisations =
+    if isSpecialisation then { }
+    else
+      builtins.mapAttrs
+        (name: s:
+          (import ./eval-config.nix {
+            modules = modules ++ [ { module = s.configuration; file = "specialisation.${name}.configuration"; } ];
+            isSpecialisation = true;
+          }).config.system.build.toplevel)
+        config.specialisation;
+
+  build = import ./build.nix { inherit config pkgs lib specialisations; };
+in
+{
+  inherit config pkgs;
+  inherit (eval) options;
+  system = config.system.build.toplevel;
+}
