@@ -44,10 +44,22 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     f.env.push(("NIX_PATH".into(), poison));
     // Both import a shared file; web1 reads the pin through <nixpkgs/...> and copies its own
     // configuration into the system (<nixos-config>).
-    write(&f.dir, "shared/base.nix", "{ environment.etc.\"base\".text = \"base\\n\"; }\n");
-    write(&f.dir, "hosts/web1/extra.nix", "# web1's extra module\n{ environment.etc.\"extra\".source = ./motd; }\n");
+    write(
+        &f.dir,
+        "shared/base.nix",
+        "{ environment.etc.\"base\".text = \"base\\n\"; }\n",
+    );
+    write(
+        &f.dir,
+        "hosts/web1/extra.nix",
+        "# web1's extra module\n{ environment.etc.\"extra\".text = builtins.readFile ./motd; }\n",
+    );
     write(&f.dir, "hosts/web1/motd", "hello from web1\n");
-    write(&f.dir, "secret.key", "an untracked secret next to fleet.toml\n");
+    write(
+        &f.dir,
+        "secret.key",
+        "an untracked secret next to fleet.toml\n",
+    );
     f.set_config(
         "web1",
         "{ pkgs, ... }:\nlet l = import <nixpkgs/lib>; in {\n  imports = [ ./extra.nix ../../shared/base.nix ];\n  \
@@ -74,13 +86,22 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     );
     assert_eq!(
         f.link("web1", &format!("{pkg}/configuration.nix")).unwrap(),
-        f.link("web1", &format!("{pkg}/config/hosts/web1/configuration.nix"))
-            .unwrap()
+        f.link(
+            "web1",
+            &format!("{pkg}/config/hosts/web1/configuration.nix")
+        )
+        .unwrap()
     );
     // copySystemConfiguration: the toplevel holds the configuration, read from <nixos-config>.
     let copied = f.sh("web1", "cat /run/current-system/configuration.nix");
-    assert!(copied.contains("system.copySystemConfiguration = true;"), "{copied}");
-    assert_eq!(f.sh("web1", "cat /run/current-system/etc/extra"), "hello from web1");
+    assert!(
+        copied.contains("system.copySystemConfiguration = true;"),
+        "{copied}"
+    );
+    assert_eq!(
+        f.sh("web1", "cat /run/current-system/etc/extra"),
+        "hello from web1"
+    );
 
     // The package's own switch script and nixos-rebuild's -I from the package work without
     // fleet: nix-instantiate of the package's nixpkgs and configuration gives the same system.
@@ -114,7 +135,7 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     assert_eq!(run.outcomes()["pi1"], "applied");
 
     // A comment in web1's own file: its package changes, its system does not.
-    write(&f.dir, "hosts/web1/extra.nix", "# web1's extra module, edited\n{ environment.etc.\"extra\".source = ./motd; }\n");
+    write(&f.dir, "hosts/web1/extra.nix", "# web1's extra module, edited\n{ environment.etc.\"extra\".text = builtins.readFile ./motd; }\n");
     let plan = f.fleet(&["plan", "--json"]);
     plan.expect_code(0);
     let web1 = host(&plan.json(), "web1").clone();
@@ -159,7 +180,10 @@ fn platform_search_path_and_architecture_errors_stop_only_their_host() {
     let web1 = host(&plan.json(), "web1").clone();
     assert_eq!(web1["action"], "error");
     let err = web1["error"].as_str().unwrap();
-    assert!(err.contains("aarch64-linux") && err.contains("x86_64-linux"), "{err}");
+    assert!(
+        err.contains("aarch64-linux") && err.contains("x86_64-linux"),
+        "{err}"
+    );
     assert_eq!(host(&plan.json(), "pi1")["action"], "install");
 
     // A <name> fleet.toml does not provide: the error says which key to add.
@@ -169,11 +193,18 @@ fn platform_search_path_and_architecture_errors_stop_only_their_host() {
     );
     let plan = f.fleet(&["plan", "--json"]);
     plan.expect_code(1);
-    let err = host(&plan.json(), "web1")["error"].as_str().unwrap().to_owned();
+    let err = host(&plan.json(), "web1")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(err.contains("<nixos-hardware>"), "{err}");
     assert!(err.contains("nix-path = { nixos-hardware = "), "{err}");
     // Provided: it resolves to the checkout named in fleet.toml (copied to the store).
-    write(&f.dir, "vendor/nixos-hardware/common.nix", "{ environment.etc.\"hw\".text = \"vendored\\n\"; }\n");
+    write(
+        &f.dir,
+        "vendor/nixos-hardware/common.nix",
+        "{ environment.etc.\"hw\".text = \"vendored\\n\"; }\n",
+    );
     f.edit_toml(|t| {
         t.replace(
             "[hosts.web1]\n",
@@ -219,10 +250,17 @@ fn a_path_pin_ships_its_tracked_files_once() {
             .current_dir(&pin)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     std::fs::create_dir_all(&pin).unwrap();
-    sh(&format!("cp -R {}/. .", fleet_testbed::nixpkgs_standin().display()));
+    sh(&format!(
+        "cp -R {}/. .",
+        fleet_testbed::nixpkgs_standin().display()
+    ));
     sh("git init -q . && git add -A && git -c user.name=t -c user.email=t@t commit -qm pin");
     sh("head -c 30000000 /dev/urandom > .git/big-pack && echo junk > untracked.txt");
     sh("ln -s /nix/store/00000000000000000000000000000000-huge result");
@@ -239,12 +277,22 @@ fn a_path_pin_ships_its_tracked_files_once() {
     });
     let plan = f.fleet(&["plan", "--json"]);
     plan.expect_code(0);
-    let bytes = host(&plan.json(), "web1")["copy"]["bytes"].as_u64().unwrap();
+    let bytes = host(&plan.json(), "web1")["copy"]["bytes"]
+        .as_u64()
+        .unwrap();
     assert!(bytes < 10_000_000, "the .git is not copied: {bytes} bytes");
     f.fleet(&["apply"]).expect_code(0);
     let np = "/etc/nixos/current-configuration/nixpkgs";
-    assert_eq!(f.sh("web1", &format!("ls -A {np} | grep -c -e '^.git$' -e '^result$' -e untracked || true")), "0");
-    assert!(f.sh("web1", &format!("ls {np}/nixos")).contains("default.nix"));
+    assert_eq!(
+        f.sh(
+            "web1",
+            &format!("ls -A {np} | grep -c -e '^.git$' -e '^result$' -e untracked || true")
+        ),
+        "0"
+    );
+    assert!(f
+        .sh("web1", &format!("ls {np}/nixos"))
+        .contains("default.nix"));
     // The version label: the checkout's commit, as nixos-version reports it.
     let rev = String::from_utf8(
         std::process::Command::new("git")
@@ -255,7 +303,10 @@ fn a_path_pin_ships_its_tracked_files_once() {
     )
     .unwrap();
     let version = f.sh("web1", "cat /run/current-system/nixos-version");
-    assert!(version.ends_with(&format!(".git.{}", &rev.trim()[..7])), "{version}");
+    assert!(
+        version.ends_with(&format!(".git.{}", &rev.trim()[..7])),
+        "{version}"
+    );
 
     // Another deploy of a changed configuration copies the system, not the pin again.
     f.set_config("web1", &config("web1", &["htop", "jq"]));

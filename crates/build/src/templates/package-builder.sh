@@ -2,8 +2,9 @@
 # switchTemplate, readmeTemplate.
 set -eu
 mkdir -p "$out"
-cp -R "$config" "$out/config"
-chmod -R u+w "$out/config"
+# The store copy the host was evaluated from (a link, not a copy: `<nixos-config>` resolved
+# through it is the very path fleet evaluated, so copySystemConfiguration gives the same system).
+ln -s "$config" "$out/config"
 ln -s "config/$configName" "$out/configuration.nix"
 ln -s "$nixpkgs" "$out/nixpkgs"
 ln -s "$toplevel" "$out/system"
