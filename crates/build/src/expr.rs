@@ -100,8 +100,21 @@ pub(crate) fn batch_expression(hosts: &[ExprHost]) -> String {
             ),
             None => ("null".to_owned(), "null".to_owned()),
         };
+        let search: Vec<String> = h
+            .search
+            .iter()
+            .filter(|(name, _)| name != "nixpkgs")
+            .map(|(name, path)| {
+                format!(
+                    "({} + builtins.storePath {})",
+                    nix_string(&format!("{name}=")),
+                    nix_string(path)
+                )
+            })
+            .collect();
         e.push_str(&format!(
-            "  (host {{ nixpkgs = builtins.storePath {}; tree = builtins.storePath {}; configFile = {}; configName = {}; system = {}; cross = {}; revision = {revision}; versionSuffix = {suffix}; }})\n",
+            "  (host {{ nixPath = [ {} ]; nixpkgs = builtins.storePath {}; tree = builtins.storePath {}; configFile = {}; configName = {}; system = {}; cross = {}; revision = {revision}; versionSuffix = {suffix}; }})\n",
+            search.join(" "),
             nix_string(&h.nixpkgs),
             nix_string(&h.tree),
             nix_path(Utf8Path::new(&h.nixos_config())),
@@ -115,7 +128,7 @@ pub(crate) fn batch_expression(hosts: &[ExprHost]) -> String {
 }
 
 const HOST_FUNCTION: &str = r#"
-  host = { nixpkgs, tree, configFile, configName, system, cross, revision, versionSuffix }:
+  host = { nixPath, nixpkgs, tree, configFile, configName, system, cross, revision, versionSuffix }:
     let
       # What fleet adds to the host's configuration: for `build = "cross"` only the build
       # platform (and the host platform as a default, so the configuration's own wins); a
@@ -155,7 +168,7 @@ const HOST_FUNCTION: &str = r#"
         args = [ builderScript ];
         PATH = path;
         config = tree;
-        inherit toplevel nixpkgs configName switchTemplate readmeTemplate;
+        inherit nixPath toplevel nixpkgs configName switchTemplate readmeTemplate;
       };
     in if alone && !(builtins.tryEval <nixos-config>).success then {
       inherit alone;
@@ -199,7 +212,10 @@ mod tests {
             config_rel: "hosts/pi 1/configuration.nix".into(),
             cross,
             label: None,
-            search: Vec::new(),
+            search: vec![
+                ("nixpkgs".into(), "/nix/store/aaa-source".into()),
+                ("nixos-hardware".into(), "/nix/store/ccc-source".into()),
+            ],
         };
         let e = batch_expression(&[h("x86_64-linux", false), h("aarch64-linux", true)]);
         assert_eq!(e.matches("(host {").count(), 2);
@@ -211,5 +227,11 @@ mod tests {
         );
         assert!(e.contains("nixpkgs = builtins.storePath \"/nix/store/aaa-source\""));
         assert!(e.contains("cross = true; revision = null; versionSuffix = null;"));
+        assert!(
+            e.contains(
+                r#"nixPath = [ ("nixos-hardware=" + builtins.storePath "/nix/store/ccc-source") ];"#
+            ),
+            "{e}"
+        );
     }
 }

@@ -109,7 +109,7 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
         "web1",
         &format!(
             "cd {pkg} && NIX_PATH= nix-instantiate --option nix-path '' --eval --read-write-mode \
-             -I nixpkgs=$(readlink -f nixpkgs) -I nixos-config=$(readlink -f configuration.nix) \
+             -I nixpkgs=$(readlink -f nix-path/nixpkgs) -I nixos-config=$(readlink -f configuration.nix) \
              -E 'let n = import <nixpkgs/nixos> {{ configuration = <nixos-config>; system = \"x86_64-linux\"; }}; \
              in n.config.system.build.toplevel.outPath' 2>/dev/null"
         ),
@@ -236,6 +236,18 @@ fn platform_search_path_and_architecture_errors_stop_only_their_host() {
     assert_eq!(run.outcomes()["web1"], "applied");
     assert!(f.store_paths("pi1").is_empty(), "nothing copied to pi1");
     assert_eq!(f.sh("web1", "cat /run/current-system/etc/hw"), "vendored");
+    // The package carries the search path for plain nixos-rebuild.
+    let hw = f
+        .link(
+            "web1",
+            "/etc/nixos/current-configuration/nix-path/nixos-hardware",
+        )
+        .expect("nix-path/nixos-hardware in the package");
+    assert_eq!(
+        f.sh("web1", &format!("cat {hw}/common.nix"))
+            .contains("vendored"),
+        true
+    );
 }
 
 #[test]

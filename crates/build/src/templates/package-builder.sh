@@ -1,4 +1,4 @@
-# Builder of a fleet deployment package. Inputs: config (folder), configName, nixpkgs, toplevel,
+# Builder of a fleet deployment package. Inputs: config (folder), configName, nixPath, nixpkgs, toplevel,
 # switchTemplate, readmeTemplate.
 set -eu
 mkdir -p "$out"
@@ -7,6 +7,12 @@ mkdir -p "$out"
 ln -s "$config" "$out/config"
 ln -s "config/$configName" "$out/configuration.nix"
 ln -s "$nixpkgs" "$out/nixpkgs"
+# The search path of the evaluation: nixpkgs and fleet.toml's nix-path entries (NAME=PATH).
+mkdir "$out/nix-path"
+ln -s "$nixpkgs" "$out/nix-path/nixpkgs"
+for entry in $nixPath; do
+  ln -s "${entry#*=}" "$out/nix-path/${entry%%=*}"
+done
 ln -s "$toplevel" "$out/system"
 sed -e "s|@toplevel@|$toplevel|g" "$switchTemplate" > "$out/switch"
 chmod 555 "$out/switch"
