@@ -241,6 +241,9 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     package: w.package,
                     closure,
                     boot,
+                    nixpkgs: std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
+                        .ok()
+                        .map(|p| p.to_string_lossy().into_owned()),
                 }
             });
             (name, d)

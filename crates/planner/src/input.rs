@@ -40,6 +40,9 @@ pub struct DesiredHost {
     pub closure: Vec<ClosurePath>,
     /// Boot-relevant paths of the desired toplevel.
     pub boot: BootSpec,
+    /// Store path of the pinned nixpkgs the package links (part of `closure`), when known.
+    #[serde(default)]
+    pub nixpkgs: Option<String>,
 }
 
 /// What the host told us about itself.

@@ -99,6 +99,9 @@ pub struct HostPlan {
     pub diff: Diff,
     /// Why the host could not be planned (only for `error`).
     pub error: Option<String>,
+    /// NAR size of the pinned nixpkgs when it is part of `copy` (the first deploy from a pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_bytes: Option<u64>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -232,6 +235,7 @@ fn error_plan(input: &HostInput, error: String) -> HostPlan {
         reboot_parts: Vec::new(),
         diff: Diff::default(),
         error: Some(error),
+        pin_bytes: None,
     }
 }
 
@@ -245,6 +249,10 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
         paths: missing.iter().map(|p| p.path.clone()).collect(),
         bytes: missing.iter().map(|p| p.nar_size).sum(),
     };
+    let pin_bytes = missing
+        .iter()
+        .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))
+        .map(|p| p.nar_size);
     let runs_target = facts.current.as_deref() == Some(desired.toplevel.as_str());
     let action = match &facts.current {
         None => Action::Install,
@@ -290,6 +298,7 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
         reboot_parts: parts,
         diff,
         error: None,
+        pin_bytes,
     }
 }
 
@@ -362,6 +371,7 @@ mod tests {
             package: sp('p', "fleet-deploy-pi1"),
             closure,
             boot: boot('k', 'i', 'm'),
+            nixpkgs: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod tests {
             package: "/nix/store/p".into(),
             closure: Vec::new(),
             boot: BootSpec::default(),
+            nixpkgs: None,
         }
     }
 

@@ -73,6 +73,7 @@ fn desired(name: &str, generation: &str, kernel: &str, extra: &[(&str, u64)]) ->
         package,
         closure,
         boot: boot(kernel),
+        nixpkgs: Some(sp("pin", "source")),
     }
 }
 

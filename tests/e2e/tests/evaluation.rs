@@ -293,6 +293,9 @@ fn a_path_pin_ships_its_tracked_files_once() {
         .as_u64()
         .unwrap();
     assert!(bytes < 10_000_000, "the .git is not copied: {bytes} bytes");
+    let pin_bytes = host(&plan.json(), "web1")["pin_bytes"].as_u64().unwrap();
+    assert!(pin_bytes > 0 && pin_bytes < bytes, "{pin_bytes}");
+    assert!(f.fleet(&["plan"]).stdout.contains("(nixpkgs source "));
     f.fleet(&["apply"]).expect_code(0);
     let np = "/etc/nixos/current-configuration/nixpkgs";
     assert_eq!(
@@ -330,4 +333,5 @@ fn a_path_pin_ships_its_tracked_files_once() {
         .map(|p| p.as_str().unwrap().to_owned())
         .collect();
     assert!(!paths.iter().any(|p| p.ends_with("-source")), "{paths:?}");
+    assert!(host(&plan.json(), "web1")["pin_bytes"].is_null());
 }
