@@ -234,6 +234,9 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     })
                     .collect();
                 let boot = w.boot.unwrap_or_else(|| boot_links(&w.toplevel));
+                let nixpkgs = std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
@@ -241,9 +244,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     package: w.package,
                     closure,
                     boot,
-                    nixpkgs: std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
-                        .ok()
-                        .map(|p| p.to_string_lossy().into_owned()),
+                    nixpkgs,
                 }
             });
             (name, d)
