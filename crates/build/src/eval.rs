@@ -38,7 +38,9 @@ pub(crate) async fn evaluate(
     let per_eval = opts.max_hosts_per_eval.max(1);
     let permits = Arc::new(Semaphore::new(opts.max_parallel_evals.max(1)));
     let count = hosts.len();
-    let mut groups: Vec<(Vec<(String, String)>, Vec<(usize, (String, ExprHost))>)> = Vec::new();
+    // Per search path, its hosts with their index in `hosts`.
+    type Group = (Vec<(String, String)>, Vec<(usize, (String, ExprHost))>);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, h) in hosts.into_iter().enumerate() {
         match groups.iter_mut().find(|(k, _)| *k == h.1.search) {
             Some((_, g)) => g.push((i, h)),
