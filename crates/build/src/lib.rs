@@ -1,10 +1,11 @@
 //! fleet-build: evaluate and build NixOS hosts on this machine, the way `nixos-rebuild` does,
 //! from an expression fleet generates.
 //!
-//! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` (many hosts per Nix
-//! process), plus a **deployment package** derivation (configuration folder, `nixpkgs` and
-//! `system` links, a `switch` script, a README) that depends only on configuration, pin and
-//! system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
+//! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` with the search path
+//! `nixpkgs` (its pin), `nixos-config` (its configuration) and fleet.toml's `nix-path` only, the
+//! deployer's `NIX_PATH` never (many hosts per Nix process when they share a search path), plus a
+//! **deployment package** derivation (the host's own files, `nixpkgs`, `nix-path/` and `system`
+//! links, a `switch` script, a README) that depends only on those files, pin and system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
 //! host's package gets a GC root at `<fleet_dir>/.fleet/gcroots/<host>`. A failed host is a
 //! value: one host's evaluation or build error never hides the others.
 //!
@@ -14,6 +15,9 @@
 //! - [`spec`]: inputs ([`HostBuildSpec`], [`PinSpec`], [`BuildOptions`]) and outputs
 //!   ([`BuiltHost`], [`BootSpec`]), progress [`BuildEvent`]s.
 //! - [`capability`]: can this machine build a system (native, `extra-platforms`, `builders`)?
+//! - [`files`]: which files a configuration reads (pure apart from reading files).
+//! - `prepare`, `sources`: absolute paths, search path checks, and every pin, `nix-path` entry
+//!   and host's files put in the store before evaluation (the evaluation sees only those).
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `realise`: the one build, per-host failures, GC roots.
