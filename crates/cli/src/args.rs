@@ -87,6 +87,14 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `fleet apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<Utf8PathBuf>,
+
+    /// Plan for this goal (what `fleet apply GOAL` would do; a saved plan is applied with it).
+    #[arg(long, value_enum, default_value_t = Goal::Switch)]
+    pub goal: Goal,
+
+    /// Plan to activate the specialisation NAME (or `base`); see `fleet apply --specialisation`.
+    #[arg(long, value_name = "NAME")]
+    pub specialisation: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +117,22 @@ pub struct ApplyArgs {
     /// memory on the host) even to hosts that have zstd.
     #[arg(long)]
     pub no_compress: bool,
+
+    /// Roll a host back when switch-to-configuration reports failed units (its exit 4). By
+    /// default the new system is kept and the units are reported, as nixos-rebuild does.
+    #[arg(long)]
+    pub rollback_on_failed_units: bool,
+
+    /// Reinstall the bootloader (`NIXOS_INSTALL_BOOTLOADER=1`), as `nixos-rebuild
+    /// --install-bootloader`.
+    #[arg(long)]
+    pub install_bootloader: bool,
+
+    /// Activate the specialisation NAME of the new system (`TOPLEVEL/specialisation/NAME`), as
+    /// `nixos-rebuild --specialisation`. A host that runs a specialisation keeps it when the new
+    /// system has one of the same name; `--specialisation base` switches it to the base system.
+    #[arg(long, value_name = "NAME")]
+    pub specialisation: Option<String>,
 }
 
 /// What `fleet apply` does with the new system.

@@ -8,7 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan};
+use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
@@ -129,11 +129,6 @@ pub async fn build(
                 system: host.system.to_string(),
                 toplevel: b.toplevel,
                 package: b.package,
-                boot: Some(BootSpec {
-                    kernel: b.boot.kernel,
-                    initrd: b.boot.initrd,
-                    modules: b.boot.modules,
-                }),
             });
             (name, r)
         })
@@ -155,7 +150,6 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
                         system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
                         toplevel: t.clone(),
                         package: p.clone(),
-                        boot: None,
                     }),
                     _ => Err(h
                         .error
@@ -173,8 +167,6 @@ struct Wanted {
     system: String,
     toplevel: String,
     package: String,
-    /// `None`: read from the toplevel's links.
-    boot: Option<BootSpec>,
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
@@ -233,17 +225,17 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                         nar_size: infos[i].nar_size,
                     })
                     .collect();
-                let boot = w.boot.unwrap_or_else(|| boot_links(&w.toplevel));
                 let nixpkgs = std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
                     .ok()
                     .map(|p| p.to_string_lossy().into_owned());
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
+                    boot: boot_spec(Utf8Path::new(&w.toplevel)),
+                    specialisations: specialisations(Utf8Path::new(&w.toplevel)),
                     toplevel: w.toplevel,
                     package: w.package,
                     closure,
-                    boot,
                     nixpkgs,
                 }
             });
@@ -270,14 +262,49 @@ fn closure_of(
     seen.into_iter().collect()
 }
 
-/// The boot parts of a built toplevel, for the planner.
-fn boot_links(toplevel: &str) -> BootSpec {
-    let b = fleet_build::boot_spec(toplevel);
+/// What a built toplevel boots, read from the local store: the targets of its `kernel`,
+/// `initrd`, `kernel-modules`, `dtbs` and `firmware` links and its `kernel-params` and
+/// `init-interface-version` files (the same parts the facts script reads on a host).
+fn boot_spec(toplevel: &Utf8Path) -> BootSpec {
+    let link = |name: &str| {
+        std::fs::read_link(toplevel.join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    let file = |name: &str| {
+        std::fs::read_to_string(toplevel.join(name))
+            .ok()
+            .map(|s| s.lines().collect::<String>())
+    };
     BootSpec {
-        kernel: b.kernel,
-        initrd: b.initrd,
-        modules: b.modules,
+        kernel: link("kernel"),
+        initrd: link("initrd"),
+        modules: link("kernel-modules"),
+        kernel_params: file("kernel-params"),
+        dtbs: link("dtbs"),
+        firmware: link("firmware"),
+        init_interface: file("init-interface-version"),
     }
+}
+
+/// The specialisations of a built toplevel (`specialisation/NAME` links), by name.
+fn specialisations(toplevel: &Utf8Path) -> Vec<Specialisation> {
+    let Ok(entries) = std::fs::read_dir(toplevel.join("specialisation")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Specialisation> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let target = std::fs::canonicalize(e.path()).ok()?;
+            Some(Specialisation {
+                name,
+                toplevel: target.to_string_lossy().into_owned(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 #[cfg(test)]

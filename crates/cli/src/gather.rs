@@ -9,7 +9,7 @@ use fleet_executor::facts::{read_facts, RemoteFacts};
 use fleet_executor::store::StoreSession;
 use fleet_executor::{error_chain, CancellationToken, Connection, Privilege, SshTarget};
 use fleet_inventory::Host;
-use fleet_planner::{BootSpec, RemoteState};
+use fleet_planner::RemoteState;
 use fleet_store::StorePath;
 use futures::StreamExt;
 
@@ -39,12 +39,12 @@ impl Reached {
             current: f.current.clone(),
             booted: f.booted.clone(),
             generation: f.generation,
+            profile: f.profile.clone(),
+            boot_default: f.boot_default.clone(),
+            specialisation: f.specialisation.clone(),
             current_closure: self.current_closure.clone(),
-            current_boot: BootSpec {
-                kernel: f.current_boot.kernel.clone(),
-                initrd: f.current_boot.initrd.clone(),
-                modules: f.current_boot.modules.clone(),
-            },
+            current_boot: f.current_boot.clone(),
+            booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
             system: f.system.clone(),
         }

@@ -4,13 +4,31 @@
 use camino::Utf8Path;
 use fleet_executor::CancellationToken;
 use fleet_inventory::{Host, Inventory};
-use fleet_planner::{HostInput, Plan};
+use fleet_planner::{HostInput, Plan, PlanOptions};
 
 use crate::args::GlobalArgs;
 use crate::desired::{self, Desired};
 use crate::error::CliError;
 use crate::gather::{self, Gathered, Want};
 use crate::remote::Remote;
+
+/// The planner's options for a goal and a `--specialisation` argument.
+pub fn options(goal: crate::args::Goal, specialisation: Option<&str>) -> PlanOptions {
+    use fleet_planner::{Goal, SpecialisationChoice};
+    PlanOptions {
+        goal: match goal {
+            crate::args::Goal::Switch => Goal::Switch,
+            crate::args::Goal::Boot => Goal::Boot,
+            crate::args::Goal::Test => Goal::Test,
+            crate::args::Goal::DryActivate => Goal::DryActivate,
+        },
+        specialisation: match specialisation {
+            None => SpecialisationChoice::Keep,
+            Some("base") => SpecialisationChoice::Base,
+            Some(name) => SpecialisationChoice::Named(name.to_owned()),
+        },
+    }
+}
 
 /// Where the desired systems come from.
 pub enum Source<'a> {
@@ -37,6 +55,7 @@ pub async fn make(
     fleet_dir: &Utf8Path,
     remote: &Remote,
     source: Source<'_>,
+    options: &PlanOptions,
     keep_store: bool,
     cancel: &CancellationToken,
 ) -> Result<Planned, CliError> {
@@ -81,7 +100,7 @@ pub async fn make(
                 .map_err(Clone::clone),
         })
         .collect();
-    let plan = fleet_planner::plan(&inputs);
+    let plan = fleet_planner::plan(&inputs, options);
     Ok(Planned {
         plan,
         desired,

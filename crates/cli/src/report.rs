@@ -268,6 +268,9 @@ pub fn outcome_kind(o: &HostOutcome) -> &'static str {
     match o {
         HostOutcome::Unchanged => "unchanged",
         HostOutcome::Applied => "applied",
+        HostOutcome::UnitsFailed { .. } => "units-failed",
+        HostOutcome::RebootRequired { .. } => "reboot-required",
+        HostOutcome::DryRun { .. } => "dry-run",
         HostOutcome::RolledBack { .. } => "rolled-back",
         HostOutcome::Failed { .. } => "failed",
         HostOutcome::Skipped { .. } => "skipped",
@@ -280,6 +283,7 @@ fn outcome_text(o: &HostOutcome) -> String {
         HostOutcome::RolledBack { reason } => format!("rolled-back: {}", first_line(reason)),
         HostOutcome::Failed { error } => format!("failed: {}", first_line(error)),
         HostOutcome::Skipped { reason } => format!("skipped: {}", first_line(reason)),
+        HostOutcome::UnitsFailed { units } => format!("units-failed: {}", units.join(", ")),
         other => outcome_kind(other).to_owned(),
     }
 }
@@ -350,6 +354,13 @@ pub fn outcome_row(o: &HostOutcome) -> (String, Option<String>, bool) {
         HostOutcome::RolledBack { reason } => Some(reason.clone()),
         HostOutcome::Failed { error } => Some(error.clone()),
         HostOutcome::Skipped { reason } => Some(reason.clone()),
+        HostOutcome::UnitsFailed { units } => Some(format!(
+            "the new system is active, but these units failed: {} (kept, as nixos-rebuild \
+             does; --rollback-on-failed-units rolls back instead)",
+            units.join(", ")
+        )),
+        HostOutcome::RebootRequired { reason } => Some(reason.clone()),
+        HostOutcome::DryRun { output } => Some(output.trim_end().to_owned()),
         _ => None,
     };
     (outcome_kind(o).to_owned(), detail, o.is_success())

@@ -16,7 +16,9 @@ use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
-use crate::deploy::{self, Activated, Activation, Confirmation, CopyTarget, DeployError};
+use crate::deploy::{
+    self, Activated, Activation, Confirmation, CopyTarget, DeployError, DeployState,
+};
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
@@ -76,6 +78,10 @@ struct Pending {
     conn: Arc<Connection>,
     privilege: Privilege,
     activation: Activation,
+    /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
+    /// whatever happened (the activation helper drops them too, but a failed or skipped copy
+    /// never reaches it, and its garbage must stay collectable).
+    pending_roots: bool,
 }
 
 /// How a host's copy ended, as its activation task learns it.
@@ -111,7 +117,14 @@ pub async fn apply_all(
     //    protect the paths the host already had until the profile is switched).
     let mut serve: Vec<(usize, StoreSession, BTreeSet<StorePath>)> = Vec::new();
     let mut serve_session_txs: Vec<oneshot::Sender<StoreSession>> = Vec::new();
-    let mut import: Vec<(usize, Arc<Connection>, Privilege, BTreeSet<StorePath>)> = Vec::new();
+    #[allow(clippy::type_complexity)]
+    let mut import: Vec<(
+        usize,
+        Arc<Connection>,
+        Privilege,
+        BTreeSet<StorePath>,
+        String,
+    )> = Vec::new();
     let mut copied_txs: Vec<Option<oneshot::Sender<Copied>>> = Vec::new();
     let mut pending = Vec::new();
     for (i, h) in hosts.into_iter().enumerate() {
@@ -133,7 +146,13 @@ pub async fn apply_all(
         if copying {
             let _ = events[i].phase(Phase::Copying).await;
             if zstd && opts.compress.is_some() {
-                import.push((i, conn.clone(), privilege.clone(), missing));
+                import.push((
+                    i,
+                    conn.clone(),
+                    privilege.clone(),
+                    missing,
+                    activation.record.id.clone(),
+                ));
             } else if let Some(s) = session.take() {
                 serve.push((i, s, missing));
             } else {
@@ -161,6 +180,7 @@ pub async fn apply_all(
                 conn,
                 privilege,
                 activation,
+                pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
             session_rx,
@@ -216,6 +236,10 @@ pub async fn apply_all(
             if let Ok(s) = session_rx.await {
                 let _ = s.close().await;
             }
+            if p.pending_roots {
+                let _ = deploy::drop_pending_roots(&p.conn, &p.privilege, &p.activation.record.id)
+                    .await;
+            }
             p.conn.close().await;
             outcome
         }));
@@ -258,11 +282,12 @@ pub async fn apply_all(
                 .collect();
             let import_targets: Vec<deploy::ImportTarget> = import
                 .iter()
-                .map(|(i, conn, privilege, missing)| deploy::ImportTarget {
+                .map(|(i, conn, privilege, missing, id)| deploy::ImportTarget {
                     conn,
                     privilege,
                     missing: missing.clone(),
                     events: events[*i].clone(),
+                    pending_roots: Some(id.clone()),
                 })
                 .collect();
             let on_serve = |k: usize, done: deploy::CopyDone| tell(serve_idx[k], Ok(done));
@@ -349,7 +374,13 @@ async fn activate_one(
         conn,
         privilege,
         activation,
+        ..
     } = p;
+    if !activation.activate && activation.goal == deploy::Goal::DryActivate {
+        return HostOutcome::DryRun {
+            output: "the host runs this system: only the deployment package would be linked".into(),
+        };
+    }
     if !activation.activate {
         let _ = ev.phase(Phase::Linking).await;
         return match deploy::link_package(conn, privilege, activation).await {
@@ -359,6 +390,18 @@ async fn activate_one(
     }
     let _ = ev.phase(Phase::Activating).await;
     let result = deploy::activate(conn, privilege, activation).await;
+    if let Ok(
+        Activated::Done { log, .. }
+        | Activated::RolledBack { log }
+        | Activated::RebootRequired { log }
+        | Activated::DryRun { log },
+    ) = &result
+    {
+        // What switch-to-configuration said (units started, restarted, failed), per host.
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = ev.log(LogStream::Stderr, line).await;
+        }
+    }
     let id = activation.record.id.clone();
     let activated = match result {
         Ok(a) => a,
@@ -385,50 +428,85 @@ async fn activate_one(
         }
         Err(e) => return HostOutcome::failed(&e),
     };
-    match activated {
-        Activated::RolledBack { log } => HostOutcome::RolledBack {
+    let (failed_units, done) = match activated {
+        Activated::RolledBack { log } => {
+            return HostOutcome::RolledBack {
+                reason: format!(
+                    "switch-to-configuration {} failed: {}",
+                    activation.goal.as_str(),
+                    failure_lines(&log)
+                ),
+            }
+        }
+        Activated::RebootRequired { log } => {
+            return HostOutcome::RebootRequired {
+                reason: reboot_reason(activation.goal, &log),
+            }
+        }
+        Activated::DryRun { log } => return HostOutcome::DryRun { output: log },
+        Activated::Done {
+            pending_confirmation,
+            failed_units,
+            ..
+        } => (failed_units, !pending_confirmation),
+    };
+    let active = || {
+        if failed_units.is_empty() {
+            HostOutcome::Applied
+        } else {
+            HostOutcome::UnitsFailed {
+                units: failed_units.clone(),
+            }
+        }
+    };
+    if done {
+        return active();
+    }
+    let _ = ev.phase(Phase::Confirming).await;
+    let timeout = activation.confirm_timeout.unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    match deploy::confirm(connector, target, privilege, &id, deadline).await {
+        Confirmation::Confirmed => active(),
+        Confirmation::TooLate => HostOutcome::RolledBack {
             reason: format!(
-                "switch-to-configuration {} failed: {}",
-                activation.goal.as_str(),
-                failure_lines(&log)
+                "not confirmed within {}s; the host reverted",
+                timeout.as_secs()
             ),
         },
-        Activated::Done {
-            pending_confirmation: false,
-            ..
-        } => HostOutcome::Applied,
-        Activated::Done {
-            pending_confirmation: true,
-            ..
-        } => {
-            let _ = ev.phase(Phase::Confirming).await;
-            let timeout = activation.confirm_timeout.unwrap_or_default();
-            let deadline = Instant::now() + timeout;
-            match deploy::confirm(connector, target, privilege, &id, deadline).await {
-                Confirmation::Confirmed => HostOutcome::Applied,
-                Confirmation::TooLate => HostOutcome::RolledBack {
+        Confirmation::Unreachable { last_error } => {
+            let _ = ev.phase(Phase::RollingBack).await;
+            match reconnect_result(connector, target, privilege, &id, opts, activation).await {
+                Some(HostOutcome::RolledBack { .. }) | None => HostOutcome::RolledBack {
                     reason: format!(
-                        "not confirmed within {}s; the host reverted",
+                        "could not reach the host again within {}s after activation ({last_error}); \
+                         it reverted to its previous system by itself",
                         timeout.as_secs()
                     ),
                 },
-                Confirmation::Unreachable { last_error } => {
-                    let _ = ev.phase(Phase::RollingBack).await;
-                    match reconnect_result(connector, target, privilege, &id, opts, activation)
-                        .await
-                    {
-                        Some(HostOutcome::RolledBack { .. }) | None => HostOutcome::RolledBack {
-                            reason: format!(
-                                "could not reach the host again within {}s after activation ({last_error}); \
-                                 it reverted to its previous system by itself",
-                                timeout.as_secs()
-                            ),
-                        },
-                        Some(other) => other,
-                    }
-                }
+                Some(HostOutcome::Applied) => active(),
+                Some(other) => other,
             }
         }
+    }
+}
+
+/// Why a host needs a reboot before its new system runs.
+fn reboot_reason(goal: deploy::Goal, log: &str) -> String {
+    let what = match goal {
+        deploy::Goal::Test => {
+            "the new system has a new init interface and cannot be tested without a reboot; \
+             nothing was changed (apply boot, then reboot)"
+        }
+        _ => {
+            "the new system has a new init interface: it is the boot default and takes effect \
+             at the next reboot"
+        }
+    };
+    let said = failure_lines(log);
+    if said.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} ({said})")
     }
 }
 
@@ -449,9 +527,9 @@ async fn reconnect_result(
         {
             let r = deploy::result_of(&conn, privilege, id).await;
             conn.close().await;
-            match r.as_deref() {
-                Ok("confirmed") => return Some(HostOutcome::Applied),
-                Ok("applied") => {
+            match r {
+                Ok(DeployState::Confirmed) => return Some(HostOutcome::Applied),
+                Ok(DeployState::Applied | DeployState::UnitsFailed) => {
                     // Activated, awaiting confirmation: confirm now, over this new connection.
                     let c = deploy::confirm(connector, target, privilege, id, deadline).await;
                     return Some(match c {
@@ -461,12 +539,17 @@ async fn reconnect_result(
                         },
                     });
                 }
-                Ok("rolled-back") => {
+                Ok(DeployState::RebootRequired) => {
+                    return Some(HostOutcome::RebootRequired {
+                        reason: reboot_reason(activation.goal, ""),
+                    })
+                }
+                Ok(DeployState::RolledBack) => {
                     return Some(HostOutcome::RolledBack {
                         reason: "the host reverted to its previous system".into(),
                     })
                 }
-                Ok("rollback-failed") => {
+                Ok(DeployState::RollbackFailed) => {
                     return Some(HostOutcome::Failed {
                         error: "activation failed and so did the rollback".into(),
                     })

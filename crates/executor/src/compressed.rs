@@ -26,7 +26,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::deploy::{CopyDone, DeployError, ImportTarget, OnCopied, IMPORT_COMMAND};
+use crate::deploy::{import_command, CopyDone, DeployError, ImportTarget, OnCopied};
 
 /// Paths lacked by exactly `members` (indices of targets), in dependency order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +156,14 @@ pub(crate) async fn copy_compressed_each(
     let mut senders: Vec<Option<mpsc::Sender<Piece>>> = (0..n).map(|_| None).collect();
     let mut consumers = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        match t.conn.spawn(IMPORT_COMMAND, t.privilege).await {
+        match t
+            .conn
+            .spawn(
+                &import_command(t.pending_roots.as_deref(), &t.missing),
+                t.privilege,
+            )
+            .await
+        {
             Err(e) => results[i] = Some(Err(e.into())),
             Ok(proc) => {
                 // 64 pieces of up to 256 KiB: up to 16 MiB of the stream ahead per host.

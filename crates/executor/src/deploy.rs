@@ -1,77 +1,26 @@
 //! The steps of an apply on one host, after planning: copy the missing paths (fan-out over the
-//! hosts' store sessions), activate (profile + `switch-to-configuration`, rolled back on
-//! failure), confirm over a new connection (else the host reverts by itself), and roll back to
-//! the previous generation on request.
-//!
-//! The remote side is one POSIX script, `remote/activate.sh`, written to `/run/fleet/` and run
-//! as root. It runs detached from the SSH session (`setsid`, or `systemd-run` where the host
-//! has systemd), so a dropped connection never leaves a host half-activated.
+//! hosts' store sessions, or the compressed import), then activation ([`crate::activation`],
+//! re-exported here).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_store::copy::{fan_out_serve, FanOutOptions};
 use fleet_store::local::LocalStore;
 use fleet_store::serve::{AddEvent, AddSummary};
 use fleet_store::{PathInfo, StorePath};
-use serde::{Deserialize, Serialize};
 
+pub use crate::activation::{
+    activate, confirm, deployment_id, failed_units, link_package, result_of, rollback, Activated,
+    Activation, Confirmation, DeployState, DeploymentRecord, Goal, OnFailedUnits, ACTIVATE_SCRIPT,
+};
 use crate::fanout::HostEvents;
 use crate::ssh::error::{ConnectError, ExecError};
 use crate::store::{StoreError, StoreSession};
 use crate::sudo::Privilege;
-use crate::{quote, Connection, Connector, SshTarget, Stdin};
-
-/// The activation script run on the target (see the module docs).
-pub const ACTIVATE_SCRIPT: &str = include_str!("remote/activate.sh");
-
-/// What `switch-to-configuration` is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Goal {
-    /// Make it the boot default and activate it now.
-    #[default]
-    Switch,
-    /// Make it the boot default only.
-    Boot,
-    /// Activate now, not the boot default.
-    Test,
-    /// Show what would change.
-    DryActivate,
-}
-
-impl Goal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Goal::Switch => "switch",
-            Goal::Boot => "boot",
-            Goal::Test => "test",
-            Goal::DryActivate => "dry-activate",
-        }
-    }
-
-    /// Goals after which the deployer must reach the host again (magic rollback).
-    pub fn needs_confirmation(self) -> bool {
-        matches!(self, Goal::Switch | Goal::Test)
-    }
-}
-
-impl std::str::FromStr for Goal {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "switch" => Ok(Goal::Switch),
-            "boot" => Ok(Goal::Boot),
-            "test" => Ok(Goal::Test),
-            "dry-activate" => Ok(Goal::DryActivate),
-            _ => Err(format!(
-                "unknown goal `{s}` (expected switch, boot, test or dry-activate)"
-            )),
-        }
-    }
-}
+use crate::Connection;
 
 /// Why a deploy step failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +45,8 @@ pub enum DeployError {
         status: Option<u32>,
         stderr: String,
     },
+    #[error("{stderr}")]
+    Locked { host: String, stderr: String },
     #[error("activation on {host} failed (not rolled back, as asked): {stderr}")]
     ActivationFailed { host: String, stderr: String },
     #[error("activation on {host} failed and so did the rollback: {stderr}")]
@@ -261,11 +212,57 @@ pub struct ImportTarget<'a> {
     pub privilege: &'a Privilege,
     pub missing: BTreeSet<StorePath>,
     pub events: HostEvents,
+    /// The deployment these paths are for: they are GC roots under
+    /// `/nix/var/nix/gcroots/fleet-pending/<id>/` from before the import until activation drops
+    /// them (once the profile or the package holds them). `None`: no roots.
+    pub pending_roots: Option<String>,
+}
+
+/// Where the compressed copy roots the paths it imports until activation.
+pub const PENDING_ROOTS: &str = "/nix/var/nix/gcroots/fleet-pending";
+
+/// Drops the roots [`import_command`] made for deployment `id` (idempotent).
+pub async fn drop_pending_roots(
+    conn: &Connection,
+    privilege: &Privilege,
+    id: &str,
+) -> Result<(), DeployError> {
+    let cmd = format!("rm -rf {}/{}", PENDING_ROOTS, crate::quote(id));
+    let out = conn.exec(&cmd, privilege, crate::Stdin::None).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(DeployError::Refused {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
+    }
 }
 
 /// The remote end of a compressed copy: decompress and import (as root, so no signatures are
-/// needed). `nix-store --import` registers each path atomically after its NAR arrived whole.
-pub const IMPORT_COMMAND: &str = "zstd -dc | nix-store --import > /dev/null";
+/// needed). `nix-store --import` registers each path atomically after its NAR arrived whole, but
+/// its temporary GC roots end with it: so the paths are rooted first (links to paths that are
+/// not valid yet protect them from the moment they are), and a concurrent `nix-collect-garbage`
+/// cannot take them before the profile does.
+pub fn import_command(pending_roots: Option<&str>, paths: &BTreeSet<StorePath>) -> String {
+    let import = "zstd -dc | nix-store --import > /dev/null";
+    let Some(id) = pending_roots else {
+        return import.to_owned();
+    };
+    let mut cmd = format!(
+        "d={}/{} && mkdir -p \"$d\" && ln -sfn -t \"$d\" --",
+        PENDING_ROOTS,
+        crate::quote(id)
+    );
+    for p in paths {
+        cmd.push(' ');
+        cmd.push_str(&crate::quote(p.as_str()));
+    }
+    cmd.push_str(" && ");
+    cmd.push_str(import);
+    cmd
+}
 
 /// Copies to hosts that have `zstd` as zstd-compressed export streams into `zstd -dc |
 /// nix-store --import`: each path is read and compressed **once**, however many hosts lack it,
@@ -294,278 +291,4 @@ pub async fn copy_compressed_each(
     on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     crate::compressed::copy_compressed_each(store, infos, targets, zstd_level, on_copied).await
-}
-
-// ---------------------------------------------------------------------------------------------
-// Activation
-
-/// What fleet records on the host at each apply (`/etc/nixos/fleet-deployment.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentRecord {
-    /// fleet.toml's git commit, if it is in a git repository.
-    pub commit: Option<String>,
-    /// Whether the work tree had uncommitted changes.
-    pub dirty: Option<bool>,
-    /// `user@machine` that ran the apply.
-    pub by: String,
-    /// RFC 3339 UTC.
-    pub at: String,
-    pub toplevel: String,
-    pub package: String,
-    pub goal: Goal,
-    pub fleet_version: String,
-    pub id: String,
-}
-
-/// One activation.
-#[derive(Debug, Clone)]
-pub struct Activation {
-    pub goal: Goal,
-    pub toplevel: String,
-    pub package: String,
-    /// How long the host waits for [`confirm`] before reverting by itself; `None` disables the
-    /// magic rollback (and `--no-rollback` also skips the automatic one).
-    pub confirm_timeout: Option<Duration>,
-    /// Roll back automatically when `switch-to-configuration` fails.
-    pub auto_rollback: bool,
-    /// Run `switch-to-configuration`. `false` when the host already runs `toplevel` and only
-    /// the deployment package is new: it is linked and recorded ([`link_package`]).
-    pub activate: bool,
-    pub record: DeploymentRecord,
-}
-
-/// How an activation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Activated {
-    /// The new system is active (awaiting confirmation when `pending_confirmation`).
-    Done {
-        pending_confirmation: bool,
-        log: String,
-    },
-    /// `switch-to-configuration` failed and the host is back on its previous system.
-    RolledBack { log: String },
-}
-
-/// A fresh, unique deployment id (time + pid + counter).
-pub fn deployment_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        t.as_secs(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The command that installs the activation script from stdin and runs `mode args...`.
-fn script_command(mode: &str, args: &[&str]) -> String {
-    let mut cmd = String::from(
-        "umask 077 && mkdir -p /run/fleet && cat > /run/fleet/activate.sh.$$ && \
-         mv -f /run/fleet/activate.sh.$$ /run/fleet/activate.sh && exec sh /run/fleet/activate.sh ",
-    );
-    cmd.push_str(&quote(mode));
-    for a in args {
-        cmd.push(' ');
-        cmd.push_str(&quote(a));
-    }
-    cmd
-}
-
-async fn run_script(
-    conn: &Connection,
-    privilege: &Privilege,
-    mode: &str,
-    args: &[&str],
-) -> Result<crate::Output, ExecError> {
-    conn.exec(
-        &script_command(mode, args),
-        privilege,
-        Stdin::Bytes(bytes::Bytes::from_static(ACTIVATE_SCRIPT.as_bytes())),
-    )
-    .await
-}
-
-/// Sets the profile and runs `switch-to-configuration` on the host, as root, detached from the
-/// SSH session. With `confirm_timeout`, a watchdog on the host reverts unless [`confirm`] reaches
-/// it in time. If the connection drops mid-way, the outcome is read back over a new connection
-/// by the caller ([`result_of`]).
-pub async fn activate(
-    conn: &Connection,
-    privilege: &Privilege,
-    a: &Activation,
-) -> Result<Activated, DeployError> {
-    let confirm_secs = match (a.goal.needs_confirmation(), a.confirm_timeout) {
-        (true, Some(t)) => t.as_secs().max(1).to_string(),
-        _ => "0".to_owned(),
-    };
-    let meta = serde_json::to_string(&a.record).expect("record serializes");
-    let out = run_script(
-        conn,
-        privilege,
-        "run-detached",
-        &[
-            a.goal.as_str(),
-            &a.toplevel,
-            &a.package,
-            &confirm_secs,
-            &a.record.id,
-            &meta,
-            if a.auto_rollback { "1" } else { "0" },
-        ],
-    )
-    .await?;
-    let log = out.stderr_lossy();
-    match out.status {
-        Some(0) => Ok(Activated::Done {
-            pending_confirmation: confirm_secs != "0",
-            log,
-        }),
-        Some(100) => Ok(Activated::RolledBack { log }),
-        Some(102) => Err(DeployError::ActivationFailed {
-            host: conn.name().to_owned(),
-            stderr: log,
-        }),
-        Some(101) => Err(DeployError::RollbackFailed {
-            host: conn.name().to_owned(),
-            stderr: log,
-        }),
-        status => Err(DeployError::Refused {
-            host: conn.name().to_owned(),
-            status,
-            stderr: log,
-        }),
-    }
-}
-
-/// Links `a.package` at `/etc/nixos/current-configuration` (with its GC roots) and records the
-/// deployment, without touching the running system: for hosts that already run `a.toplevel`.
-pub async fn link_package(
-    conn: &Connection,
-    privilege: &Privilege,
-    a: &Activation,
-) -> Result<(), DeployError> {
-    let meta = serde_json::to_string(&a.record).expect("record serializes");
-    let out = run_script(conn, privilege, "link", &[&a.package, &meta]).await?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(DeployError::Refused {
-            host: conn.name().to_owned(),
-            status: out.status,
-            stderr: out.stderr_lossy().trim().to_owned(),
-        })
-    }
-}
-
-/// Reads what became of deployment `id` on the host: `applied`, `confirmed`, `rolled-back`,
-/// `rollback-failed` or `unknown`.
-pub async fn result_of(
-    conn: &Connection,
-    privilege: &Privilege,
-    id: &str,
-) -> Result<String, ExecError> {
-    let out = run_script(conn, privilege, "result", &[id]).await?;
-    Ok(out.stdout_lossy().trim().to_owned())
-}
-
-/// How a confirmation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    Confirmed,
-    /// The host had already reverted (the watchdog fired first).
-    TooLate,
-    /// The host could not be reached again before the deadline; it reverts by itself.
-    Unreachable {
-        last_error: String,
-    },
-}
-
-/// Confirms deployment `id` over a NEW connection (proving the new system still lets fleet in),
-/// retrying until `deadline`.
-pub async fn confirm(
-    connector: &Connector,
-    target: &SshTarget,
-    privilege: &Privilege,
-    id: &str,
-    deadline: Instant,
-) -> Confirmation {
-    let mut last_error = String::from("no attempt made");
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Confirmation::Unreachable { last_error };
-        }
-        let attempt = async {
-            let conn = connector.connect(target).await?;
-            let out = run_script(&conn, privilege, "confirm", &[id]).await;
-            conn.close().await;
-            Ok::<_, DeployError>(out?)
-        };
-        match tokio::time::timeout(left, attempt).await {
-            Ok(Ok(out)) if out.status == Some(0) => return Confirmation::Confirmed,
-            Ok(Ok(out)) if out.status == Some(3) => return Confirmation::TooLate,
-            Ok(Ok(out)) => last_error = out.stderr_lossy().trim().to_owned(),
-            Ok(Err(e)) => last_error = e.to_string(),
-            Err(_) => return Confirmation::Unreachable { last_error },
-        }
-        tokio::time::sleep(Duration::from_millis(500).min(left)).await;
-    }
-}
-
-/// Switches the host to its previous system profile generation (`fleet rollback`).
-pub async fn rollback(conn: &Connection, privilege: &Privilege) -> Result<String, DeployError> {
-    let out = run_script(conn, privilege, "rollback", &[]).await?;
-    if out.success() {
-        Ok(out.stderr_lossy())
-    } else {
-        Err(DeployError::Rollback {
-            host: conn.name().to_owned(),
-            status: out.status,
-            stderr: out.stderr_lossy().trim().to_owned(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn goals_parse_and_print() {
-        for g in ["switch", "boot", "test", "dry-activate"] {
-            assert_eq!(g.parse::<Goal>().unwrap().as_str(), g);
-        }
-        assert!("reboot".parse::<Goal>().is_err());
-        assert!(Goal::Switch.needs_confirmation() && !Goal::Boot.needs_confirmation());
-    }
-
-    #[test]
-    fn script_command_quotes_every_argument() {
-        let c = script_command("apply", &["switch", "/nix/store/x y", "it's"]);
-        assert!(
-            c.ends_with("apply switch '/nix/store/x y' 'it'\\''s'"),
-            "{c}"
-        );
-    }
-
-    #[test]
-    fn ids_are_unique() {
-        assert_ne!(deployment_id(), deployment_id());
-    }
-
-    #[test]
-    fn the_script_is_valid_sh() {
-        let dir = std::env::temp_dir().join(format!("fleet-activate-{}", std::process::id()));
-        std::fs::write(&dir, ACTIVATE_SCRIPT).unwrap();
-        let st = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        let _ = std::fs::remove_file(&dir);
-        assert!(st.success());
-    }
 }

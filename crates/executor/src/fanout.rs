@@ -48,6 +48,20 @@ pub enum HostOutcome {
     Unchanged,
     /// Switched to the new system.
     Applied,
+    /// The new system is active, but switch-to-configuration reported failed units (its exit 4);
+    /// kept, as nixos-rebuild does.
+    UnitsFailed {
+        units: Vec<String>,
+    },
+    /// The new system is the boot default but takes effect only after a reboot (a new init
+    /// interface: switch-to-configuration's exit 100); nothing was activated.
+    RebootRequired {
+        reason: String,
+    },
+    /// `dry-activate`: what switch-to-configuration would do; nothing changed.
+    DryRun {
+        output: String,
+    },
     /// Activation failed or was not confirmed; the previous generation is back.
     RolledBack {
         reason: String,
@@ -64,11 +78,14 @@ pub enum HostOutcome {
 }
 
 impl HostOutcome {
-    /// `Unchanged`, `Applied` and `Ok` count as success.
+    /// `Unchanged`, `Applied`, `DryRun` and `Ok` count as success.
     pub fn is_success(&self) -> bool {
         matches!(
             self,
-            HostOutcome::Unchanged | HostOutcome::Applied | HostOutcome::Ok
+            HostOutcome::Unchanged
+                | HostOutcome::Applied
+                | HostOutcome::Ok
+                | HostOutcome::DryRun { .. }
         )
     }
 

@@ -10,10 +10,12 @@
 //! - [`facts`]: [`facts::read_facts`], what a host runs (one unprivileged command).
 //! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
 //! - [`apply`]: [`apply::apply_all`], the apply across planned hosts (copy once, activate, confirm).
-//! - [`deploy`]: copy (fan-out), activation with rollback, confirmation, `fleet rollback`.
+//! - [`deploy`]: the copy (fan-out over store sessions, or compressed).
+//! - [`activation`]: the goal, the helper run as root, its exit codes, confirmation, rollback.
 //! - `compressed`: the compressed copy (segments read and compressed once, broadcast).
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
+pub mod activation;
 pub mod apply;
 mod compressed;
 pub mod deploy;

@@ -123,6 +123,9 @@ async fn copy_activate_confirm_and_roll_back() {
     );
     let id1 = deploy::deployment_id();
     let a = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         goal: Goal::Switch,
         toplevel: top1.clone(),
         package: pkg1.clone(),
@@ -152,14 +155,16 @@ async fn copy_activate_confirm_and_roll_back() {
         sh(
             &tb,
             "h1",
-            "readlink -f /nix/var/nix/gcroots/fleet-current-configuration"
+            "readlink -f /nix/var/nix/profiles/fleet/deployment"
         )
         .await,
         pkg1
     );
-    assert!(sh(&tb, "h1", "cat /etc/nixos/fleet-deployment.json")
-        .await
-        .contains(&id1));
+    let record_file = format!(
+        "cat /nix/var/fleet/records/{}.json",
+        top1.trim_start_matches("/nix/store/")
+    );
+    assert!(sh(&tb, "h1", &record_file).await.contains(&id1));
 
     // Second system whose activation fails: the host goes back to the first.
     let (top2, pkg2) = build(
@@ -171,7 +176,11 @@ async fn copy_activate_confirm_and_roll_back() {
     .await;
     copy(&conn, &pkg2).await;
     let id2 = deploy::deployment_id();
+    // Its units fail (switch-to-configuration exits 4): kept by default, rolled back as asked.
     let a2 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Rollback,
+        specialisation: None,
         record: record(&id2, &top2, &pkg2),
         toplevel: top2.clone(),
         package: pkg2.clone(),
@@ -199,6 +208,9 @@ async fn copy_activate_confirm_and_roll_back() {
     copy(&conn, &pkg3).await;
     let id3 = deploy::deployment_id();
     let a3 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         record: record(&id3, &top3, &pkg3),
         toplevel: top3.clone(),
         package: pkg3.clone(),
@@ -217,7 +229,7 @@ async fn copy_activate_confirm_and_roll_back() {
         deploy::result_of(&conn, &Privilege::None, &id3)
             .await
             .unwrap(),
-        "rolled-back"
+        deploy::DeployState::RolledBack
     );
     assert_eq!(sh(&tb, "h1", "readlink -f /run/current-system").await, top1);
     assert_eq!(
@@ -238,6 +250,9 @@ async fn copy_activate_confirm_and_roll_back() {
     // roll back to top1.
     let id4 = deploy::deployment_id();
     let a4 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         record: record(&id4, &top3, &pkg3),
         confirm_timeout: None,
         ..a3.clone()
@@ -287,6 +302,9 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
     copy(&conn, &pkg1).await;
     let id1 = deploy::deployment_id();
     let a1 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Keep,
+        specialisation: None,
         goal: Goal::Switch,
         toplevel: top1.clone(),
         package: pkg1.clone(),
@@ -309,7 +327,11 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
     .await;
     copy(&conn, &pkg2).await;
     let id2 = deploy::deployment_id();
+    // Its units fail (switch-to-configuration exits 4): kept by default, rolled back as asked.
     let a2 = Activation {
+        install_bootloader: false,
+        on_failed_units: deploy::OnFailedUnits::Rollback,
+        specialisation: None,
         toplevel: top2.clone(),
         package: pkg2.clone(),
         confirm_timeout: Some(Duration::from_secs(6)),
@@ -345,7 +367,7 @@ async fn a_host_that_cannot_be_reached_after_activation_reverts_by_itself() {
         deploy::result_of(&conn2, &Privilege::None, &id2)
             .await
             .unwrap(),
-        "rolled-back"
+        deploy::DeployState::RolledBack
     );
     assert_eq!(sh(&tb, "h1", "readlink -f /run/current-system").await, top1);
     assert_eq!(
@@ -387,12 +409,14 @@ async fn compressed_copy_reads_once_and_imports_on_every_host() {
     };
     let targets = vec![
         deploy::ImportTarget {
+            pending_roots: None,
             conn: &c1,
             privilege: &Privilege::None,
             missing: all.clone(),
             events: ev("h1"),
         },
         deploy::ImportTarget {
+            pending_roots: None,
             conn: &c2,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -510,6 +534,7 @@ async fn compressed_copy_of_different_missing_sets() {
         .zip(&missing)
         .zip(["h1", "h2", "h3"])
         .map(|((conn, m), h)| deploy::ImportTarget {
+            pending_roots: None,
             conn,
             privilege: &Privilege::None,
             missing: m.clone(),
@@ -544,4 +569,90 @@ async fn compressed_copy_of_different_missing_sets() {
             .unwrap();
         assert!(!out.status.success(), "h2 got {p}");
     }
+}
+
+/// What `nix-store --import` adds is unreferenced once it exits, and a garbage collection before
+/// the profile holds it would take it: the compressed copy roots the paths under
+/// `fleet-pending/<id>` first. h1 gets the roots; h2, the control, does not (the collection
+/// takes its paths, proving the collection would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
+    let tb = Testbed::start([HostSpec::new("h1"), HostSpec::new("h2")]).unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tempfile::tempdir().unwrap().keep()).unwrap();
+    let c = connector(&tb);
+    let (_top, pkg) = build(
+        &tb,
+        &dir,
+        "h",
+        "{ pkgs, ... }: { environment.systemPackages = [ pkgs.jq ]; }",
+    )
+    .await;
+    let store = LocalStore::system();
+    let infos = closure_infos(&store, &[StorePath::new(&pkg).unwrap()])
+        .await
+        .unwrap();
+    let all: BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let c1 = c.connect(&target(&tb, "h1")).await.unwrap();
+    let c2 = c.connect(&target(&tb, "h2")).await.unwrap();
+    let ev = |h: &str| {
+        HostEvents::new(
+            h,
+            Instant::now(),
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+    };
+    let id = deploy::deployment_id();
+    let targets = vec![
+        deploy::ImportTarget {
+            pending_roots: Some(id.clone()),
+            conn: &c1,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h1"),
+        },
+        deploy::ImportTarget {
+            pending_roots: None,
+            conn: &c2,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h2"),
+        },
+    ];
+    for r in deploy::copy_compressed(&store, &infos, targets, 3).await {
+        r.expect("compressed copy");
+    }
+    let valid = |h: &'static str| {
+        let (tb, all) = (&tb, &all);
+        async move {
+            let mut n = 0;
+            for p in all {
+                if sh(
+                    tb,
+                    h,
+                    &format!("nix-store --check-validity {p} 2>/dev/null && echo y || true"),
+                )
+                .await
+                    == "y"
+                {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    for h in ["h1", "h2"] {
+        sh(&tb, h, "nix-collect-garbage -d >/dev/null 2>&1").await;
+    }
+    assert_eq!(valid("h1").await, all.len(), "rooted: nothing collected");
+    assert_eq!(valid("h2").await, 0, "the control: all of it collected");
+    deploy::drop_pending_roots(&c1, &Privilege::None, &id)
+        .await
+        .unwrap();
+    sh(&tb, "h1", "nix-collect-garbage -d >/dev/null 2>&1").await;
+    assert_eq!(
+        valid("h1").await,
+        0,
+        "the roots were the only thing holding them"
+    );
 }

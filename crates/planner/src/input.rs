@@ -14,14 +14,33 @@ pub struct ClosurePath {
     pub nar_size: u64,
 }
 
-/// The store paths a system's `kernel`, `initrd` and `kernel-modules` links point to.
+/// What a system boots: where its `kernel`, `initrd`, `kernel-modules`, `dtbs` and `firmware`
+/// links point, and the contents of its `kernel-params` and `init-interface-version` files.
+/// NixOS needs a reboot for a change of any of them to take effect.
 ///
-/// `None` means the system has no such link (a container) or it could not be read.
+/// `None` means the system has no such entry (a container; `dtbs` on x86) or it could not be
+/// read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootSpec {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub modules: Option<String>,
+    #[serde(default)]
+    pub kernel_params: Option<String>,
+    #[serde(default)]
+    pub dtbs: Option<String>,
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub init_interface: Option<String>,
+}
+
+/// A specialisation of a built system (`TOPLEVEL/specialisation/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Specialisation {
+    pub name: String,
+    /// Its own toplevel (where the link resolves).
+    pub toplevel: String,
 }
 
 /// The system fleet wants on a host, evaluated and built locally.
@@ -40,6 +59,9 @@ pub struct DesiredHost {
     pub closure: Vec<ClosurePath>,
     /// Boot-relevant paths of the desired toplevel.
     pub boot: BootSpec,
+    /// Its specialisations.
+    #[serde(default)]
+    pub specialisations: Vec<Specialisation>,
     /// Store path of the pinned nixpkgs the package links (part of `closure`), when known.
     #[serde(default)]
     pub nixpkgs: Option<String>,
@@ -54,10 +76,19 @@ pub struct RemoteState {
     pub booted: Option<String>,
     /// Number of the generation `/nix/var/nix/profiles/system` points to.
     pub generation: Option<u64>,
+    /// What the system profile points to: the system the next boot runs.
+    pub profile: Option<String>,
+    /// The system the bootloader's default entry boots, where fleet can read it (systemd-boot,
+    /// extlinux); `None` when unknown.
+    pub boot_default: Option<String>,
+    /// The specialisation of the profile's system that the host runs, if any.
+    pub specialisation: Option<String>,
     /// Store paths of the current system's closure; empty when unknown.
     pub current_closure: Vec<String>,
     /// Boot-relevant paths of the current system.
     pub current_boot: BootSpec,
+    /// Boot-relevant paths of the booted system (`/run/booted-system`).
+    pub booted_boot: BootSpec,
     /// Which paths of the desired closure the host already has.
     pub present: BTreeSet<String>,
     /// The Nix system the host runs (`aarch64-linux`), when known.

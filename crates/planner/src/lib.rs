@@ -12,6 +12,8 @@
 //!
 //! # Layout
 //! - `input`: what the planner is given ([`HostInput`], [`DesiredHost`], [`RemoteState`]).
+//! - `goal`: [`Goal`], [`PlanOptions`]: what a host needs for a goal (profile, boot entry,
+//!   running system, specialisation).
 //! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
 //! - `diff`: closure diffs from store path names ([`Diff`]).
 //! - `store_name`: Nix's `DrvName` rule, output suffixes, short store paths.
@@ -20,6 +22,7 @@
 
 mod diff;
 mod drift;
+mod goal;
 mod input;
 mod plan;
 mod platform;
@@ -28,7 +31,12 @@ mod store_name;
 
 pub use diff::{Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
-pub use input::{BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState};
-pub use plan::{plan, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT};
+pub use goal::{Goal, PlanOptions, SpecialisationChoice};
+pub use input::{
+    BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,
+};
+pub use plan::{
+    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT,
+};
 pub use render::{human_size, render, RenderOptions};
 pub use store_name::short_path;

@@ -6,11 +6,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{diff_closures, Diff};
+use crate::goal::{need, Goal, PlanOptions};
 use crate::input::{BootSpec, DesiredHost, HostInput, RemoteState};
 
 /// Version of the plan's JSON format. Bumped on any incompatible change; [`Plan::from_json`]
 /// refuses other versions.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What apply will do to a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,6 +62,12 @@ pub enum BootPart {
     Kernel,
     Initrd,
     KernelModules,
+    KernelParams,
+    /// Device trees (Raspberry Pis and other boards).
+    Dtbs,
+    Firmware,
+    /// The init interface version (a new one needs a reboot; switch-to-configuration exits 100).
+    InitInterface,
 }
 
 impl BootPart {
@@ -69,6 +76,10 @@ impl BootPart {
             BootPart::Kernel => "kernel",
             BootPart::Initrd => "initrd",
             BootPart::KernelModules => "kernel-modules",
+            BootPart::KernelParams => "kernel-params",
+            BootPart::Dtbs => "dtbs",
+            BootPart::Firmware => "firmware",
+            BootPart::InitInterface => "init-interface-version",
         }
     }
 }
@@ -78,8 +89,15 @@ impl BootPart {
 pub struct HostPlan {
     pub name: String,
     pub action: Action,
+    /// What apply does with the new system.
+    pub goal: Goal,
     /// The host's current system toplevel (`/run/current-system`), when known.
     pub current: Option<String>,
+    /// What the host's system profile points at (the next boot), when known. Differs from
+    /// `current` after `apply test`, `apply boot` or a `switch-to-configuration test` by hand.
+    pub profile: Option<String>,
+    /// The specialisation of the new system apply activates, if any.
+    pub specialisation: Option<String>,
     /// The desired system toplevel, when it was built.
     pub target: Option<String>,
     /// The desired deployment package, when it was built.
@@ -92,7 +110,8 @@ pub struct HostPlan {
     /// and only the deployment package is copied and linked.
     pub activate: bool,
     pub copy: Copy,
-    /// Whether the new system only fully takes effect after a reboot.
+    /// Whether the new system only fully takes effect after a reboot: its boot parts differ
+    /// from the booted system's.
     pub reboot: bool,
     /// Which boot parts differ (empty unless `reboot`).
     pub reboot_parts: Vec<BootPart>,
@@ -203,28 +222,42 @@ impl Plan {
     }
 }
 
-/// Boot parts that differ between the current and the desired system.
-fn reboot_parts(current: &BootSpec, desired: &BootSpec) -> Vec<BootPart> {
-    let mut parts = Vec::new();
-    if current.kernel != desired.kernel {
-        parts.push(BootPart::Kernel);
-    }
-    if current.initrd != desired.initrd {
-        parts.push(BootPart::Initrd);
-    }
-    if current.modules != desired.modules {
-        parts.push(BootPart::KernelModules);
-    }
-    parts
+/// Boot parts that differ between two systems (as NixOS decides a reboot: the booted system
+/// against the one the next boot runs).
+pub fn reboot_parts(booted: &BootSpec, next: &BootSpec) -> Vec<BootPart> {
+    [
+        (BootPart::Kernel, &booted.kernel, &next.kernel),
+        (BootPart::Initrd, &booted.initrd, &next.initrd),
+        (BootPart::KernelModules, &booted.modules, &next.modules),
+        (
+            BootPart::KernelParams,
+            &booted.kernel_params,
+            &next.kernel_params,
+        ),
+        (BootPart::Dtbs, &booted.dtbs, &next.dtbs),
+        (BootPart::Firmware, &booted.firmware, &next.firmware),
+        (
+            BootPart::InitInterface,
+            &booted.init_interface,
+            &next.init_interface,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(part, ..)| part)
+    .collect()
 }
 
-fn error_plan(input: &HostInput, error: String) -> HostPlan {
+fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
     let desired = input.desired.as_ref().ok();
     let facts = input.facts.as_ref().ok();
     HostPlan {
         name: input.name.clone(),
         action: Action::Error,
+        goal,
         current: facts.and_then(|f| f.current.clone()),
+        profile: facts.and_then(|f| f.profile.clone()),
+        specialisation: None,
         target: desired.map(|d| d.toplevel.clone()),
         package: desired.map(|d| d.package.clone()),
         system: desired.map(|d| d.system.clone()),
@@ -239,7 +272,16 @@ fn error_plan(input: &HostInput, error: String) -> HostPlan {
     }
 }
 
-fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan {
+fn host_plan(
+    input: &HostInput,
+    desired: &DesiredHost,
+    facts: &RemoteState,
+    opts: &PlanOptions,
+) -> HostPlan {
+    let need = match need(desired, facts, opts) {
+        Ok(n) => n,
+        Err(e) => return error_plan(input, opts.goal, e),
+    };
     let missing: Vec<_> = desired
         .closure
         .iter()
@@ -253,14 +295,21 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
         .iter()
         .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))
         .map(|p| p.nar_size);
-    let runs_target = facts.current.as_deref() == Some(desired.toplevel.as_str());
+    let runs_target = facts.current.as_deref() == Some(need.running.as_str());
     let action = match &facts.current {
         None => Action::Install,
-        Some(_) if runs_target && copy.paths.is_empty() => Action::Unchanged,
+        Some(_) if !need.activate && copy.paths.is_empty() => Action::Unchanged,
         Some(_) => Action::Update,
     };
+    // A reboot is needed when what boots next (the new system, for switch and boot) differs
+    // from what was booted; before the first boot record, from what runs.
+    let booted = if facts.booted.is_some() {
+        &facts.booted_boot
+    } else {
+        &facts.current_boot
+    };
     let parts = match action {
-        Action::Update if !runs_target => reboot_parts(&facts.current_boot, &desired.boot),
+        Action::Update if opts.goal != Goal::Test => reboot_parts(booted, &desired.boot),
         _ => Vec::new(),
     };
     let diff = match (&facts.current, action) {
@@ -268,6 +317,7 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
             let skip: BTreeSet<&str> = [
                 current.as_str(),
                 desired.toplevel.as_str(),
+                need.running.as_str(),
                 desired.package.as_str(),
             ]
             .into();
@@ -285,14 +335,17 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
         _ => Diff::default(),
     };
     HostPlan {
-        name: name.to_owned(),
+        name: input.name.clone(),
         action,
+        goal: opts.goal,
         current: facts.current.clone(),
+        profile: facts.profile.clone(),
+        specialisation: need.specialisation,
         target: Some(desired.toplevel.clone()),
         package: Some(desired.package.clone()),
         system: Some(desired.system.clone()),
         generation: facts.generation,
-        activate: !runs_target,
+        activate: need.activate,
         copy,
         reboot: !parts.is_empty(),
         reboot_parts: parts,
@@ -302,21 +355,26 @@ fn host_plan(name: &str, desired: &DesiredHost, facts: &RemoteState) -> HostPlan
     }
 }
 
-/// Plan every host. Hosts that cannot be planned become `error` entries; the others are planned
-/// regardless. The order of `inputs` is kept.
-pub fn plan(inputs: &[HostInput]) -> Plan {
+/// Plan every host for `opts.goal`. Hosts that cannot be planned become `error` entries; the
+/// others are planned regardless. The order of `inputs` is kept.
+pub fn plan(inputs: &[HostInput], opts: &PlanOptions) -> Plan {
+    let goal = opts.goal;
     let hosts = inputs
         .iter()
         .map(|input| match (&input.desired, &input.facts) {
             (Ok(desired), Ok(facts)) => match crate::platform::mismatch(desired, facts) {
-                Some(refused) => error_plan(input, refused),
-                None => host_plan(&input.name, desired, facts),
+                Some(refused) => error_plan(input, goal, refused),
+                None => host_plan(input, desired, facts, opts),
             },
-            (Err(eval), Ok(_)) => error_plan(input, format!("cannot evaluate or build: {eval}")),
-            (Ok(_), Err(reach)) => error_plan(input, reach.clone()),
-            (Err(eval), Err(reach)) => {
-                error_plan(input, format!("cannot evaluate or build: {eval}; {reach}"))
+            (Err(eval), Ok(_)) => {
+                error_plan(input, goal, format!("cannot evaluate or build: {eval}"))
             }
+            (Ok(_), Err(reach)) => error_plan(input, goal, reach.clone()),
+            (Err(eval), Err(reach)) => error_plan(
+                input,
+                goal,
+                format!("cannot evaluate or build: {eval}; {reach}"),
+            ),
         })
         .collect();
     Plan {
@@ -341,6 +399,7 @@ mod tests {
             kernel: Some(sp(kernel, "linux-6.6.30")),
             initrd: Some(sp(initrd, "initrd-linux-6.6.30")),
             modules: Some(sp(modules, "linux-6.6.30-modules")),
+            ..BootSpec::default()
         }
     }
 
@@ -371,6 +430,7 @@ mod tests {
             package: sp('p', "fleet-deploy-pi1"),
             closure,
             boot: boot('k', 'i', 'm'),
+            specialisations: vec![],
             nixpkgs: None,
         }
     }
@@ -387,7 +447,7 @@ mod tests {
     }
 
     fn one(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String>) -> HostPlan {
-        let mut p = plan(&[input(desired, facts)]);
+        let mut p = plan(&[input(desired, facts)], &PlanOptions::default());
         assert_eq!(p.format, FORMAT);
         p.hosts.remove(0)
     }
@@ -403,8 +463,10 @@ mod tests {
                 sp('o', "nixos-system-pi1-24.05"),
             ],
             current_boot: boot('k', 'i', 'm'),
+            booted_boot: boot('k', 'i', 'm'),
+            profile: Some(sp('o', "nixos-system-pi1-24.05")),
             present: [sp('g', "glibc-2.39-52")].into(),
-            system: None,
+            ..RemoteState::default()
         }
     }
 
@@ -454,6 +516,7 @@ mod tests {
         let d = desired();
         let facts = RemoteState {
             current: Some(d.toplevel.clone()),
+            profile: Some(d.toplevel.clone()),
             present: d.closure.iter().map(|p| p.path.clone()).collect(),
             current_boot: BootSpec::default(),
             ..running_old()
@@ -474,6 +537,7 @@ mod tests {
         let d = desired();
         let facts = RemoteState {
             current: Some(d.toplevel.clone()),
+            profile: Some(d.toplevel.clone()),
             present: d.closure[..3].iter().map(|p| p.path.clone()).collect(),
             ..running_old()
         };
@@ -542,9 +606,9 @@ mod tests {
             assert_eq!(h.reboot, !parts.is_empty());
             assert_eq!(h.reboot_parts, parts);
         }
-        // An unknown boot part of the current system counts as changed (conservative).
+        // An unknown boot part of the booted system counts as changed (conservative).
         let facts = RemoteState {
-            current_boot: BootSpec {
+            booted_boot: BootSpec {
                 initrd: None,
                 ..boot('k', 'i', 'm')
             },
@@ -563,7 +627,7 @@ mod tests {
         ];
         inputs[1].name = "b".into();
         inputs[2].name = "a".into();
-        let p = plan(&inputs);
+        let p = plan(&inputs, &PlanOptions::default());
         let names: Vec<_> = p.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["pi1", "b", "a"]);
         let c = p.counts();
@@ -578,11 +642,15 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_field_names() {
-        let p = plan(&[input(Ok(desired()), Ok(running_old()))]);
+        let p = plan(
+            &[input(Ok(desired()), Ok(running_old()))],
+            &PlanOptions::default(),
+        );
         let json = p.to_json();
         assert_eq!(Plan::from_json(&json).unwrap(), p);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["format"], 1);
+        assert_eq!(v["format"], 2);
+        assert_eq!(v["hosts"][0]["goal"], "switch");
         let h = &v["hosts"][0];
         assert_eq!(h["name"], "pi1");
         assert_eq!(h["action"], "update");
@@ -602,15 +670,15 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused_clearly() {
-        let err = Plan::from_json(r#"{"format": 2, "hosts": []}"#).unwrap_err();
+        let err = Plan::from_json(r#"{"format": 1, "hosts": []}"#).unwrap_err();
         assert!(matches!(
             err,
             PlanFileError::UnsupportedFormat {
-                found: 2,
-                supported: 1
+                found: 1,
+                supported: 2
             }
         ));
-        assert!(err.to_string().contains("plan format 2 is not supported"));
+        assert!(err.to_string().contains("plan format 1 is not supported"));
         assert!(matches!(
             Plan::from_json(r#"{"hosts": []}"#),
             Err(PlanFileError::MissingFormat)
@@ -620,7 +688,7 @@ mod tests {
             Err(PlanFileError::Json(_))
         ));
         assert!(matches!(
-            Plan::from_json(r#"{"format": 1, "hosts": [{"name": 3}]}"#),
+            Plan::from_json(r#"{"format": 2, "hosts": [{"name": 3}]}"#),
             Err(PlanFileError::Invalid(_))
         ));
     }

@@ -28,6 +28,7 @@ mod tests {
             package: "/nix/store/p".into(),
             closure: Vec::new(),
             boot: BootSpec::default(),
+            specialisations: Vec::new(),
             nixpkgs: None,
         }
     }
@@ -70,7 +71,7 @@ mod tests {
                 facts: Ok(running(Some("aarch64-linux"))),
             },
         ];
-        let plan = crate::plan(&inputs);
+        let plan = crate::plan(&inputs, &crate::PlanOptions::default());
         assert_eq!(plan.hosts[0].action, crate::Action::Error);
         assert!(plan.hosts[0].copy.paths.is_empty());
         assert!(plan.hosts[0]

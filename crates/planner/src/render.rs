@@ -61,6 +61,15 @@ fn action_style(action: Action) -> &'static str {
     }
 }
 
+/// What the host runs after apply, as far as the plan knows: the target (its specialisation's
+/// toplevel is not in the plan, so a specialisation host counts as not running it).
+fn running(host: &HostPlan) -> Option<String> {
+    match host.specialisation {
+        None => host.target.clone(),
+        Some(_) => None,
+    }
+}
+
 fn summary(host: &HostPlan, p: &Painter) -> String {
     let short = |path: &Option<String>| path.as_deref().map(short_path).unwrap_or_default();
     let mut parts: Vec<String> = Vec::new();
@@ -75,6 +84,15 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
             parts.push(format!(
                 "{} (configuration files changed, system unchanged)",
                 short(&host.target)
+            ));
+        }
+        // It runs the new system already (after `apply test`): the goal sets the profile and the
+        // boot entry.
+        Action::Update if host.current.is_some() && host.current == running(host) => {
+            parts.push(format!(
+                "{} (runs it; {} sets the profile and boot entry)",
+                short(&host.target),
+                host.goal
             ));
         }
         Action::Update => {
@@ -99,6 +117,12 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
                 parts.push(format!("(nixpkgs source {}, once)", human_size(pin)));
             }
         }
+    }
+    if let Some(s) = &host.specialisation {
+        parts.push(format!("specialisation {s}"));
+    }
+    if host.profile.is_some() && host.profile != host.current && host.action != Action::Error {
+        parts.push(format!("profile {}", short(&host.profile)));
     }
     if host.reboot {
         let which: Vec<&str> = host.reboot_parts.iter().map(|b| b.as_str()).collect();

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use fleet_planner::{
-    plan, render, BootSpec, ClosurePath, DesiredHost, HostInput, Plan, RemoteState, RenderOptions,
+    plan, render, BootSpec, ClosurePath, DesiredHost, HostInput, Plan, PlanOptions, RemoteState,
+    RenderOptions,
 };
 
 /// A store path with a fake but well-formed 32-character hash made from `seed`.
@@ -42,6 +43,7 @@ fn boot(kernel_version: &str) -> BootSpec {
             kernel_version,
             &format!("linux-{kernel_version}-modules"),
         )),
+        ..BootSpec::default()
     }
 }
 
@@ -73,6 +75,7 @@ fn desired(name: &str, generation: &str, kernel: &str, extra: &[(&str, u64)]) ->
         package,
         closure,
         boot: boot(kernel),
+        specialisations: vec![],
         nixpkgs: Some(sp("pin", "source")),
     }
 }
@@ -118,11 +121,13 @@ fn fleet() -> Vec<HostInput> {
             .filter(|p| *p != pi1_old.package && !p.ends_with("-source"))
             .collect(),
         current_boot: pi1_old.boot.clone(),
+        booted_boot: pi1_old.boot.clone(),
+        profile: Some(pi1_old.toplevel.clone()),
         present: all_present(&pi1_old)
             .intersection(&all_present(&pi1_new))
             .cloned()
             .collect(),
-        system: None,
+        ..RemoteState::default()
     };
 
     // pi2: a fresh host that has nothing.
@@ -136,8 +141,10 @@ fn fleet() -> Vec<HostInput> {
         generation: Some(3),
         current_closure: web1.closure.iter().map(|p| p.path.clone()).collect(),
         current_boot: web1.boot.clone(),
+        booted_boot: web1.boot.clone(),
+        profile: Some(web1.toplevel.clone()),
         present: all_present(&web1),
-        system: None,
+        ..RemoteState::default()
     };
 
     // web2: runs what is wanted but lacks the deployment package.
@@ -148,11 +155,13 @@ fn fleet() -> Vec<HostInput> {
         generation: Some(9),
         current_closure: vec![],
         current_boot: web2.boot.clone(),
+        booted_boot: web2.boot.clone(),
+        profile: Some(web2.toplevel.clone()),
         present: all_present(&web2)
             .into_iter()
             .filter(|p| *p != web2.package)
             .collect(),
-        system: None,
+        ..RemoteState::default()
     };
 
     let db1 = desired("db1", "g1", "6.6.31", &[]);
@@ -192,13 +201,13 @@ fn fleet() -> Vec<HostInput> {
 
 #[test]
 fn rendered_plan() {
-    let plan = plan(&fleet());
+    let plan = plan(&fleet(), &PlanOptions::default());
     insta::assert_snapshot!(render(&plan, RenderOptions { color: false }));
 }
 
 #[test]
 fn rendered_plan_in_color() {
-    let plan = plan(&fleet());
+    let plan = plan(&fleet(), &PlanOptions::default());
     let text = render(&plan, RenderOptions { color: true });
     assert!(text.contains("\x1b["));
     insta::assert_snapshot!(text.replace('\x1b', "<ESC>"));
@@ -206,13 +215,16 @@ fn rendered_plan_in_color() {
 
 #[test]
 fn rendered_plan_without_color_has_no_escapes() {
-    let text = render(&plan(&fleet()), RenderOptions { color: false });
+    let text = render(
+        &plan(&fleet(), &PlanOptions::default()),
+        RenderOptions { color: false },
+    );
     assert!(!text.contains('\x1b'));
 }
 
 #[test]
 fn plan_json() {
-    let plan = plan(&fleet());
+    let plan = plan(&fleet(), &PlanOptions::default());
     let json = plan.to_json();
     assert_eq!(Plan::from_json(&json).unwrap(), plan);
     insta::assert_snapshot!(json);
@@ -220,5 +232,5 @@ fn plan_json() {
 
 #[test]
 fn empty_plan() {
-    insta::assert_snapshot!(render(&plan(&[]), RenderOptions::default()), @"Plan: 0 to install, 0 to update, 0 unchanged, 0 errors.");
+    insta::assert_snapshot!(render(&plan(&[], &PlanOptions::default()), RenderOptions::default()), @"Plan: 0 to install, 0 to update, 0 unchanged, 0 errors.");
 }

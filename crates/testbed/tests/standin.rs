@@ -210,11 +210,15 @@ fn toplevel_has_kernel_params_device_trees_firmware_and_specialisations() {
     let changed = build_system(
         &config(
             "boot.kernelParams = [ \"quiet\" ]; hardware.deviceTree.overlays = [ \"vc4-kms\" ]; \
-             hardware.firmware = [ \"wifi\" pkgs.linux-firmware ];",
+             hardware.firmware = [ \"wifi\" pkgs.linux-firmware ]; \
+             environment.etc.\"motd of the day\".text = \"${pkgs.htop}\"; \
+             environment.etc.gone = { text = \"x\"; enable = false; };",
         ),
         "aarch64-linux",
     );
     assert_eq!(read(format!("{changed}/kernel-params")), "loglevel=4 quiet");
+    assert!(read(format!("{changed}/etc/motd of the day")).ends_with("-htop-3.3.0"));
+    assert!(!std::path::Path::new(&format!("{changed}/etc/gone")).exists());
     let dtbs2 = link(format!("{changed}/dtbs"));
     assert_ne!(dtbs, dtbs2);
     assert!(read(format!("{}/overlays", dtbs2.display())).contains("vc4-kms"));
@@ -243,15 +247,24 @@ fn toplevel_has_kernel_params_device_trees_firmware_and_specialisations() {
 
     // Specialisations: the base plus a module, linked under specialisation/.
     let with = build_system(
-        &config("specialisation.quiet.configuration = { boot.kernelParams = [ \"quiet\" ]; };"),
+        &config(
+            "boot.kernelParams = [ \"base\" ]; \
+             specialisation.quiet.configuration = { boot.kernelParams = [ \"quiet\" ]; }; \
+             specialisation.alone = { inheritParentConfig = false; configuration = { }; };",
+        ),
         "x86_64-linux",
     );
     let spec = link(format!("{with}/specialisation/quiet"));
     assert_eq!(
         read(format!("{}/kernel-params", spec.display())),
-        "loglevel=4 quiet"
+        "loglevel=4 base quiet"
     );
-    assert_eq!(read(format!("{with}/kernel-params")), "loglevel=4");
+    assert_eq!(read(format!("{with}/kernel-params")), "loglevel=4 base");
+    let alone = link(format!("{with}/specialisation/alone"));
+    assert_eq!(
+        read(format!("{}/kernel-params", alone.display())),
+        "loglevel=4"
+    );
     assert!(!spec.join("specialisation").exists());
     eprintln!("toplevel contents: {:.2?}", started.elapsed());
 }

@@ -6,6 +6,7 @@
 //! - [`Fleet`]: a testbed plus a fleet directory (`fleet.toml`, `hosts/<name>/configuration.nix`),
 //!   an empty `HOME` (no `~/.ssh/config` of the machine leaks in), and helpers to run fleet,
 //!   look inside hosts and check the invariant every test ends with ([`Fleet::assert_sound`]).
+//! - [`matrix`]: hosts and deployers on other Nix versions ([`Fleet::use_deployer_nix`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -14,7 +15,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use fleet_testbed::{HostSpec, Testbed};
+pub mod matrix;
+
+pub use fleet_testbed::{HostSpec, Testbed, Userland};
 
 /// The `fleet` binary, built once per test process with the same cargo and profile.
 pub fn fleet_bin() -> &'static Path {
@@ -282,6 +285,46 @@ pub fn config(name: &str, packages: &[&str]) -> String {
     format!(
         "{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  environment.systemPackages = [ {} ];\n}}\n",
         pkgs.join(" ")
+    )
+}
+
+/// A configuration of the stand-in for host `name` with extra lines of Nix.
+pub fn config_with(name: &str, extra: &str) -> String {
+    format!("{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  {extra}\n}}\n")
+}
+
+/// What a host runs now (`/run/current-system`, resolved).
+pub fn current(f: &Fleet, host: &str) -> Option<String> {
+    f.link(host, "/run/current-system")
+}
+
+/// What the system profile points at.
+pub fn profile(f: &Fleet, host: &str) -> Option<String> {
+    f.link(host, "/nix/var/nix/profiles/system")
+}
+
+/// The toplevel a `--json` run planned for `host`.
+#[track_caller]
+pub fn planned_target(events: &[serde_json::Value], host: &str) -> String {
+    let plan = events
+        .iter()
+        .find(|v| v["type"] == "plan")
+        .expect("plan line");
+    plan["plan"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == host)
+        .and_then(|h| h["target"].as_str())
+        .unwrap_or_else(|| panic!("no target for {host}"))
+        .to_owned()
+}
+
+/// A shell command printing fleet's record of the deployment of `toplevel` on a host.
+pub fn record_cmd(toplevel: &str) -> String {
+    format!(
+        "cat /nix/var/fleet/records/{}.json",
+        toplevel.trim_start_matches("/nix/store/")
     )
 }
 

@@ -78,10 +78,10 @@ fn three_hosts_go_from_empty_to_running_in_one_apply_with_one_password() {
             Some(toplevel.as_str())
         );
         assert_eq!(
-            f.link(h, "/nix/var/nix/gcroots/fleet-current-configuration")
+            f.link(h, "/nix/var/nix/profiles/fleet/deployment")
                 .as_deref(),
             Some(package.as_str()),
-            "the deployment package is a GC root"
+            "the deployment package is a GC root: its own profile's generation"
         );
         // The package: configuration, pinned nixpkgs, system, switch script.
         let conf = f.sh(h, "cat /etc/nixos/current-configuration/configuration.nix");
@@ -100,7 +100,7 @@ fn three_hosts_go_from_empty_to_running_in_one_apply_with_one_password() {
             "yes"
         );
         let record: serde_json::Value =
-            serde_json::from_str(&f.sh(h, "cat /etc/nixos/fleet-deployment.json")).unwrap();
+            serde_json::from_str(&f.sh(h, &fleet_e2e::record_cmd(&toplevel))).unwrap();
         assert_eq!(record["toplevel"], toplevel.as_str());
         assert!(record["by"].as_str().unwrap().starts_with("tester@"));
         // Nothing was built on the target: its store holds exactly the package's closure,
@@ -162,7 +162,7 @@ fn failed_activation_rolls_back_lost_host_reverts_down_host_fails_others_apply()
     f.set_config("good", &config("good", &["htop", "jq"]));
     f.set_config(
         "breaks",
-        "{ ... }: { networking.hostName = \"breaks\"; fleet.activationFails = true; }",
+        "{ ... }: { networking.hostName = \"breaks\"; fleet.activationFails = \"early\"; }",
     );
     f.set_config(
         "cutoff",

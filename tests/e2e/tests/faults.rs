@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use fleet_e2e::{config, wait_until, Fleet, HostSpec};
+use fleet_e2e::{
+    config, config_with, current, planned_target, profile, wait_until, Fleet, HostSpec,
+};
 use serde_json::Value;
 
 /// Generous bound for anything that takes seconds.
@@ -19,21 +21,6 @@ fn bench_config(name: &str, paths: u32, mb: u32) -> String {
          environment.systemPackages = [ pkgs.htop ];\n  \
          fleet.bench = {{ paths = {paths}; totalMB = {mb}; }};\n}}\n"
     )
-}
-
-/// A configuration with extra module text.
-fn config_with(name: &str, extra: &str) -> String {
-    format!("{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  {extra}\n}}\n")
-}
-
-/// What a host runs now (`/run/current-system`, resolved).
-fn current(f: &Fleet, host: &str) -> Option<String> {
-    f.link(host, "/run/current-system")
-}
-
-/// What the system profile points at.
-fn profile(f: &Fleet, host: &str) -> Option<String> {
-    f.link(host, "/nix/var/nix/profiles/system")
 }
 
 fn is(e: &Value, host: &str, kind: &str) -> bool {
@@ -58,22 +45,6 @@ fn at(events: &[Value], what: &str, pred: impl Fn(&Value) -> bool) -> u64 {
         .find(|e| pred(e))
         .and_then(|e| e["at_ms"].as_u64())
         .unwrap_or_else(|| panic!("no event: {what}"))
-}
-
-/// The toplevel a `--json` run planned for `host`.
-fn planned_target(events: &[Value], host: &str) -> String {
-    let plan = events
-        .iter()
-        .find(|v| v["type"] == "plan")
-        .expect("plan line");
-    plan["plan"]["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == host)
-        .and_then(|h| h["target"].as_str())
-        .unwrap_or_else(|| panic!("no target for {host}"))
-        .to_owned()
 }
 
 /// Makes the host's activations stop at their very end until [`release_gate`]: the stand-in's
@@ -237,6 +208,14 @@ fn a_full_nix_fails_that_host_cleanly_and_freeing_space_lets_a_rerun_finish() {
         assert_eq!(profile(&f, h).as_deref(), Some(old[i].as_str()));
     }
     f.assert_sound("roomy", &[Some(&roomy)]);
+    // The copy's roots went with it (they only hold imported paths until activation).
+    assert_eq!(
+        f.sh(
+            "small",
+            "ls /nix/var/nix/gcroots/fleet-pending 2>/dev/null | wc -l"
+        ),
+        "0"
+    );
     // Collecting that garbage keeps the running system (the profile and fleet's package are
     // GC roots).
     f.sh("small", "nix-store --gc >/dev/null 2>&1");
@@ -281,7 +260,14 @@ fn failing_activation_is_rolled_back_and_with_no_rollback_fleet_rollback_recover
         "units",
         &config_with("units", "fleet.activationFails = \"units\";"),
     );
-    let run = f.fleet(&["apply", "--json", "--on", "early,units"]);
+    // Failed units keep the new system by default (as nixos-rebuild); asked, fleet rolls back.
+    let run = f.fleet(&[
+        "apply",
+        "--json",
+        "--on",
+        "early,units",
+        "--rollback-on-failed-units",
+    ]);
     run.expect_code(1);
     assert_eq!(run.outcomes()["early"], "rolled-back");
     assert_eq!(run.outcomes()["units"], "rolled-back");
@@ -306,15 +292,21 @@ fn failing_activation_is_rolled_back_and_with_no_rollback_fleet_rollback_recover
         "the failed generation is gone"
     );
 
-    // `--no-rollback`: the failure is reported and the host left as it is, on the new system
-    // (never in between); `fleet rollback` brings it back.
+    // Failed units without the flag: the host stays on the new system and the units are
+    // named; `fleet rollback` brings it back.
     f.set_config(
         "manual",
         &config_with("manual", "fleet.activationFails = \"units\";"),
     );
     let run = f.fleet(&["apply", "--json", "--on", "manual", "--no-rollback"]);
     run.expect_code(1);
-    assert_eq!(run.outcomes()["manual"], "failed");
+    assert_eq!(run.outcomes()["manual"], "units-failed");
+    assert!(
+        run.detail("manual")
+            .contains("fleet-standin-failing.service"),
+        "{}",
+        run.detail("manual")
+    );
     let new = planned_target(&run.json_lines(), "manual");
     f.assert_sound("manual", &[Some(&new)]);
     f.fleet(&["rollback", "--on", "manual"]).expect_code(0);

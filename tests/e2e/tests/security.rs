@@ -441,14 +441,17 @@ fn shell_metacharacters_in_paths_names_and_values_are_data_not_code() {
             format!("x'y\"z $(touch {m}/pwned-10) `touch {m}/pwned-11` ${{HOME}}")
         );
         let record: serde_json::Value =
-            serde_json::from_str(&f.sh(h, "cat /etc/nixos/fleet-deployment.json")).unwrap();
+            serde_json::from_str(&f.sh(h, "cat /nix/var/fleet/records/*.json")).unwrap();
         assert!(
             record["by"].as_str().unwrap().starts_with(&user),
             "the record holds $USER verbatim: {}",
             record["by"]
         );
         // config/ mirrors the folders; configuration.nix links to the file, name and all.
-        let link = f.sh(h, "readlink /etc/nixos/current-configuration/configuration.nix");
+        let link = f.sh(
+            h,
+            "readlink /etc/nixos/current-configuration/configuration.nix",
+        );
         assert!(
             link.starts_with("config/") && link.ends_with(&format!("/{h}/{file_name}")),
             "the configuration file is in the deployment package: {link}"

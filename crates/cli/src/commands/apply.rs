@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
-use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal};
+use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
 use fleet_executor::facts::RemoteFacts;
 use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
 use fleet_inventory::Host;
@@ -27,7 +27,7 @@ use crate::{load, signals};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
-        ApplyTarget::Goal(g) => (goal(g), None),
+        ApplyTarget::Goal(g) => (g, None),
         ApplyTarget::Plan(path) => {
             if !path.is_file() {
                 return Err(CliError::NoSuchPlan { target: path });
@@ -38,7 +38,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             };
             let text = std::fs::read_to_string(&path).map_err(|e| bad(Box::new(e)))?;
             let plan = Plan::from_json(&text).map_err(|e| bad(Box::new(e)))?;
-            (Goal::Switch, Some(plan))
+            let goal = match plan.hosts.first().map(|h| h.goal) {
+                Some(fleet_planner::Goal::Boot) => args::Goal::Boot,
+                Some(fleet_planner::Goal::Test) => args::Goal::Test,
+                Some(fleet_planner::Goal::DryActivate) => args::Goal::DryActivate,
+                _ => args::Goal::Switch,
+            };
+            (goal, Some(plan))
         }
     };
     let inventory = load::inventory(global)?;
@@ -56,8 +62,10 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             Some(plan) => Source::Saved(plan),
             None => Source::Build,
         };
+        let options = planning::options(goal, args.specialisation.as_deref());
+        let goal = executor_goal(goal);
         let planned = planning::make(
-            global, &inventory, &hosts, &dir, &remote, source, true, &cancel,
+            global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
         .await?;
         if global.json {
@@ -150,6 +158,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             package,
                             confirm_timeout: confirm,
                             auto_rollback: !args.no_rollback,
+                            on_failed_units: if args.rollback_on_failed_units {
+                                OnFailedUnits::Rollback
+                            } else {
+                                OnFailedUnits::Keep
+                            },
+                            install_bootloader: args.install_bootloader,
+                            specialisation: hp.specialisation.clone(),
                             activate: hp.activate,
                         },
                     });
@@ -246,7 +261,7 @@ fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[Path
 }
 
 /// The goal of the executor for the CLI's.
-fn goal(g: args::Goal) -> Goal {
+fn executor_goal(g: args::Goal) -> Goal {
     match g {
         args::Goal::Switch => Goal::Switch,
         args::Goal::Boot => Goal::Boot,

@@ -29,6 +29,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
             &dir,
             &remote,
             Source::Build,
+            &planning::options(args.goal, args.specialisation.as_deref()),
             false,
             &cancel,
         )

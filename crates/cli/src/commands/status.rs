@@ -32,13 +32,20 @@ struct Status {
     desired: Option<String>,
     /// Why the desired system is unknown (evaluation failed).
     desired_error: Option<String>,
-    /// `current == desired`; `null` when either is unknown.
+    /// `current == desired` and `profile == desired`; `null` when either is unknown.
     in_sync: Option<bool>,
+    /// The specialisation of the profile's system that runs, if any.
+    specialisation: Option<String>,
+    /// The booted system's boot chain differs from the profile's (what the next boot runs).
     needs_reboot: bool,
+    /// Which parts differ (`kernel`, `initrd`, `kernel-modules`, `kernel-params`, `dtbs`,
+    /// `firmware`, `init-interface-version`).
+    reboot_parts: Vec<&'static str>,
     generation: Option<u64>,
     /// `/etc/nixos/current-configuration`.
     package: Option<String>,
-    /// What fleet recorded at the last apply (`/etc/nixos/fleet-deployment.json`).
+    /// What fleet recorded when it deployed the running system (`null`: the running system
+    /// was not deployed by fleet, e.g. after `nixos-rebuild --rollback`).
     deployed: Option<serde_json::Value>,
 }
 
@@ -90,7 +97,9 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                     desired,
                     desired_error,
                     in_sync: None,
+                    specialisation: None,
                     needs_reboot: false,
+                    reboot_parts: Vec::new(),
                     generation: None,
                     package: None,
                     deployed: None,
@@ -98,15 +107,20 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                 Ok(r) => {
                     r.conn.close().await;
                     let f = r.facts;
-                    let in_sync = match (&f.current, &desired) {
-                        (_, None) => None,
-                        (current, Some(d)) => Some(current.as_deref() == Some(d.as_str())),
-                    };
+                    let in_sync = desired.as_ref().map(|d| {
+                        let runs =
+                            f.current.as_deref() == Some(d.as_str()) || f.specialisation.is_some();
+                        runs && f.profile.as_deref() == Some(d.as_str())
+                    });
+                    let reboot_parts: Vec<&'static str> =
+                        f.reboot_parts().iter().map(|p| p.as_str()).collect();
                     Status {
                         name,
                         reachable: true,
                         error: None,
-                        needs_reboot: f.needs_reboot(),
+                        needs_reboot: !reboot_parts.is_empty(),
+                        reboot_parts,
+                        specialisation: f.specialisation.clone(),
                         current: f.current,
                         booted: f.booted,
                         profile: f.profile,
@@ -144,8 +158,13 @@ fn state(s: &Status) -> &'static str {
     } else if s.current.is_none() {
         "not deployed"
     } else {
+        let wants = |p: &Option<String>| p.is_some() && p == &s.desired;
         match s.in_sync {
             Some(true) => "in sync",
+            // `apply test`: runs it, the next boot runs something else.
+            Some(false) if wants(&s.current) => "not boot default",
+            // `apply boot`: the next boot runs it.
+            Some(false) if wants(&s.profile) => "drifted (boots next)",
             Some(false) => "drifted",
             None => "running",
         }
@@ -162,7 +181,11 @@ fn table(statuses: &[Status]) -> String {
                 state(s).to_owned(),
                 s.current.as_deref().map_or("-".to_owned(), short_path),
                 s.generation.map_or("-".to_owned(), |g| g.to_string()),
-                if s.needs_reboot { "yes" } else { "" }.to_owned(),
+                if s.needs_reboot {
+                    format!("yes ({})", s.reboot_parts.join(", "))
+                } else {
+                    String::new()
+                },
                 s.deployed.as_ref().map_or(String::new(), deployed_text),
             ]
         })
@@ -181,6 +204,24 @@ fn table(statuses: &[Status]) -> String {
                     .map_or("nothing".to_owned(), short_path),
                 s.desired.as_deref().map_or("-".to_owned(), short_path)
             );
+        }
+        if s.reachable
+            && s.profile.is_some()
+            && s.profile != s.current
+            && s.specialisation.is_none()
+        {
+            let _ = writeln!(
+                out,
+                "\n{}: runs {}, the system profile (next boot) is {}",
+                s.name,
+                s.current
+                    .as_deref()
+                    .map_or("nothing".to_owned(), short_path),
+                s.profile.as_deref().map_or("-".to_owned(), short_path)
+            );
+        }
+        if let Some(sp) = &s.specialisation {
+            let _ = writeln!(out, "\n{}: runs its specialisation `{sp}`", s.name);
         }
         if let Some(e) = &s.desired_error {
             let _ = writeln!(out, "\n{}: cannot evaluate: {e}", s.name);

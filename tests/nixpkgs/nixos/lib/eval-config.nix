@@ -1,7 +1,8 @@
 # Evaluates a list of modules ({ module; file; }) into a NixOS-like system: the configuration's
 # modules plus the stand-in's own (modules/misc/defaults.nix), then the toplevel (build.nix).
 # Specialisations are the same modules plus one more, evaluated again.
-{ modules, isSpecialisation ? false }:
+# `systemDefault`: the modules that stand for nixos/default.nix's `system` argument.
+{ modules, isSpecialisation ? false, systemDefault ? [ ] }:
 let
   lib = import ../../lib;
 
@@ -32,8 +33,12 @@ let
       builtins.mapAttrs
         (name: s:
           (import ./eval-config.nix {
-            modules = modules ++ [ { module = s.configuration; file = "specialisation.${name}.configuration"; } ];
+            # inheritParentConfig = false: only the specialisation's module (and the `system`
+            # argument's default), as nixpkgs does.
+            modules = (if s.inheritParentConfig or true then modules else systemDefault)
+              ++ [ { module = s.configuration or { }; file = "specialisation.${name}.configuration"; } ];
             isSpecialisation = true;
+            inherit systemDefault;
           }).config.system.build.toplevel)
         config.specialisation;
 

@@ -1,0 +1,494 @@
+//! Activation on one host: the goal, the helper script run as root (`remote/activate.sh`), its
+//! named exit codes and what they mean, confirmation over a new connection (magic rollback),
+//! and `fleet rollback`.
+//!
+//! The helper follows nixos-rebuild-ng: set the system profile for `switch`/`boot`, then run
+//! `TOPLEVEL/bin/switch-to-configuration GOAL` (through `systemd-run` where systemd runs). Its
+//! exit status is switch-to-configuration's own, sorted here: 4 (units failed, the system is
+//! active) and 100 (a new init interface: reboot needed) are not failures to roll back. The
+//! helper itself runs detached from the SSH session (a transient systemd unit, or `setsid`), so
+//! a dropped connection never leaves a host half-activated.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::DeployError;
+use crate::ssh::error::ExecError;
+use crate::sudo::Privilege;
+use crate::{quote, Connection, Connector, SshTarget, Stdin};
+
+/// The activation helper run on the target (see the module docs).
+pub const ACTIVATE_SCRIPT: &str = include_str!("remote/activate.sh");
+
+/// The helper's exit codes (`remote/activate.sh` documents the same).
+pub mod exit {
+    /// Applied: switch-to-configuration succeeded.
+    pub const APPLIED: u32 = 0;
+    /// `confirm` came too late: the watchdog had already rolled back.
+    pub const TOO_LATE: u32 = 3;
+    /// Bad input to the helper (not a NixOS system, unknown goal).
+    pub const BAD_INPUT: u32 = 10;
+    /// switch-to-configuration failed and the host is back where it was.
+    pub const ROLLED_BACK: u32 = 100;
+    /// switch-to-configuration failed and so did the undo.
+    pub const ROLLBACK_FAILED: u32 = 101;
+    /// switch-to-configuration failed; not undone, as asked (`--no-rollback`).
+    pub const FAILED: u32 = 102;
+    /// Another switch-to-configuration or fleet apply holds its lock; nothing was changed.
+    pub const LOCKED: u32 = 103;
+    /// switch-to-configuration exited 4: the new system is active, some units failed.
+    pub const UNITS_FAILED: u32 = 104;
+    /// switch-to-configuration exited 100: a new init interface; the boot entry is installed
+    /// (switch, boot) and the system takes effect at the next boot.
+    pub const REBOOT_REQUIRED: u32 = 105;
+}
+
+/// What `switch-to-configuration` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// Make it the boot default and activate it now.
+    #[default]
+    Switch,
+    /// Make it the boot default only.
+    Boot,
+    /// Activate now, not the boot default.
+    Test,
+    /// Show what would change.
+    DryActivate,
+}
+
+impl Goal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Goal::Switch => "switch",
+            Goal::Boot => "boot",
+            Goal::Test => "test",
+            Goal::DryActivate => "dry-activate",
+        }
+    }
+
+    /// Goals after which the deployer must reach the host again (magic rollback).
+    pub fn needs_confirmation(self) -> bool {
+        matches!(self, Goal::Switch | Goal::Test)
+    }
+}
+
+impl std::str::FromStr for Goal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "switch" => Ok(Goal::Switch),
+            "boot" => Ok(Goal::Boot),
+            "test" => Ok(Goal::Test),
+            "dry-activate" => Ok(Goal::DryActivate),
+            _ => Err(format!(
+                "unknown goal `{s}` (expected switch, boot, test or dry-activate)"
+            )),
+        }
+    }
+}
+
+/// What to do when switch-to-configuration reports failed units (exit 4) after switching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailedUnits {
+    /// Keep the new system (as nixos-rebuild does) and report the units.
+    #[default]
+    Keep,
+    /// Roll back to the previous system.
+    Rollback,
+}
+
+/// What fleet records on the host at each apply (`/nix/var/fleet/records/<toplevel>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// fleet.toml's git commit, if it is in a git repository.
+    pub commit: Option<String>,
+    /// Whether the work tree had uncommitted changes.
+    pub dirty: Option<bool>,
+    /// `user@machine` that ran the apply.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub toplevel: String,
+    pub package: String,
+    pub goal: Goal,
+    pub fleet_version: String,
+    pub id: String,
+}
+
+/// One activation.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    pub goal: Goal,
+    /// The system to activate (and, for switch and boot, to set the profile to).
+    pub toplevel: String,
+    pub package: String,
+    /// How long the host waits for [`confirm`] before reverting by itself; `None` disables the
+    /// magic rollback (and `--no-rollback` also skips the automatic one).
+    pub confirm_timeout: Option<Duration>,
+    /// Roll back automatically when `switch-to-configuration` fails.
+    pub auto_rollback: bool,
+    pub on_failed_units: OnFailedUnits,
+    /// `NIXOS_INSTALL_BOOTLOADER=1` (`--install-bootloader`).
+    pub install_bootloader: bool,
+    /// Activate this specialisation of `toplevel` (the profile still gets `toplevel`).
+    pub specialisation: Option<String>,
+    /// Run `switch-to-configuration`. `false` when the host already runs `toplevel` and only
+    /// the deployment package is new: it is linked and recorded ([`link_package`]).
+    pub activate: bool,
+    pub record: DeploymentRecord,
+}
+
+/// How an activation ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    /// The new system is active (awaiting confirmation when `pending_confirmation`);
+    /// `failed_units` is not empty when switch-to-configuration exited 4.
+    Done {
+        pending_confirmation: bool,
+        failed_units: Vec<String>,
+        log: String,
+    },
+    /// `switch-to-configuration` failed and the host is back on its previous system.
+    RolledBack { log: String },
+    /// The new init interface needs a reboot: the boot entry is installed (switch), nothing
+    /// was activated.
+    RebootRequired { log: String },
+    /// `dry-activate`: what would change.
+    DryRun { log: String },
+}
+
+/// A fresh, unique deployment id (time + pid + counter).
+pub fn deployment_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        t.as_secs(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The command that installs the helper from stdin and runs `mode args...`.
+fn script_command(mode: &str, args: &[&str]) -> String {
+    let mut cmd = String::from(
+        "umask 077 && mkdir -p /run/fleet && cat > /run/fleet/activate.sh.$$ && \
+         mv -f /run/fleet/activate.sh.$$ /run/fleet/activate.sh && exec sh /run/fleet/activate.sh ",
+    );
+    cmd.push_str(&quote(mode));
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&quote(a));
+    }
+    cmd
+}
+
+async fn run_script(
+    conn: &Connection,
+    privilege: &Privilege,
+    mode: &str,
+    args: &[&str],
+) -> Result<crate::Output, ExecError> {
+    conn.exec(
+        &script_command(mode, args),
+        privilege,
+        Stdin::Bytes(bytes::Bytes::from_static(ACTIVATE_SCRIPT.as_bytes())),
+    )
+    .await
+}
+
+/// The `key=value` arguments of the helper's `apply`.
+fn apply_args(a: &Activation) -> Vec<String> {
+    let confirm = match (a.goal.needs_confirmation(), a.confirm_timeout) {
+        (true, Some(t)) => t.as_secs().max(1),
+        _ => 0,
+    };
+    let meta = serde_json::to_string(&a.record).expect("record serializes");
+    vec![
+        format!("goal={}", a.goal.as_str()),
+        format!("toplevel={}", a.toplevel),
+        format!("package={}", a.package),
+        format!("confirm={confirm}"),
+        format!("id={}", a.record.id),
+        format!("meta={meta}"),
+        format!("auto={}", u8::from(a.auto_rollback)),
+        format!(
+            "units={}",
+            match a.on_failed_units {
+                OnFailedUnits::Keep => "keep",
+                OnFailedUnits::Rollback => "rollback",
+            }
+        ),
+        format!("bootloader={}", u8::from(a.install_bootloader)),
+        format!("spec={}", a.specialisation.as_deref().unwrap_or_default()),
+    ]
+}
+
+/// Sets the profile and runs `switch-to-configuration` on the host, as root, detached from the
+/// SSH session. With `confirm_timeout`, a watchdog on the host reverts unless [`confirm`] reaches
+/// it in time. If the connection drops mid-way, the outcome is read back over a new connection
+/// by the caller ([`result_of`]).
+pub async fn activate(
+    conn: &Connection,
+    privilege: &Privilege,
+    a: &Activation,
+) -> Result<Activated, DeployError> {
+    let args = apply_args(a);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_script(conn, privilege, "detach", &args).await?;
+    let log = out.stderr_lossy();
+    let pending_confirmation =
+        a.goal.needs_confirmation() && a.confirm_timeout.is_some_and(|t| !t.is_zero());
+    let host = conn.name().to_owned();
+    match out.status {
+        Some(exit::APPLIED) if a.goal == Goal::DryActivate => Ok(Activated::DryRun { log }),
+        Some(exit::APPLIED) => Ok(Activated::Done {
+            pending_confirmation,
+            failed_units: Vec::new(),
+            log,
+        }),
+        Some(exit::UNITS_FAILED) => Ok(Activated::Done {
+            pending_confirmation,
+            failed_units: failed_units(&log),
+            log,
+        }),
+        Some(exit::REBOOT_REQUIRED) => Ok(Activated::RebootRequired { log }),
+        Some(exit::ROLLED_BACK) => Ok(Activated::RolledBack { log }),
+        Some(exit::LOCKED) => Err(DeployError::Locked {
+            host,
+            stderr: log.trim().to_owned(),
+        }),
+        Some(exit::FAILED) => Err(DeployError::ActivationFailed { host, stderr: log }),
+        Some(exit::ROLLBACK_FAILED) => Err(DeployError::RollbackFailed { host, stderr: log }),
+        status => Err(DeployError::Refused {
+            host,
+            status,
+            stderr: log,
+        }),
+    }
+}
+
+/// The units switch-to-configuration named as failed (`warning: the following units failed:
+/// a.service, b.service`), in order, without duplicates.
+pub fn failed_units(log: &str) -> Vec<String> {
+    let mut units: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("the following units failed:") else {
+            continue;
+        };
+        for u in rest
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            if !units.iter().any(|x| x == u) {
+                units.push(u.to_owned());
+            }
+        }
+    }
+    units
+}
+
+/// Links `a.package` at `/etc/nixos/current-configuration` (with its GC roots) and records the
+/// deployment, without touching the running system: for hosts that already run `a.toplevel`.
+pub async fn link_package(
+    conn: &Connection,
+    privilege: &Privilege,
+    a: &Activation,
+) -> Result<(), DeployError> {
+    let meta = serde_json::to_string(&a.record).expect("record serializes");
+    let out = run_script(conn, privilege, "link", &[&a.package, &meta, &a.toplevel]).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(DeployError::Refused {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
+    }
+}
+
+/// What became of a deployment on the host, as its result file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployState {
+    /// Active, awaiting confirmation.
+    Applied,
+    /// Active with failed units, awaiting confirmation.
+    UnitsFailed,
+    Confirmed,
+    RebootRequired,
+    RolledBack,
+    RollbackFailed,
+    Failed,
+    Locked,
+    DryRun,
+    /// No result yet, or none known.
+    Unknown,
+}
+
+impl DeployState {
+    fn parse(word: &str) -> Self {
+        match word {
+            "applied" => DeployState::Applied,
+            "units-failed" => DeployState::UnitsFailed,
+            "confirmed" => DeployState::Confirmed,
+            "reboot-required" => DeployState::RebootRequired,
+            "rolled-back" => DeployState::RolledBack,
+            "rollback-failed" => DeployState::RollbackFailed,
+            "failed" => DeployState::Failed,
+            "locked" => DeployState::Locked,
+            "dry-run" => DeployState::DryRun,
+            _ => DeployState::Unknown,
+        }
+    }
+}
+
+/// Reads what became of deployment `id` on the host.
+pub async fn result_of(
+    conn: &Connection,
+    privilege: &Privilege,
+    id: &str,
+) -> Result<DeployState, ExecError> {
+    let out = run_script(conn, privilege, "result", &[id]).await?;
+    Ok(DeployState::parse(out.stdout_lossy().trim()))
+}
+
+/// How a confirmation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    /// The host had already reverted (the watchdog fired first).
+    TooLate,
+    /// The host could not be reached again before the deadline; it reverts by itself.
+    Unreachable {
+        last_error: String,
+    },
+}
+
+/// Confirms deployment `id` over a NEW connection (proving the new system still lets fleet in),
+/// retrying until `deadline`.
+pub async fn confirm(
+    connector: &Connector,
+    target: &SshTarget,
+    privilege: &Privilege,
+    id: &str,
+    deadline: Instant,
+) -> Confirmation {
+    let mut last_error = String::from("no attempt made");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Confirmation::Unreachable { last_error };
+        }
+        let attempt = async {
+            let conn = connector.connect(target).await?;
+            let out = run_script(&conn, privilege, "confirm", &[id]).await;
+            conn.close().await;
+            Ok::<_, DeployError>(out?)
+        };
+        match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(out)) if out.status == Some(exit::APPLIED) => return Confirmation::Confirmed,
+            Ok(Ok(out)) if out.status == Some(exit::TOO_LATE) => return Confirmation::TooLate,
+            Ok(Ok(out)) => last_error = out.stderr_lossy().trim().to_owned(),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => return Confirmation::Unreachable { last_error },
+        }
+        tokio::time::sleep(Duration::from_millis(500).min(left)).await;
+    }
+}
+
+/// Switches the host to its previous system profile generation (`fleet rollback`).
+pub async fn rollback(conn: &Connection, privilege: &Privilege) -> Result<String, DeployError> {
+    let out = run_script(conn, privilege, "rollback", &[]).await?;
+    if out.success() {
+        Ok(out.stderr_lossy())
+    } else {
+        Err(DeployError::Rollback {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_parse_and_print() {
+        for g in ["switch", "boot", "test", "dry-activate"] {
+            assert_eq!(g.parse::<Goal>().unwrap().as_str(), g);
+        }
+        assert!("reboot".parse::<Goal>().is_err());
+        assert!(Goal::Switch.needs_confirmation() && !Goal::Boot.needs_confirmation());
+    }
+
+    #[test]
+    fn script_command_quotes_every_argument() {
+        let c = script_command("apply", &["switch", "/nix/store/x y", "it's"]);
+        assert!(
+            c.ends_with("apply switch '/nix/store/x y' 'it'\\''s'"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        assert_ne!(deployment_id(), deployment_id());
+    }
+
+    #[test]
+    fn failed_units_are_read_from_the_log() {
+        let log = "activating the configuration...\n\
+                   warning: the following units failed: a.service, b.mount\n\
+                   × a.service - A\nwarning: the following units failed: a.service\n";
+        assert_eq!(failed_units(log), ["a.service", "b.mount"]);
+        assert!(failed_units("all fine\n").is_empty());
+    }
+
+    #[test]
+    fn result_words() {
+        assert_eq!(DeployState::parse("units-failed"), DeployState::UnitsFailed);
+        assert_eq!(DeployState::parse("confirmed"), DeployState::Confirmed);
+        assert_eq!(DeployState::parse("???"), DeployState::Unknown);
+    }
+
+    #[test]
+    fn the_script_is_valid_sh() {
+        let path = std::env::temp_dir().join(format!("fleet-activate-{}", std::process::id()));
+        std::fs::write(&path, ACTIVATE_SCRIPT).unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(st.success());
+    }
+
+    #[test]
+    fn the_exit_codes_match_the_script() {
+        for (word, code) in [
+            ("units-failed) exit", exit::UNITS_FAILED),
+            ("reboot-required) exit", exit::REBOOT_REQUIRED),
+            ("locked) exit", exit::LOCKED),
+            ("rolled-back) exit", exit::ROLLED_BACK),
+            ("rollback-failed) exit", exit::ROLLBACK_FAILED),
+            ("failed) exit", exit::FAILED),
+        ] {
+            assert!(
+                ACTIVATE_SCRIPT.contains(&format!("{word} {code} ;;")),
+                "{word} {code}"
+            );
+        }
+    }
+}
