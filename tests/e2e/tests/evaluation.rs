@@ -42,8 +42,9 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     ]);
     let poison = poisoned_nixpkgs(&f.dir.parent().unwrap().join("poison"));
     f.env.push(("NIX_PATH".into(), poison));
-    // Both import a shared file; web1 reads the pin through <nixpkgs/...> and copies its own
-    // configuration into the system (<nixos-config>).
+    // Both import a shared file and read the pin through <nixpkgs/...> (pi1 as most Pi
+    // configurations do, the SD image module); web1 copies its own configuration into the
+    // system (<nixos-config>).
     write(
         &f.dir,
         "shared/base.nix",
@@ -68,7 +69,7 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     );
     f.set_config(
         "pi1",
-        "{ pkgs, ... }: {\n  imports = [ ../../shared/base.nix ];\n  networking.hostName = \"pi1\";\n  \
+        "{ pkgs, ... }: {\n  imports = [ <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64.nix> ../../shared/base.nix ];\n  networking.hostName = \"pi1\";\n  \
          environment.systemPackages = [ pkgs.htop ];\n}\n",
     );
 
@@ -122,7 +123,7 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     // Editing pi1 leaves web1 unchanged in the plan, and in apply's summary and exit code.
     f.set_config(
         "pi1",
-        "{ pkgs, ... }: {\n  imports = [ ../../shared/base.nix ];\n  networking.hostName = \"pi1\";\n  \
+        "{ pkgs, ... }: {\n  imports = [ <nixpkgs/nixos/modules/installer/sd-card/sd-image-aarch64.nix> ../../shared/base.nix ];\n  networking.hostName = \"pi1\";\n  \
          environment.systemPackages = [ pkgs.htop pkgs.jq ];\n}\n",
     );
     let plan = f.fleet(&["plan", "--json"]);
