@@ -214,3 +214,20 @@ async fn eval_once(
     }
     Ok(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_search_path_entry_gets_the_key_to_add() {
+        let stderr = "error: file 'nixos-hardware/raspberry-pi/4' was not found in the Nix search path (add it using $NIX_PATH or -I)".to_owned();
+        let out = with_search_path_hint(stderr.clone());
+        assert!(out.starts_with(&stderr));
+        assert!(
+            out.contains("add `nix-path = { nixos-hardware = \"path/to/nixos-hardware\" }`"),
+            "{out}"
+        );
+        assert_eq!(with_search_path_hint("error: boom".into()), "error: boom");
+    }
+}
