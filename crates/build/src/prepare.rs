@@ -202,6 +202,8 @@ pub(crate) async fn prepare(
         planned.push(r);
     }
     let stored = sources::store(&sources, opts).await;
+    // One label per pin (a `git rev-parse` for a checkout), not one per host.
+    let mut labels: std::collections::BTreeMap<usize, Option<VersionLabel>> = Default::default();
     let mut out = Vec::with_capacity(specs.len());
     for (spec, p) in specs.iter().zip(planned) {
         let host = match p {
@@ -221,8 +223,12 @@ pub(crate) async fn prepare(
                         }
                         let label = if pin_stored.labelled {
                             None
+                        } else if let Some(l) = labels.get(&pin) {
+                            l.clone()
                         } else {
-                            label(&r.pin).await
+                            let l = label(&r.pin).await;
+                            labels.insert(pin, l.clone());
+                            l
                         };
                         match failed {
                             Some(e) => Err(e),
