@@ -54,13 +54,26 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
         pin,
         config: host.config.clone(),
         cross: host.build == BuildMode::Cross,
+        nix_path: host
+            .nix_path
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect(),
     }
 }
 
-/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, progress to stderr.
-pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
+/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
+/// (a package never holds another host's files), progress and warnings to stderr.
+pub fn build_options(inventory: &Inventory, fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
-    if !quiet {
+    opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    if quiet {
+        opts.on_event = Some(Arc::new(|e: BuildEvent| {
+            if let BuildEvent::Warning { host, message } = e {
+                eprintln!("fleet: warning: {host}: {message}");
+            }
+        }));
+    } else {
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
                 eprintln!("fleet: evaluating {}", hosts.join(", "));
@@ -88,6 +101,9 @@ pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
                 };
                 eprintln!("fleet: built {} derivation(s){failed}", built.len());
             }
+            BuildEvent::Warning { host, message } => {
+                eprintln!("fleet: warning: {host}: {message}");
+            }
             BuildEvent::EvalFinished { .. } => {}
         }));
     }
@@ -103,7 +119,8 @@ pub async fn build(
     quiet: bool,
 ) -> Desired {
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet)).await;
+    let built =
+        fleet_build::evaluate_and_build(&specs, &build_options(inventory, fleet_dir, quiet)).await;
     let wanted: Vec<(String, Result<Wanted, String>)> = built
         .into_iter()
         .zip(hosts)
@@ -208,6 +225,9 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                         nar_size: infos[i].nar_size,
                     })
                     .collect();
+                let nixpkgs = std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
@@ -216,6 +236,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     toplevel: w.toplevel,
                     package: w.package,
                     closure,
+                    nixpkgs,
                 }
             });
             (name, d)

@@ -43,6 +43,9 @@ pub struct RemoteFacts {
     /// What fleet recorded when it deployed the running system, if it did (parsed; `None` if
     /// absent or unreadable).
     pub deployment: Option<serde_json::Value>,
+    /// The Nix system the host runs: its current system's `system` file, else `uname -m` as a
+    /// double (`aarch64-linux`).
+    pub system: Option<String>,
     /// The host runs systemd (`/run/systemd/system` exists).
     pub systemd: bool,
     /// `zstd` is on the host's PATH.
@@ -106,6 +109,7 @@ for sp in /nix/var/nix/profiles/system/specialisation/*; do
 done
 [ $# -gt 0 ] && readlink -m "$@" 2>/dev/null | for k in $keys; do read -r v; echo "$k=$v"; done
 g=$(readlink /nix/var/nix/profiles/system 2>/dev/null); g=${g%-link}; echo "generation=${g##*-}"
+{ read -r s < /run/current-system/system; } 2>/dev/null || s=$(uname -m)-linux; echo "system=$s"
 [ -d /run/systemd/system ] && echo systemd=1
 command -v zstd >/dev/null 2>&1 && echo zstd=1
 while read -r k v _; do [ "$k" = MemAvailable: ] && echo "mem_available_kb=$v"; done < /proc/meminfo 2>/dev/null
@@ -186,6 +190,7 @@ fn parse_facts(text: &str) -> RemoteFacts {
             "profile" => f.profile = some(),
             "boot_default" => f.boot_default = some(),
             "package" => f.package = some(),
+            "system" => f.system = some(),
             "systemd" => f.systemd = v == "1",
             "zstd" => f.zstd = v == "1",
             "mem_available_kb" => f.mem_available = v.parse::<u64>().ok().map(|kb| kb * 1024),

@@ -45,6 +45,7 @@ async fn build(tb: &Testbed, dir: &Utf8PathBuf, name: &str, config: &str) -> (St
         pin: PinSpec::Path(Utf8PathBuf::from_path_buf(fleet_testbed::nixpkgs_standin()).unwrap()),
         config: cfg,
         cross: false,
+        nix_path: Vec::new(),
     };
     let mut opts = BuildOptions::new(dir.clone());
     opts.nix_env = tb.nix_env();

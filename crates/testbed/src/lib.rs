@@ -38,6 +38,7 @@ pub mod instance;
 mod prereq;
 mod reboot;
 mod testbed;
+mod uname;
 pub mod userland;
 
 use std::path::PathBuf;

@@ -306,9 +306,11 @@ impl Testbed {
             Some(mb) => format!("mount -t tmpfs -o size={mb}m,mode=0755 fleet-testbed-nix /nix"),
             None => format!("mount --bind '{}' /nix", dir.join("nix").display()),
         };
+        let uname = crate::uname::machine_shim(&dir, &spec.system)?.unwrap_or_default();
         let script = format!(
             "set -e\n\
              {nix_mount}\n\
+             {uname}\n\
              mount -t tmpfs -o mode=0755 fleet-testbed-run /run\n\
              mkdir -p /run/sshd\n\
              mount --bind '{etc}' /etc/nixos\n\
