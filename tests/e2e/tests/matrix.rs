@@ -160,11 +160,12 @@ fn core_cases(f: &Fleet, hosts: &[&str]) {
         assert_eq!(st["desired"], g2.as_str(), "{h}");
     }
 
-    // A fault: an activation that switches and then fails (a failed unit) is rolled back.
+    // A fault: an activation that switches and then fails (a failed unit) is rolled back, as
+    // asked.
     for h in hosts {
         f.set_config(h, &conf(h, &[], "fleet.activationFails = \"units\";", &id));
     }
-    let run = f.fleet(&["apply", "--json"]);
+    let run = f.fleet(&["apply", "--json", "--rollback-on-failed-units"]);
     run.expect_code(1);
     for (h, g1) in hosts.iter().zip(&gen1) {
         assert_eq!(run.outcomes()[*h], "rolled-back", "{h}");
