@@ -27,6 +27,7 @@ mod planning;
 mod record;
 mod remote;
 mod report;
+mod secrets;
 mod signals;
 mod table;
 mod term;

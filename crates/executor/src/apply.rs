@@ -20,6 +20,7 @@ use crate::deploy::{
     self, Activated, Activation, Confirmation, CopyTarget, DeployError, DeployState,
 };
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
+use crate::secrets::{self, HostSecret, When};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -38,6 +39,9 @@ pub struct ApplyHost {
     /// The host has `zstd`: the copy may be compressed.
     pub zstd: bool,
     pub activation: Activation,
+    /// The secrets this host gets (docs/secrets.md); those it had from fleet and no longer
+    /// gets are deleted after its activation.
+    pub secrets: Vec<HostSecret>,
 }
 
 /// Run-wide settings of an apply.
@@ -78,6 +82,7 @@ struct Pending {
     conn: Arc<Connection>,
     privilege: Privilege,
     activation: Activation,
+    secrets: Vec<HostSecret>,
     /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
     /// whatever happened (the activation helper drops them too, but a failed or skipped copy
     /// never reaches it, and its garbage must stay collectable).
@@ -137,6 +142,7 @@ pub async fn apply_all(
             missing,
             zstd,
             activation,
+            secrets,
         } = h;
         let (session_tx, session_rx) = oneshot::channel::<StoreSession>();
         let (copied_tx, copied_rx) = oneshot::channel::<Copied>();
@@ -180,6 +186,7 @@ pub async fn apply_all(
                 conn,
                 privilege,
                 activation,
+                secrets,
                 pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
@@ -374,6 +381,7 @@ async fn activate_one(
         conn,
         privilege,
         activation,
+        secrets,
         ..
     } = p;
     if !activation.activate && activation.goal == deploy::Goal::DryActivate {
@@ -383,10 +391,21 @@ async fn activate_one(
     }
     if !activation.activate {
         let _ = ev.phase(Phase::Linking).await;
+        if let Err(e) = secrets::push(conn, privilege, secrets, ev).await {
+            return HostOutcome::failed(&e);
+        }
         return match deploy::link_package(conn, privilege, activation).await {
             Ok(()) => HostOutcome::Applied,
             Err(e) => HostOutcome::failed(&e),
         };
+    }
+    // Secrets the new system reads as it starts: a host that cannot get them is not activated.
+    if activation.goal != deploy::Goal::DryActivate {
+        if let Err(e) = secrets::place(conn, privilege, secrets, When::BeforeActivation, ev).await {
+            return HostOutcome::Failed {
+                error: format!("{e}; the host was not activated"),
+            };
+        }
     }
     let _ = ev.phase(Phase::Activating).await;
     let result = deploy::activate(conn, privilege, activation).await;
@@ -450,6 +469,20 @@ async fn activate_one(
             ..
         } => (failed_units, !pending_confirmation),
     };
+    // Secrets for users and groups the new system created, then the stale ones removed; before
+    // the confirmation, so a host that cannot get them reverts by itself.
+    if let Err(e) = after_activation(conn, privilege, secrets, ev).await {
+        return HostOutcome::Failed {
+            error: if done {
+                format!("{e}; the new system stays active")
+            } else {
+                format!(
+                    "{e}; not confirmed: the host reverts to its previous system within {}s",
+                    activation.confirm_timeout.unwrap_or_default().as_secs()
+                )
+            },
+        };
+    }
     let active = || {
         if failed_units.is_empty() {
             HostOutcome::Applied
@@ -488,6 +521,16 @@ async fn activate_one(
             }
         }
     }
+}
+
+async fn after_activation(
+    conn: &Connection,
+    privilege: &Privilege,
+    secrets: &[HostSecret],
+    ev: &HostEvents,
+) -> Result<(), secrets::SecretError> {
+    secrets::place(conn, privilege, secrets, When::AfterActivation, ev).await?;
+    secrets::settle(conn, privilege, secrets, ev).await
 }
 
 /// Why a host needs a reboot before its new system runs.

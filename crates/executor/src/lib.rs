@@ -22,6 +22,7 @@ pub mod deploy;
 pub mod facts;
 pub mod fanout;
 pub mod quote;
+pub mod secrets;
 pub mod ssh;
 pub mod store;
 pub mod sudo;

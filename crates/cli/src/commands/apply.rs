@@ -54,6 +54,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     }
     let dir = fleet_dir(&global.file);
     let provenance = Provenance::now(&dir);
+    let mut secrets = crate::secrets::for_hosts(&inventory, &hosts, &dir)?;
     signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
@@ -114,8 +115,27 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 )),
                 (Action::Install | Action::Update, None) => None,
             };
+            let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
             match (known, reached) {
                 (Some(k), reached) => {
+                    let k = match (&k.0, &reached) {
+                        // The system is unchanged, its secrets may not be.
+                        (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
+                            let ev = HostEvents::new(&hp.name, start, sink.clone(), cancel.clone());
+                            match fleet_executor::secrets::push(
+                                &r.conn,
+                                &r.privilege,
+                                &host_secrets,
+                                &ev,
+                            )
+                            .await
+                            {
+                                Ok(()) => k,
+                                Err(e) => (HostOutcome::failed(&e), "failed"),
+                            }
+                        }
+                        _ => k,
+                    };
                     if let Ok(r) = reached {
                         if let Some(s) = r.store {
                             let _ = s.close().await;
@@ -167,6 +187,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             specialisation: hp.specialisation.clone(),
                             activate: hp.activate,
                         },
+                        secrets: std::mem::take(&mut host_secrets),
                     });
                 }
             }

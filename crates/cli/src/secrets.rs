@@ -1,0 +1,103 @@
+//! `[secrets.NAME]` on the deployer: each secret's content read once (its file, or its
+//! command's standard output), then handed per host to the executor, which uploads it over SSH
+//! (docs/secrets.md). The content is never printed, logged or written anywhere here.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use camino::Utf8Path;
+use fleet_executor::secrets::{HostSecret, SecretMeta, When};
+use fleet_inventory::{Inventory, Secret, SecretSource, SecretWhen};
+use zeroize::Zeroizing;
+
+use crate::error::CliError;
+
+/// The secrets of each of `hosts`, with their content, by host name. Each secret is read once,
+/// and only if a selected host gets it.
+pub fn for_hosts(
+    inventory: &Inventory,
+    hosts: &[&fleet_inventory::Host],
+    dir: &Utf8Path,
+) -> Result<BTreeMap<String, Vec<HostSecret>>, CliError> {
+    let mut contents: BTreeMap<String, Arc<Zeroizing<Vec<u8>>>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for host in hosts {
+        let mut list = Vec::new();
+        for s in inventory.secrets_for(host.name.as_str()) {
+            let content = match contents.get(&s.name) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(read(s, dir)?);
+                    contents.insert(s.name.clone(), c.clone());
+                    c
+                }
+            };
+            list.push(HostSecret {
+                meta: meta(s),
+                when: match s.when {
+                    SecretWhen::BeforeActivation => When::BeforeActivation,
+                    SecretWhen::AfterActivation => When::AfterActivation,
+                },
+                content,
+            });
+        }
+        out.insert(host.name.to_string(), list);
+    }
+    Ok(out)
+}
+
+/// What the host's manifest records of a secret.
+pub fn meta(s: &Secret) -> SecretMeta {
+    SecretMeta {
+        name: s.name.clone(),
+        dest: s.dest.to_string(),
+        owner: s.owner.clone(),
+        group: s.group.clone(),
+        mode: s.mode,
+    }
+}
+
+fn read(s: &Secret, dir: &Utf8Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let fail = |reason: String| CliError::Secret {
+        name: s.name.clone(),
+        reason,
+    };
+    match &s.source {
+        SecretSource::File(path) => {
+            let mut buf = Zeroizing::new(Vec::new());
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(|e| fail(format!("{path}: {e}")))?;
+            Ok(buf)
+        }
+        SecretSource::Command(cmd) => {
+            // Its stderr is the user's terminal (a `pass` or `gpg` prompt); its stdout is the
+            // content, read straight into memory that is zeroed on drop.
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| fail(format!("cannot run `sh -c`: {e}")))?;
+            let mut buf = Zeroizing::new(Vec::new());
+            let read = child
+                .stdout
+                .take()
+                .map(|mut o| o.read_to_end(&mut buf))
+                .transpose();
+            let status = child
+                .wait()
+                .map_err(|e| fail(format!("waiting for its command: {e}")))?;
+            read.map_err(|e| fail(format!("reading its command's output: {e}")))?;
+            if !status.success() {
+                return Err(fail(format!("its command `{cmd}` failed ({status})")));
+            }
+            Ok(buf)
+        }
+    }
+}
