@@ -377,3 +377,60 @@ hosts = "pi1"
     let nas_now = current(&f, "nas").unwrap();
     f.assert_sound("nas", &[Some(&nas_now)]);
 }
+
+/// Removes a user (and its group) the stand-in's activation created in the machine's
+/// /etc/passwd, which every simulated host shares, even if the test fails.
+struct UserGuard(String);
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).output();
+        let _ = std::process::Command::new("groupdel").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn an_after_activation_secret_can_belong_to_a_user_the_new_system_creates() {
+    let f = Fleet::start([HostSpec::new("nas")]);
+    let user = format!("fs{}", std::process::id() % 1_000_000);
+    let _guard = UserGuard(user.clone());
+    let id = |u: &str| {
+        f.sh(
+            "nas",
+            &format!("id -u {u} >/dev/null 2>&1 && echo yes || echo no"),
+        )
+    };
+    assert_eq!(
+        id(&user),
+        "no",
+        "control: the user does not exist before the activation"
+    );
+    f.set_config(
+        "nas",
+        &fleet_e2e::config_with(
+            "nas",
+            &format!("users.users.{user} = {{ isSystemUser = true; }};"),
+        ),
+    );
+    let content = marker("svc");
+    std::fs::write(f.dir.join("svc.key"), &content).unwrap();
+    f.edit_toml(|t| {
+        format!(
+            "{t}\n[secrets.svc]\nsource = \"svc.key\"\nowner = \"{user}\"\ngroup = \"{user}\"\nmode = \"0400\"\nwhen = \"after-activation\"\n"
+        )
+    });
+    let run = f.fleet(&["apply", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.outcomes()["nas"], "applied");
+    assert_eq!(id(&user), "yes", "the activation created the user");
+    assert_eq!(
+        stat(&f, "nas", "/run/keys/svc"),
+        format!("{user}:{user}:400")
+    );
+    assert_eq!(f.sh("nas", "cat /run/keys/svc"), content);
+    let activating = run.stdout.find("\"phase\":\"activating\"").unwrap();
+    let placed = run.stdout.find("secret svc: created").unwrap();
+    assert!(activating < placed, "placed after the activation");
+    let now = current(&f, "nas").unwrap();
+    f.assert_sound("nas", &[Some(&now)]);
+}
