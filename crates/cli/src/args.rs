@@ -71,6 +71,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Switch the selected hosts back to their previous generation.
     Rollback(RollbackArgs),
+    /// Manage the secrets of `[secrets.NAME]` (docs/secrets.md).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -177,6 +180,13 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Upload the selected hosts' secrets without building or activating (after a reboot
+    /// emptied /run/keys), and delete those that no longer go to them.
+    Push,
+}
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {

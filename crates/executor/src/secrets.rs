@@ -9,7 +9,6 @@
 //! ([`MANIFEST`]: names, paths, owner, group, mode; no content, no hash), so a secret that no
 //! longer goes to a host is deleted from it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -95,6 +94,8 @@ pub enum SecretError {
         dest: String,
         reason: String,
     },
+    #[error("cannot check the secrets on {host}: {reason}")]
+    Check { host: String, reason: String },
     #[error("the secrets manifest {MANIFEST} on {host} could not be {what}: {reason}")]
     Manifest {
         host: String,
@@ -253,27 +254,40 @@ pub async fn prune_and_record(
     Ok(stale.into_iter().map(|s| s.name.clone()).collect())
 }
 
-/// Which of `secrets` exist on the host with their owner, group and mode (no content read):
-/// name → present.
-pub async fn present(
+/// Which of `secrets` are missing on the host, or are there with another owner, group or mode
+/// (no content is read). A secret whose folder the login user cannot search (no sudo) is
+/// neither: it is left out.
+pub async fn missing(
     conn: &Connection,
     privilege: &Privilege,
     secrets: &[SecretMeta],
-) -> Result<BTreeMap<String, bool>, ExecError> {
+) -> Result<Vec<String>, SecretError> {
     let mut script = String::new();
     for s in secrets {
         script.push_str(&format!(
-            "if [ \"$(stat -c '%U:%G:%a' -- {d} 2>/dev/null)\" = {want} ]; then echo 1; else echo 0; fi\n",
+            "d={d}; if [ \"$(stat -c '%U:%G:%a' -- \"$d\" 2>/dev/null)\" = {want} ]; then echo ok; \
+             elif [ -e \"$d\" ] || [ -x \"$(dirname -- \"$d\")\" ] || [ ! -e \"$(dirname -- \"$d\")\" ]; then echo missing; \
+             else echo unknown; fi\n",
             d = quote(&s.dest),
             want = quote(&format!("{}:{}:{:o}", s.owner, s.group, s.mode)),
         ));
     }
+    if script.is_empty() {
+        return Ok(Vec::new());
+    }
     let out = conn.exec(&script, privilege, Stdin::None).await?;
+    if !out.success() {
+        return Err(SecretError::Check {
+            host: conn.name().to_owned(),
+            reason: out.stderr_lossy().trim().to_owned(),
+        });
+    }
     let text = out.stdout_lossy();
     Ok(secrets
         .iter()
-        .zip(text.lines().chain(std::iter::repeat("0")))
-        .map(|(s, l)| (s.name.clone(), l.trim() == "1"))
+        .zip(text.lines())
+        .filter(|(_, l)| l.trim() == "missing")
+        .map(|(s, _)| s.name.clone())
         .collect())
 }
 

@@ -434,3 +434,69 @@ fn an_after_activation_secret_can_belong_to_a_user_the_new_system_creates() {
     let now = current(&f, "nas").unwrap();
     f.assert_sound("nas", &[Some(&now)]);
 }
+
+#[test]
+fn after_a_reboot_status_shows_missing_secrets_and_push_places_them_without_activating() {
+    let f = Fleet::start([HostSpec::new("nas").sudo_password(), HostSpec::new("pi1")]);
+    let content = marker("boot");
+    std::fs::write(f.dir.join("boot.key"), &content).unwrap();
+    f.edit_toml(|t| format!("{t}\n[secrets.boot]\nsource = \"boot.key\"\nmode = \"0440\"\n"));
+    f.fleet(&["apply", "--json"]).expect_code(0);
+    let status = |f: &Fleet| {
+        let run = f.fleet(&["status", "--json", "--no-eval"]);
+        run.expect_code(0);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    h["missing_secrets"].clone(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert!(status(&f).values().all(|m| m.is_null()), "nothing missing");
+    let systems: Vec<String> = ["nas", "pi1"]
+        .iter()
+        .map(|h| current(&f, h).unwrap())
+        .collect();
+
+    // /run/keys is a tmpfs: a reboot empties it (and the same mode elsewhere counts as wrong).
+    f.sh("nas", "rm -rf /run/keys");
+    f.sh("pi1", "chmod 0444 /run/keys/boot");
+    let s = status(&f);
+    assert_eq!(s["nas"], serde_json::json!(["boot"]));
+    assert_eq!(s["pi1"], serde_json::json!(["boot"]));
+    let text = f.fleet(&["status", "--no-eval"]);
+    assert!(
+        text.stdout.contains("nas: secrets missing: boot"),
+        "{}",
+        text.stdout
+    );
+
+    let run = f.fleet(&["secrets", "push", "--on", "nas", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.outcomes()["nas"], "pushed");
+    assert!(!run.stdout.contains(&content) && !run.stderr.contains(&content));
+    assert_eq!(stat(&f, "nas", "/run/keys/boot"), "root:root:440");
+    assert_eq!(f.sh("nas", "cat /run/keys/boot"), content);
+    let s = status(&f);
+    assert!(s["nas"].is_null());
+    assert_eq!(
+        s["pi1"],
+        serde_json::json!(["boot"]),
+        "not selected: untouched"
+    );
+    f.fleet(&["secrets", "push", "--on", "pi1"]).expect_code(0);
+    assert_eq!(stat(&f, "pi1", "/run/keys/boot"), "root:root:440");
+    for (h, s) in ["nas", "pi1"].iter().zip(&systems) {
+        assert_eq!(
+            current(&f, h).as_deref(),
+            Some(s.as_str()),
+            "{h}: not activated"
+        );
+        f.assert_sound(h, &[Some(s)]);
+    }
+}
