@@ -101,3 +101,52 @@ fn read(s: &Secret, dir: &Utf8Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
         }
     }
 }
+
+/// Fills each reached host's plan with what apply would do with its secrets: the host compares
+/// each secret's content with what is in place (`cmp -s`, answering only same or different) and
+/// fleet's manifest there says which it placed before. A host that cannot tell gets no list.
+pub async fn plan(
+    plan: &mut fleet_planner::Plan,
+    gathered: &crate::gather::Gathered,
+    contents: &BTreeMap<String, Vec<HostSecret>>,
+) {
+    use fleet_executor::secrets::{self, Change};
+    use fleet_planner::{SecretChange, SecretPlan};
+    let empty = Vec::new();
+    let asks = gathered.iter().map(|(name, reached)| {
+        let list = contents.get(name).unwrap_or(&empty);
+        async move {
+            let r = reached.as_ref().ok()?;
+            let previous = secrets::read_manifest(&r.conn, &r.privilege).await.ok()?;
+            let mut out = Vec::new();
+            for s in list {
+                let change = match secrets::compare(&r.conn, &r.privilege, s).await.ok()? {
+                    Change::Created => SecretChange::Create,
+                    Change::Changed => SecretChange::Change,
+                    Change::Unchanged => SecretChange::Unchanged,
+                };
+                out.push(SecretPlan {
+                    name: s.meta.name.clone(),
+                    dest: s.meta.dest.clone(),
+                    change,
+                });
+            }
+            for p in previous {
+                if !list.iter().any(|s| s.meta.dest == p.dest) {
+                    out.push(SecretPlan {
+                        name: p.name,
+                        dest: p.dest,
+                        change: SecretChange::Remove,
+                    });
+                }
+            }
+            Some(out)
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    for (host, answer) in plan.hosts.iter_mut().zip(answers) {
+        if let Some(list) = answer {
+            host.secrets = list;
+        }
+    }
+}

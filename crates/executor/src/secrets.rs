@@ -190,6 +190,47 @@ pub async fn upload(
     }
 }
 
+/// The host-side script comparing a secret with what is in place: stdin is the content; it
+/// answers `created`, `changed` or `unchanged` (what an upload would do) and writes nothing.
+/// `cmp -s` prints nothing, so the content cannot reach any output or log.
+fn compare_script(m: &SecretMeta) -> String {
+    format!(
+        r#"dest={dest}
+if [ -f "$dest" ] && [ ! -L "$dest" ]; then
+  if cmp -s - "$dest"; then same=1; else same=0; fi
+  cat > /dev/null
+  if [ "$same" = 1 ] && [ "$(stat -c '%U:%G:%a' -- "$dest")" = {want} ]; then echo unchanged; else echo changed; fi
+else
+  cat > /dev/null
+  echo created
+fi
+"#,
+        dest = quote(&m.dest),
+        want = quote(&format!("{}:{}:{:o}", m.owner, m.group, m.mode)),
+    )
+}
+
+/// What [`upload`] would do with `secret` on the host, asked without placing anything.
+pub async fn compare(
+    conn: &Connection,
+    privilege: &Privilege,
+    secret: &HostSecret,
+) -> Result<Change, SecretError> {
+    let stdin = Stdin::Bytes(Bytes::copy_from_slice(&secret.content));
+    let out = conn
+        .exec(&compare_script(&secret.meta), privilege, stdin)
+        .await?;
+    match (out.success(), out.stdout_lossy().trim()) {
+        (true, "created") => Ok(Change::Created),
+        (true, "changed") => Ok(Change::Changed),
+        (true, "unchanged") => Ok(Change::Unchanged),
+        _ => Err(SecretError::Check {
+            host: conn.name().to_owned(),
+            reason: out.stderr_lossy().trim().to_owned(),
+        }),
+    }
+}
+
 /// The manifest on the host: what fleet placed there before (empty if none).
 pub async fn read_manifest(
     conn: &Connection,
@@ -378,6 +419,58 @@ mod tests {
         let chown = script.find("chown -- root:wheel").unwrap();
         let write = script.find("cat > \"$tmp\"").unwrap();
         assert!(chmod < write && chown < write);
+    }
+
+    /// The comparison run locally by `sh`: same content and metadata, other content, no file.
+    #[test]
+    fn the_comparison_answers_without_printing_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("s");
+        std::fs::write(&dest, "hunter2").unwrap();
+        let meta_of = |mode: u32| {
+            let out = std::process::Command::new("stat")
+                .args(["-c", "%U:%G"])
+                .arg(&dest)
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let (owner, group) = text.trim().split_once(':').unwrap();
+            SecretMeta {
+                name: "s".into(),
+                dest: dest.to_str().unwrap().into(),
+                owner: owner.into(),
+                group: group.into(),
+                mode,
+            }
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let run = |m: &SecretMeta, input: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &compare_script(m)])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let all = [out.stdout.clone(), out.stderr].concat();
+            assert!(!String::from_utf8_lossy(&all).contains("hunter"));
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        assert_eq!(run(&meta_of(0o600), "hunter2"), "unchanged");
+        assert_eq!(run(&meta_of(0o600), "hunter3"), "changed");
+        assert_eq!(run(&meta_of(0o640), "hunter2"), "changed");
+        let mut gone = meta_of(0o600);
+        gone.dest.push_str("-missing");
+        assert_eq!(run(&gone, "hunter2"), "created");
     }
 
     #[test]

@@ -292,6 +292,54 @@ when = "after-activation"
             &t[end..]
         )
     });
+    // The plan says what would happen, per host, compared on the host; no content, no hash.
+    let planned = f.fleet(&["plan", "--json", "--out", "plan2.json"]);
+    planned.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&planned.stdout).unwrap();
+    let changes = |host: &str| -> Vec<(String, String)> {
+        let h = plan["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == host)
+            .unwrap();
+        h["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["change"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        changes("pi1"),
+        pairs(&[("wifi", "change"), ("api", "create"), ("token", "remove")])
+    );
+    assert_eq!(
+        changes("nas"),
+        pairs(&[("late", "unchanged"), ("token", "remove")])
+    );
+    assert_eq!(
+        f.sh("pi1", "cat /run/keys/wifi"),
+        wifi,
+        "planning changed nothing"
+    );
+    let text = f.fleet(&["plan"]);
+    assert!(
+        text.stdout
+            .contains("~ secret wifi (/run/keys/wifi, change)"),
+        "{}",
+        text.stdout
+    );
     let run = apply_scanned(&f, &["apply", "--json"], &[&wifi2, &token, &api], &hosts);
     run.expect_code(0);
     assert_eq!(f.sh("pi1", "cat /run/keys/wifi"), wifi2);

@@ -65,10 +65,11 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         };
         let options = planning::options(goal, args.specialisation.as_deref());
         let goal = executor_goal(goal);
-        let planned = planning::make(
+        let mut planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
         .await?;
+        crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
             let _ = writeln!(std::io::stdout().lock(), "{line}");
