@@ -63,7 +63,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             None => Source::Build,
         };
         let options = planning::options(goal, args.specialisation.as_deref());
-        let goal = executor_goal(goal);
+        let goal = options.goal;
         let planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
@@ -258,16 +258,6 @@ fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[Path
         && facts
             .mem_available
             .is_some_and(|m| largest.saturating_mul(4) <= m)
-}
-
-/// The goal of the executor for the CLI's.
-fn executor_goal(g: args::Goal) -> Goal {
-    match g {
-        args::Goal::Switch => Goal::Switch,
-        args::Goal::Boot => Goal::Boot,
-        args::Goal::Test => Goal::Test,
-        args::Goal::DryActivate => Goal::DryActivate,
-    }
 }
 
 /// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`
