@@ -63,19 +63,19 @@ pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
     if !quiet {
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
-                eprintln!("fleet: evaluating {}", hosts.join(", "));
+                errln!("fleet: evaluating {}", hosts.join(", "));
             }
-            BuildEvent::EvalBatchFailed { hosts } => eprintln!(
+            BuildEvent::EvalBatchFailed { hosts } => errln!(
                 "fleet: evaluating {} together failed; evaluating them one by one",
                 hosts.join(", ")
             ),
             BuildEvent::BuildStarted { hosts } => {
-                eprintln!("fleet: building {} on this machine", hosts.join(", "));
+                errln!("fleet: building {} on this machine", hosts.join(", "));
             }
             BuildEvent::Building { drv } => {
                 let name = drv.rsplit('/').next().unwrap_or(&drv);
                 let name = name.get(33..).unwrap_or(name).trim_end_matches(".drv");
-                eprintln!("fleet:   building {name}");
+                errln!("fleet:   building {name}");
             }
             BuildEvent::BuildFinished {
                 built,
@@ -86,7 +86,7 @@ pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
                 } else {
                     format!("; failed: {}", failed_hosts.join(", "))
                 };
-                eprintln!("fleet: built {} derivation(s){failed}", built.len());
+                errln!("fleet: built {} derivation(s){failed}", built.len());
             }
             BuildEvent::EvalFinished { .. } => {}
         }));

@@ -70,7 +70,7 @@ pub async fn make(
         () = cancel.cancelled() => return Err(CliError::Interrupted),
     };
     if !quiet {
-        eprintln!("fleet: reading the state of {} host(s)", hosts.len());
+        errln!("fleet: reading the state of {} host(s)", hosts.len());
     }
     let gathered = gather::gather(
         remote,

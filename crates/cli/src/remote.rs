@@ -37,7 +37,7 @@ impl Remote {
         let connector = Connector::new(options, Arc::new(tty_passphrase()))
             .map_err(|e| CliError::Ssh(e.to_string()))?;
         for warning in connector.config_warnings() {
-            eprintln!("fleet: warning: {warning}");
+            errln!("fleet: warning: {warning}");
         }
         let needing: Vec<&str> = hosts
             .iter()

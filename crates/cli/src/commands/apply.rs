@@ -4,7 +4,6 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
@@ -70,9 +69,9 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         .await?;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            outln!("{line}");
         } else {
-            eprint!("{}", render(&planned.plan, RenderOptions::default()));
+            errp!("{}", render(&planned.plan, RenderOptions::default()));
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());

@@ -47,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
             path: path.clone(),
             source,
         })?;
-        eprintln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
+        errln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
     }
     let text = if global.json {
         plan.to_json()
