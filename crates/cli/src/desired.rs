@@ -102,6 +102,9 @@ pub async fn build(
     fleet_dir: &Utf8Path,
     quiet: bool,
 ) -> Desired {
+    if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
+        errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
+    }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
     let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet)).await;
     let wanted: Vec<(String, Result<Wanted, String>)> = built
