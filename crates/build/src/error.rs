@@ -26,6 +26,14 @@ fn remedies_text(remedies: &[String]) -> String {
     out
 }
 
+fn failed_list(failed: &[String]) -> String {
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} derivation(s) failed: {})", failed.len(), failed.join(", "))
+    }
+}
+
 /// Why one host could not be evaluated or built.
 #[derive(Debug, Clone, Error)]
 pub enum BuildError {
@@ -40,7 +48,7 @@ pub enum BuildError {
     Eval { stderr: String },
 
     /// Some derivation of the host failed to build.
-    #[error("build failed ({} derivation(s) failed: {})\n{stderr}", failed.len(), failed.join(", "))]
+    #[error("build failed{}\n{stderr}", failed_list(.failed))]
     Build {
         /// The failed derivations in this host's closure.
         failed: Vec<String>,

@@ -54,6 +54,10 @@ pub struct GlobalArgs {
     )]
     pub sudo_password_command: Option<String>,
 
+    /// Pass `--show-trace` to Nix evaluation: the whole trace of an evaluation error.
+    #[arg(long, global = true)]
+    pub show_trace: bool,
+
     /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,

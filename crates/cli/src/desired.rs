@@ -57,9 +57,18 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
     }
 }
 
-/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, progress to stderr.
-pub fn build_options(fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
+/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, progress to stderr,
+/// `--show-trace` as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
+pub fn build_options(fleet_dir: &Utf8Path, quiet: bool, show_trace: bool) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
+    if show_trace {
+        let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
+        if !config.is_empty() && !config.ends_with('\n') {
+            config.push('\n');
+        }
+        config.push_str("show-trace = true\n");
+        opts.nix_env.push(("NIX_CONFIG".into(), config));
+    }
     if !quiet {
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
@@ -101,17 +110,29 @@ pub async fn build(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     quiet: bool,
+    show_trace: bool,
 ) -> Desired {
     if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
     }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet)).await;
+    let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet, show_trace)).await;
+    // Nix colours its messages; keep the escapes only for a person watching a terminal.
+    let plain = quiet || !crate::term::stderr_is_tty();
     let wanted: Vec<(String, Result<Wanted, String>)> = built
         .into_iter()
         .zip(hosts)
         .map(|((name, r), host)| {
-            let r = r.map_err(|e| error_chain(&e)).map(|b| Wanted {
+            let r = r
+                .map_err(|e| {
+                    let text = error_chain(&e);
+                    if plain {
+                        crate::out::strip_ansi(&text)
+                    } else {
+                        text
+                    }
+                })
+                .map(|b| Wanted {
                 system: host.system.to_string(),
                 toplevel: b.toplevel,
                 package: b.package,
@@ -292,6 +313,20 @@ fn specialisations(toplevel: &Utf8Path) -> Vec<Specialisation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_trace_is_added_to_nix_config() {
+        let dir = Utf8Path::new("/tmp");
+        assert!(build_options(dir, true, false).nix_env.is_empty());
+        let opts = build_options(dir, true, true);
+        let (k, v) = &opts.nix_env[0];
+        assert_eq!(k, "NIX_CONFIG");
+        assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");
+        // What fleet was given (e.g. `substituters =`) is kept.
+        if let Ok(given) = std::env::var("NIX_CONFIG") {
+            assert!(v.starts_with(given.trim_end()), "{v}");
+        }
+    }
 
     fn info(name: &str, refs: &[&str]) -> PathInfo {
         let p = |n: &str| StorePath::new(format!("/nix/store/{}-{n}", "a".repeat(32))).unwrap();

@@ -63,7 +63,7 @@ pub async fn make(
     let desired = tokio::select! {
         d = async {
             match source {
-                Source::Build => desired::build(inventory, hosts, fleet_dir, quiet).await,
+                Source::Build => desired::build(inventory, hosts, fleet_dir, quiet, global.show_trace).await,
                 Source::Saved(plan) => desired::from_plan(plan, hosts).await,
             }
         } => d,
