@@ -137,6 +137,11 @@ pub struct ApplyArgs {
     /// system has one of the same name; `--specialisation base` switches it to the base system.
     #[arg(long, value_name = "NAME")]
     pub specialisation: Option<String>,
+
+    /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
+    /// for all hosts; without a terminal on stdin it never asks.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// What `fleet apply` does with the new system.
@@ -180,7 +185,12 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RollbackArgs {}
+pub struct RollbackArgs {
+    /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
+    /// for all hosts; without a terminal on stdin it never asks.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {

@@ -22,7 +22,7 @@ use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
-use crate::{load, signals};
+use crate::{exit, load, signals, term};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -72,6 +72,23 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             outln!("{line}");
         } else {
             errp!("{}", render(&planned.plan, RenderOptions::default()));
+        }
+        let changing = planned
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.action, Action::Install | Action::Update))
+            .count();
+        if changing > 0 && !args.yes && term::stdin_is_tty() {
+            let question = format!(
+                "Apply to {changing} host{}?",
+                if changing == 1 { "" } else { "s" }
+            );
+            if term::confirm(&question).ok().flatten() != Some(true) {
+                planning::close_all(planned.gathered).await;
+                errln!("fleet: nothing was changed");
+                return Ok(exit::DECLINED);
+            }
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());
