@@ -98,10 +98,19 @@ fn a_down_host_is_reported_before_the_build_finishes() {
 fn an_unknown_host_key_is_reported_with_its_pin_line_before_the_build_finishes() {
     let f = Fleet::start([HostSpec::new("builds"), HostSpec::new("new")]);
     f.set_config("builds", &slow_config("builds", 120));
-    // Forget the host's key: neither pinned nor in known_hosts.
+    // Forget the hosts' keys: no pins, and a known_hosts file that knows nobody.
+    let known = f.dir.join("known_hosts");
+    std::fs::write(&known, "").unwrap();
     f.edit_toml(|t| {
         t.lines()
             .filter(|l| !l.starts_with("host-key"))
+            .map(|l| {
+                if l.starts_with("known-hosts") {
+                    format!("known-hosts = {:?}", known.display().to_string())
+                } else {
+                    l.to_owned()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -193,9 +202,15 @@ impl Terminal {
     }
 
     fn wait_for(&self, what: &str, timeout: Duration) {
-        wait_until(&format!("`{what}` on the terminal"), timeout, || {
-            self.text().contains(what)
-        });
+        let deadline = Instant::now() + timeout;
+        while !self.text().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{what}` on the terminal within {timeout:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn keys(&mut self, bytes: &[u8]) {
@@ -224,7 +239,8 @@ impl Terminal {
 /// Ctrl-C at the sudo password prompt exits 130 at once, and nothing happens on the host.
 #[test]
 fn ctrl_c_at_the_sudo_password_prompt_exits_130_at_once() {
-    let f = Fleet::start([HostSpec::new("nas").sudo_password()]);
+    let mut f = Fleet::start([HostSpec::new("nas").sudo_password()]);
+    f.env.clear(); // no FLEET_SUDO_PASSWORD_COMMAND: fleet asks on the terminal
     let mut t = Terminal::start(&f, &["apply"]);
     t.wait_for("sudo password for nas", LONG);
     std::thread::sleep(Duration::from_millis(300));
