@@ -30,7 +30,11 @@ fn failed_list(failed: &[String]) -> String {
     if failed.is_empty() {
         String::new()
     } else {
-        format!(" ({} derivation(s) failed: {})", failed.len(), failed.join(", "))
+        format!(
+            " ({} derivation(s) failed: {})",
+            failed.len(),
+            failed.join(", ")
+        )
     }
 }
 

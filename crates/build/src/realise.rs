@@ -265,8 +265,14 @@ mod tests {
         let text = host_build_error(&closure, &e, &BuildOptions::new("/tmp"))
             .await
             .to_string();
-        assert!(text.starts_with("build failed (1 derivation(s) failed: /nix/store/abc-x.drv)"), "{text}");
-        assert!(text.contains("nix-store --read-log /nix/store/abc-x.drv"), "{text}");
+        assert!(
+            text.starts_with("build failed (1 derivation(s) failed: /nix/store/abc-x.drv)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nix-store --read-log /nix/store/abc-x.drv"),
+            "{text}"
+        );
         assert!(!text.contains("zzz-other"), "{text}");
     }
 

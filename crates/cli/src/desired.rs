@@ -116,7 +116,8 @@ pub async fn build(
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
     }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built = fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet, show_trace)).await;
+    let built =
+        fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet, show_trace)).await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
     let plain = quiet || !crate::term::stderr_is_tty();
     let wanted: Vec<(String, Result<Wanted, String>)> = built
@@ -133,10 +134,10 @@ pub async fn build(
                     }
                 })
                 .map(|b| Wanted {
-                system: host.system.to_string(),
-                toplevel: b.toplevel,
-                package: b.package,
-            });
+                    system: host.system.to_string(),
+                    toplevel: b.toplevel,
+                    package: b.package,
+                });
             (name, r)
         })
         .collect();

@@ -65,7 +65,6 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::out::out(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::strip_ansi;
@@ -76,7 +75,10 @@ mod tests {
             strip_ansi("\x1b[31;1merror:\x1b[0m builder for '\x1b[35;1m/nix/store/x.drv\x1b[0m'"),
             "error: builder for '/nix/store/x.drv'"
         );
-        assert_eq!(strip_ansi("\x1b]8;;http://x\x07link\x1b]8;;\x1b\\ done"), "link done");
+        assert_eq!(
+            strip_ansi("\x1b]8;;http://x\x07link\x1b]8;;\x1b\\ done"),
+            "link done"
+        );
         assert_eq!(strip_ansi("plain → text"), "plain → text");
     }
 }

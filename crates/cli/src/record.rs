@@ -103,7 +103,10 @@ pub fn ensure_state_dir(fleet_dir: &Utf8Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(ignore, "# Created by fleet: GC roots and state, not for git.\n*\n")?;
+        std::fs::write(
+            ignore,
+            "# Created by fleet: GC roots and state, not for git.\n*\n",
+        )?;
     }
     Ok(())
 }

@@ -405,9 +405,14 @@ impl Fleet {
         let mut c = self.command(args);
         c.stdout(Stdio::piped()).process_group(0);
         if stderr_closed {
-            let (reader, writer) = std::io::pipe().expect("pipe");
-            drop(reader);
-            c.stderr(writer);
+            // The write end of a pipe into a process that has exited.
+            let mut reader = Command::new("true")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("true starts");
+            let writer = reader.stdin.take().expect("piped");
+            reader.wait().expect("true exits");
+            c.stderr(Stdio::from(writer));
         } else {
             c.stderr(Stdio::piped());
         }

@@ -118,12 +118,17 @@ fn an_unknown_host_key_is_reported_with_its_pin_line_before_the_build_finishes()
     let key: Vec<&str> = key.split_whitespace().take(2).collect();
     let pin = format!("host-key = \"{}\"", key.join(" "));
     let mut run = f.spawn(&["plan"]);
-    wait_until("the unknown key is reported", Duration::from_secs(60), || {
-        run.stderr_so_far().contains("fleet: new: unreachable")
-    });
+    wait_until(
+        "the unknown key is reported",
+        Duration::from_secs(60),
+        || run.stderr_so_far().contains("fleet: new: unreachable"),
+    );
     assert!(run.running(), "fleet is still building");
     let so_far = run.stderr_so_far();
-    assert!(so_far.contains(&pin), "says the line to pin: {pin}\n{so_far}");
+    assert!(
+        so_far.contains(&pin),
+        "says the line to pin: {pin}\n{so_far}"
+    );
     assert!(!so_far.contains("fleet: built"), "{so_far}");
     run.interrupt();
     run.finish(Duration::from_secs(30)).expect_code(130);
@@ -151,7 +156,10 @@ fn plan_asks_no_sudo_password() {
     let plan = run.json();
     assert_eq!(plan["hosts"][0]["action"], "install", "{plan}");
     assert!(
-        !plan["hosts"][0]["copy"]["paths"].as_array().unwrap().is_empty(),
+        !plan["hosts"][0]["copy"]["paths"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "what to copy was read from the host's store: {plan}"
     );
 }
@@ -247,7 +255,11 @@ fn ctrl_c_at_the_sudo_password_prompt_exits_130_at_once() {
     let sent = Instant::now();
     t.keys(b"\x03");
     assert_eq!(t.exit(Duration::from_secs(10)), Some(130));
-    assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
     assert!(f.store_paths("nas").is_empty(), "nothing was copied");
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use fleet_executor::facts::read_facts;
 use fleet_executor::{
-    deploy, Stdin, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase,
+    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase, Stdin,
 };
 
 use crate::args::{GlobalArgs, RollbackArgs};
@@ -139,7 +139,9 @@ async fn preview(
                     .await;
                 r.conn.close().await;
                 let now = match (r.facts.generation, &r.facts.current) {
-                    (Some(g), Some(c)) => format!("generation {g} {}", fleet_planner::short_path(c)),
+                    (Some(g), Some(c)) => {
+                        format!("generation {g} {}", fleet_planner::short_path(c))
+                    }
                     (_, Some(c)) => fleet_planner::short_path(c),
                     _ => "no system".to_owned(),
                 };
@@ -147,7 +149,10 @@ async fn preview(
                     Ok(o) if o.success() => {
                         let line = o.stdout_lossy();
                         let (g, sys) = line.trim().split_once(' ').unwrap_or(("?", ""));
-                        Ok((now, format!("generation {g} {}", fleet_planner::short_path(sys))))
+                        Ok((
+                            now,
+                            format!("generation {g} {}", fleet_planner::short_path(sys)),
+                        ))
                     }
                     Ok(_) => Err(format!("{now}, no earlier generation")),
                     Err(e) => Err(e.to_string()),
