@@ -111,6 +111,24 @@ pub fn confirm(question: &str) -> std::io::Result<Option<bool>> {
     Ok(line.map(|l| matches!(l.trim().to_ascii_lowercase().as_str(), "y" | "yes")))
 }
 
+/// [`read_secret`] on the blocking pool, so the runtime's workers (and the Ctrl-C handler) run
+/// while the prompt waits.
+pub async fn read_secret_async(prompt: String) -> std::io::Result<Option<Zeroizing<String>>> {
+    tokio::task::spawn_blocking(move || read_secret(&prompt))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// [`confirm`] on the blocking pool; true only for a yes (no terminal, or an error, is a no).
+pub async fn confirm_async(question: String) -> bool {
+    tokio::task::spawn_blocking(move || confirm(&question))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        == Some(true)
+}
+
 /// Whether stdin is a terminal: a person can answer a question.
 pub fn stdin_is_tty() -> bool {
     std::io::stdin().is_terminal()

@@ -264,7 +264,8 @@ fn ctrl_c_at_the_sudo_password_prompt_exits_130_at_once() {
 }
 
 /// On a terminal, `apply` shows the plan and asks once for the whole fleet; "n" changes
-/// nothing on any host and exits 1. `--yes` skips the question.
+/// nothing on any host and exits 1. `--yes` skips the question. `rollback` shows what each
+/// host goes back to and asks too; Enter (no) changes nothing.
 #[test]
 fn answering_no_to_the_confirmation_changes_nothing() {
     let f = Fleet::start([HostSpec::new("pi"), HostSpec::new("nas")]);
@@ -278,7 +279,32 @@ fn answering_no_to_the_confirmation_changes_nothing() {
     }
     let t = Terminal::start(&f, &["apply", "--yes"]);
     assert_eq!(t.exit(LONG), Some(0));
+    let first: Vec<String> = ["pi", "nas"].iter().map(|h| current(&f, h).unwrap()).collect();
+    // A second generation (no terminal on stdin: no question, as before).
     for h in ["pi", "nas"] {
-        assert!(current(&f, h).is_some(), "{h} applied");
+        f.set_config(h, &fleet_e2e::config(h, &["htop", "git"]));
+    }
+    f.fleet(&["apply"]).expect_code(0);
+    let second: Vec<String> = ["pi", "nas"].iter().map(|h| current(&f, h).unwrap()).collect();
+    assert_ne!(first, second);
+
+    // rollback shows where each host would go back to and asks; "n" changes nothing.
+    let mut t = Terminal::start(&f, &["rollback"]);
+    t.wait_for("Roll back 2 hosts? [y/N]", LONG);
+    let shown = t.text();
+    for (i, h) in ["pi", "nas"].iter().enumerate() {
+        let line = shown
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{h}:")))
+            .unwrap_or_else(|| panic!("{h} is shown:\n{shown}"));
+        assert!(line.contains("generation 2"), "{line}");
+        assert!(line.contains("→ generation 1"), "{line}");
+        let short = |p: &str| p.rsplit('/').next().unwrap()[..7].to_owned();
+        assert!(line.contains(&short(&first[i])), "{line} names {}", first[i]);
+    }
+    t.keys(b"\r");
+    assert_eq!(t.exit(LONG), Some(1));
+    for (i, h) in ["pi", "nas"].iter().enumerate() {
+        assert_eq!(current(&f, h).as_deref(), Some(second[i].as_str()), "{h}");
     }
 }

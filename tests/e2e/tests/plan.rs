@@ -37,7 +37,7 @@ fn install_then_only_the_changed_host_updates_with_its_diff_and_unreachable_is_r
     let run = f.fleet(&["plan", "--json"]);
     run.expect_code(0);
     let plan = run.json();
-    assert_eq!(plan["format"], 1);
+    assert_eq!(plan["format"], 2);
     for h in ["pi1", "web1", "web2"] {
         let p = host(&plan, h);
         assert_eq!(p["action"], "install", "{h}");

@@ -84,7 +84,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 "Apply to {changing} host{}?",
                 if changing == 1 { "" } else { "s" }
             );
-            if term::confirm(&question).ok().flatten() != Some(true) {
+            if !term::confirm_async(question).await {
                 planning::close_all(planned.gathered).await;
                 errln!("fleet: nothing was changed");
                 return Ok(exit::DECLINED);

@@ -38,7 +38,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
                 return Ok(exit::FAILURE);
             }
             let question = format!("Roll back {n} host{}?", if n == 1 { "" } else { "s" });
-            if term::confirm(&question).ok().flatten() != Some(true) {
+            if !term::confirm_async(question).await {
                 errln!("fleet: nothing was changed");
                 return Ok(exit::DECLINED);
             }
