@@ -279,13 +279,19 @@ fn answering_no_to_the_confirmation_changes_nothing() {
     }
     let t = Terminal::start(&f, &["apply", "--yes"]);
     assert_eq!(t.exit(LONG), Some(0));
-    let first: Vec<String> = ["pi", "nas"].iter().map(|h| current(&f, h).unwrap()).collect();
+    let first: Vec<String> = ["pi", "nas"]
+        .iter()
+        .map(|h| current(&f, h).unwrap())
+        .collect();
     // A second generation (no terminal on stdin: no question, as before).
     for h in ["pi", "nas"] {
         f.set_config(h, &fleet_e2e::config(h, &["htop", "git"]));
     }
     f.fleet(&["apply"]).expect_code(0);
-    let second: Vec<String> = ["pi", "nas"].iter().map(|h| current(&f, h).unwrap()).collect();
+    let second: Vec<String> = ["pi", "nas"]
+        .iter()
+        .map(|h| current(&f, h).unwrap())
+        .collect();
     assert_ne!(first, second);
 
     // rollback shows where each host would go back to and asks; "n" changes nothing.
@@ -300,7 +306,11 @@ fn answering_no_to_the_confirmation_changes_nothing() {
         assert!(line.contains("generation 2"), "{line}");
         assert!(line.contains("→ generation 1"), "{line}");
         let short = |p: &str| p.rsplit('/').next().unwrap()[..7].to_owned();
-        assert!(line.contains(&short(&first[i])), "{line} names {}", first[i]);
+        assert!(
+            line.contains(&short(&first[i])),
+            "{line} names {}",
+            first[i]
+        );
     }
     t.keys(b"\r");
     assert_eq!(t.exit(LONG), Some(1));

@@ -123,8 +123,10 @@ fn an_unknown_host_key_is_refused_unless_accepted_which_records_it_and_a_changed
         let sim = f.tb.host(h);
         let key_b64 = sim.host_key_line.split_whitespace().nth(1).unwrap();
         assert!(
-            run.stderr.lines().any(|l| l.starts_with(&format!("fleet: {h}: recorded"))
-                && l.contains(&format!("host-key = \"ssh-ed25519 {key_b64}\""))),
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("fleet: {h}: recorded"))
+                    && l.contains(&format!("host-key = \"ssh-ed25519 {key_b64}\""))),
             "{h}: fleet says what it recorded and how to pin it:\n{}",
             run.stderr
         );
