@@ -2,7 +2,8 @@
 //! only the Rust toolchain.
 //!
 //! # Layout
-//! - `setup`: [`fleet_testbed::ensure_prerequisites`] (apt-get what is missing, the sudo user).
+//! - `setup`: [`fleet_testbed::ensure_prerequisites`] (apt-get what is missing, the sudo user),
+//!   then the userland roots of the Nix matrix ([`fleet_testbed::userland::ensure_roots`]).
 //! - `test`: setup, then `cargo test --workspace` (or the packages given with `-p`) with the deployer's `NIX_CONFIG`.
 //! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply|status` against it, one
 //!   configuration change and `plan|apply|status` again, teardown.
@@ -23,7 +24,8 @@ use fleet_testbed::{nix_config, repo_root, HostSpec, Testbed};
 const USAGE: &str = "usage: cargo xtask <command> [args]
 
 commands:
-  setup            install what the tests and the demo need (apt-get, as root), create the sudo user
+  setup            install what the tests and the demo need (apt-get, as root), create the sudo user,
+                   build the Debian trixie/sid roots of the Nix matrix (cached)
   test [ARGS...]   setup, then `cargo test --workspace ARGS...` (the CI command)
   demo             start a 3-host simulated fleet and run fleet against it
   bench [--quick]  fleet vs nix-copy-closure vs the floor on a simulated fleet (release build);
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
     let command = args.next().map(|a| a.to_string_lossy().into_owned());
     let rest: Vec<OsString> = args.collect();
     let result = match command.as_deref() {
-        Some("setup") => setup().map(|()| ExitCode::SUCCESS),
+        Some("setup") => setup().and_then(|()| roots()).map(|()| ExitCode::SUCCESS),
         Some("test") => test(&rest),
         Some("demo") => demo(),
         Some("bench") => bench::run(&rest),
@@ -79,6 +81,32 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
+/// The userland roots of the Nix version matrix (Debian trixie and sid), built once and cached;
+/// an unreachable Debian registry is reported and skipped (the matrix tests then skip too).
+fn roots() -> Result<()> {
+    let dir = fleet_testbed::userland::roots_dir();
+    eprintln!(
+        "xtask: userland roots for the Nix matrix in {} (debootstrap on first use, a few minutes)",
+        dir.display()
+    );
+    let started = std::time::Instant::now();
+    for (u, r) in fleet_testbed::userland::ensure_roots() {
+        match r {
+            Ok(Some(root)) => match root.built_in {
+                Some(t) => eprintln!("xtask: built {u}: {} in {t:.0?}", root.nix_version),
+                None => eprintln!("xtask: {u}: {} (cached)", root.nix_version),
+            },
+            Ok(None) => {}
+            Err(e @ fleet_testbed::Error::RegistryUnreachable { .. }) => {
+                eprintln!("xtask: warning: {e}; the tests on {u} will be skipped");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    eprintln!("xtask: roots ready in {:.1?}", started.elapsed());
+    Ok(())
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(repo_root());
@@ -87,6 +115,7 @@ fn cargo() -> Command {
 
 fn test(args: &[OsString]) -> Result<ExitCode> {
     setup()?;
+    roots()?;
     // `--workspace` would override a `-p`/`--package` given by the user.
     let picks_packages = args.iter().any(|a| {
         let a = a.to_string_lossy();

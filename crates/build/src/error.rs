@@ -38,6 +38,17 @@ fn failed_list(failed: &[String]) -> String {
     }
 }
 
+/// How to give an evaluation a `<name>` it looks up.
+pub fn search_path_help(name: &str) -> String {
+    match name {
+        "nixpkgs" | "nixos-config" => format!("fleet provides <{name}> itself (the host's pin and configuration)"),
+        _ => format!(
+            "fleet.toml provides no <{name}>: add `nix-path = {{ {key} = \"path/to/{name}\" }}` to the host's table or to [defaults] (a path relative to fleet.toml)",
+            key = if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') { name.to_owned() } else { format!("\"{name}\"") },
+        ),
+    }
+}
+
 /// Why one host could not be evaluated or built.
 #[derive(Debug, Clone, Error)]
 pub enum BuildError {
@@ -46,6 +57,22 @@ pub enum BuildError {
 
     #[error("invalid host specification: {reason}")]
     InvalidSpec { reason: String },
+
+    /// A configuration file looks up a `<name>` that fleet.toml does not provide.
+    #[error("{file}:{line} uses <{name}>, which is not on the host's search path\n{}", search_path_help(.name))]
+    SearchPath {
+        name: String,
+        file: String,
+        line: usize,
+    },
+
+    /// The configuration sets `nixpkgs.hostPlatform` to another system than fleet.toml's.
+    #[error("the configuration is for {configured} (nixpkgs.hostPlatform), but fleet.toml says system = \"{system}\"; make them agree")]
+    PlatformMismatch { configured: String, system: String },
+
+    /// The configuration's files could not be read.
+    #[error(transparent)]
+    Files(#[from] crate::files::DiscoverError),
 
     /// Nix could not evaluate the host; `stderr` is Nix's error text.
     #[error("evaluation failed:\n{stderr}")]

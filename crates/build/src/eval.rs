@@ -15,6 +15,12 @@ use crate::spec::{BuildEvent, BuildOptions};
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Evaluated {
+    /// The configuration's `nixpkgs.hostPlatform.system`, when it can be read.
+    #[serde(default)]
+    pub host_platform: Option<String>,
+    /// The host reads `<nixos-config>` (`system.copySystemConfiguration`): evaluate it alone.
+    #[serde(default)]
+    pub alone: bool,
     pub toplevel: String,
     pub toplevel_out: String,
     pub package: String,
@@ -23,30 +29,42 @@ pub(crate) struct Evaluated {
 
 pub(crate) type EvalResult = Result<Evaluated, BuildError>;
 
-/// Evaluate `hosts` (name, expression input) in bounded batches; results keep the input order.
+/// Evaluate `hosts` (name, expression input) in bounded batches of hosts with the same search
+/// path (one `nix-instantiate` has one); results keep the input order.
 pub(crate) async fn evaluate(
     hosts: Vec<(String, ExprHost)>,
     opts: &BuildOptions,
 ) -> Vec<EvalResult> {
     let per_eval = opts.max_hosts_per_eval.max(1);
     let permits = Arc::new(Semaphore::new(opts.max_parallel_evals.max(1)));
-    let hosts = Arc::new(hosts);
-    let mut set = JoinSet::new();
-    for start in (0..hosts.len()).step_by(per_eval) {
-        let end = (start + per_eval).min(hosts.len());
-        let (hosts, permits, opts) = (hosts.clone(), permits.clone(), opts.clone());
-        set.spawn(async move {
-            let batch = &hosts[start..end];
-            let results = eval_batch(batch, &permits, &opts).await;
-            (start, results)
-        });
+    let count = hosts.len();
+    // Per search path, its hosts with their index in `hosts`.
+    type Group = (Vec<(String, String)>, Vec<(usize, (String, ExprHost))>);
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, h) in hosts.into_iter().enumerate() {
+        match groups.iter_mut().find(|(k, _)| *k == h.1.search) {
+            Some((_, g)) => g.push((i, h)),
+            None => groups.push((h.1.search.clone(), vec![(i, h)])),
+        }
     }
-    let mut out: Vec<Option<EvalResult>> = (0..hosts.len()).map(|_| None).collect();
+    let mut set = JoinSet::new();
+    for (_, group) in groups {
+        for chunk in group.chunks(per_eval) {
+            let (indices, batch): (Vec<usize>, Vec<(String, ExprHost)>) =
+                chunk.iter().cloned().unzip();
+            let (permits, opts) = (permits.clone(), opts.clone());
+            set.spawn(async move {
+                let results = eval_batch(&batch, &permits, &opts).await;
+                (indices, results)
+            });
+        }
+    }
+    let mut out: Vec<Option<EvalResult>> = (0..count).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((start, results)) => {
-                for (i, r) in results.into_iter().enumerate() {
-                    out[start + i] = Some(r);
+            Ok((indices, results)) => {
+                for (i, r) in indices.into_iter().zip(results) {
+                    out[i] = Some(r);
                 }
             }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -78,7 +96,23 @@ async fn eval_batch(
         eval_once(batch, opts).await
     };
     let results = match whole {
-        Ok(list) => list.into_iter().map(Ok).collect(),
+        Ok(list) => {
+            // Hosts that read `<nixos-config>` again, each with its own.
+            let mut results = Vec::with_capacity(list.len());
+            for (ev, host) in list.into_iter().zip(batch) {
+                if ev.alone {
+                    let _permit = permits.acquire().await.expect("semaphore is never closed");
+                    results.push(
+                        eval_once(std::slice::from_ref(host), opts)
+                            .await
+                            .map(|mut v| v.remove(0)),
+                    );
+                } else {
+                    results.push(Ok(ev));
+                }
+            }
+            results
+        }
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(_) => {
             // One host's error (a syntax error, a missing attribute) fails the whole process:
@@ -111,25 +145,60 @@ async fn eval_batch(
     results
 }
 
-/// One `nix-instantiate --eval` of a batch.
+/// Nix says `file 'NAME' was not found in the Nix search path`: say how fleet provides it.
+fn with_search_path_hint(stderr: String) -> String {
+    let marker = "was not found in the Nix search path";
+    let Some(at) = stderr.find(marker) else {
+        return stderr;
+    };
+    let name = stderr[..at]
+        .rsplit("file '")
+        .next()
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or("NAME")
+        .split('/')
+        .next()
+        .unwrap_or("NAME")
+        .to_owned();
+    format!("{stderr}\n{}", crate::error::search_path_help(&name))
+}
+
+/// One `nix-instantiate --eval` of a batch, with the batch's search path (and `nixos-config`
+/// when it is one host).
 async fn eval_once(
     batch: &[(String, ExprHost)],
     opts: &BuildOptions,
 ) -> Result<Vec<Evaluated>, BuildError> {
     let exprs: Vec<ExprHost> = batch.iter().map(|(_, h)| h.clone()).collect();
-    let args = vec![
-        "--eval".to_owned(),
-        "--strict".to_owned(),
-        "--json".to_owned(),
-        // Instantiate the derivations (write the .drv files) while evaluating.
-        "--read-write-mode".to_owned(),
-        "-E".to_owned(),
+    let mut args = nix::isolated_eval_args();
+    if let Some(first) = exprs.first() {
+        for (name, path) in &first.search {
+            args.push("-I".to_owned());
+            args.push(format!("{name}={path}"));
+        }
+        if let [only] = exprs.as_slice() {
+            args.push("-I".to_owned());
+            args.push(format!("nixos-config={}", only.nixos_config()));
+        }
+    }
+    // Instantiate the derivations (write the .drv files) while evaluating; the expression
+    // (it can be long: a host's file list) on stdin.
+    args.extend(["--json", "--read-write-mode", "-"].map(str::to_owned));
+    let out = nix::run_with_stdin(
+        "nix-instantiate",
+        &args,
+        &opts.nix_env,
         batch_expression(&exprs),
-    ];
-    let out = nix::run("nix-instantiate", &args, &opts.nix_env).await?;
+    )
+    .await?;
     if !out.success {
+        let mut stderr = nix::excerpt(&out.stderr);
+        if let [only] = exprs.as_slice() {
+            // Errors name the store copy of the configuration; say which file it is.
+            stderr = stderr.replace(&only.tree, &only.origin);
+        }
         return Err(BuildError::Eval {
-            stderr: nix::excerpt(&out.stderr),
+            stderr: with_search_path_hint(stderr),
         });
     }
     let list: Vec<Evaluated> =
@@ -144,4 +213,21 @@ async fn eval_once(
         });
     }
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_search_path_entry_gets_the_key_to_add() {
+        let stderr = "error: file 'nixos-hardware/raspberry-pi/4' was not found in the Nix search path (add it using $NIX_PATH or -I)".to_owned();
+        let out = with_search_path_hint(stderr.clone());
+        assert!(out.starts_with(&stderr));
+        assert!(
+            out.contains("add `nix-path = { nixos-hardware = \"path/to/nixos-hardware\" }`"),
+            "{out}"
+        );
+        assert_eq!(with_search_path_hint("error: boom".into()), "error: boom");
+    }
 }

@@ -2,20 +2,42 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::spec::PinSpec;
-
 const SWITCH_TEMPLATE: &str = include_str!("templates/switch.sh");
 const README_TEMPLATE: &str = include_str!("templates/README.md");
 const PACKAGE_BUILDER: &str = include_str!("templates/package-builder.sh");
 
-/// A host ready for the expression: paths are absolute.
+/// A version label fleet gives a system whose nixpkgs has no `.git-revision` or
+/// `.version-suffix` (a GitHub archive): `system.nixos.revision` / `versionSuffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VersionLabel {
+    pub revision: Option<String>,
+    pub suffix: String,
+}
+
+/// A host ready for the expression: everything it reads is in the store already.
 #[derive(Debug, Clone)]
 pub(crate) struct ExprHost {
     pub system: String,
-    pub pin: PinSpec,
-    /// Absolute path of the configuration file.
-    pub config: Utf8PathBuf,
+    /// Store path of the pinned nixpkgs.
+    pub nixpkgs: String,
+    /// Store path of the host's configuration files (`fleet-config`).
+    pub tree: String,
+    /// The folder `tree` is a copy of (for error messages).
+    pub origin: String,
+    /// The configuration file, relative to `tree`.
+    pub config_rel: Utf8PathBuf,
     pub cross: bool,
+    pub label: Option<VersionLabel>,
+    /// The search path of this host's evaluation: `nixpkgs` and the `nix-path` entries, as
+    /// store paths (`nixos-config` is added when the host is evaluated alone).
+    pub search: Vec<(String, String)>,
+}
+
+impl ExprHost {
+    /// `<nixos-config>`: the configuration file in the store copy.
+    pub fn nixos_config(&self) -> String {
+        format!("{}/{}", self.tree, self.config_rel)
+    }
 }
 
 /// A Nix string literal holding exactly `s`.
@@ -44,34 +66,16 @@ pub(crate) fn nix_path(p: &Utf8Path) -> String {
     format!("(/. + {})", nix_string(p.as_str()))
 }
 
-fn pin_expr(pin: &PinSpec) -> String {
-    match pin {
-        PinSpec::Tarball { url, sha256 } => format!(
-            "builtins.fetchTarball {{ url = {}; sha256 = {}; }}",
-            nix_string(url),
-            nix_string(sha256)
-        ),
-        PinSpec::Path(p) => format!(
-            "builtins.path {{ path = {}; name = \"source\"; }}",
-            nix_path(p)
-        ),
-    }
-}
-
 /// The expression for a batch: a list, in order, of
-/// `{ toplevel; toplevelOut; package; packageOut; }` (.drv and output paths).
+/// `{ toplevel; toplevelOut; package; packageOut; hostPlatform; alone; }` (.drv and output
+/// paths; `alone`: the host reads `<nixos-config>` and must be evaluated by itself).
 ///
-/// Each host: `import "${nixpkgs}/nixos" { configuration; system; }`; the deployment package is
-/// a derivation of the toplevel's `system` that holds the configuration folder (filtered), links
-/// `nixpkgs` and `system`, a `switch` script and a README. It depends only on configuration, pin
-/// and system, never on the host's name, so identical hosts share one package.
+/// Each host: `import "${nixpkgs}/nixos" { configuration; system; }` with the configuration
+/// read from its store copy; the deployment package is a derivation of the toplevel's `system`
+/// that holds that copy, links `nixpkgs` and `system`, a `switch` script and a README. It
+/// depends only on the host's own files, pin and system, never on the host's name, so
+/// identical hosts share one package.
 pub(crate) fn batch_expression(hosts: &[ExprHost]) -> String {
-    let mut pins: Vec<&PinSpec> = Vec::new();
-    for h in hosts {
-        if !pins.contains(&&h.pin) {
-            pins.push(&h.pin);
-        }
-    }
     let mut e = String::new();
     e.push_str("let\n");
     e.push_str(&format!(
@@ -87,19 +91,34 @@ pub(crate) fn batch_expression(hosts: &[ExprHost]) -> String {
         nix_string(PACKAGE_BUILDER)
     ));
     e.push_str(HOST_FUNCTION);
-    for (i, pin) in pins.iter().enumerate() {
-        e.push_str(&format!("  pin{i} = {};\n", pin_expr(pin)));
-    }
     e.push_str("in [\n");
     for h in hosts {
-        let pin = pins.iter().position(|p| **p == h.pin).unwrap_or_default();
-        let dir = h.config.parent().unwrap_or(Utf8Path::new("/"));
-        let name = h.config.file_name().unwrap_or_default();
+        let (revision, suffix) = match &h.label {
+            Some(l) => (
+                l.revision.as_deref().map_or("null".to_owned(), nix_string),
+                nix_string(&l.suffix),
+            ),
+            None => ("null".to_owned(), "null".to_owned()),
+        };
+        let search: Vec<String> = h
+            .search
+            .iter()
+            .filter(|(name, _)| name != "nixpkgs")
+            .map(|(name, path)| {
+                format!(
+                    "({} + builtins.storePath {})",
+                    nix_string(&format!("{name}=")),
+                    nix_string(path)
+                )
+            })
+            .collect();
         e.push_str(&format!(
-            "  (host {{ nixpkgs = pin{pin}; configFile = {}; configDir = {}; configName = {}; system = {}; cross = {}; }})\n",
-            nix_path(&h.config),
-            nix_path(dir),
-            nix_string(name),
+            "  (host {{ nixPath = [ {} ]; nixpkgs = builtins.storePath {}; tree = builtins.storePath {}; configFile = {}; configName = {}; system = {}; cross = {}; revision = {revision}; versionSuffix = {suffix}; }})\n",
+            search.join(" "),
+            nix_string(&h.nixpkgs),
+            nix_string(&h.tree),
+            nix_path(Utf8Path::new(&h.nixos_config())),
+            nix_string(h.config_rel.as_str()),
             nix_string(&h.system),
             h.cross
         ));
@@ -109,20 +128,33 @@ pub(crate) fn batch_expression(hosts: &[ExprHost]) -> String {
 }
 
 const HOST_FUNCTION: &str = r#"
-  keep = path: type:
-    let b = baseNameOf path; in
-    !(b == ".git" || b == ".fleet" || b == ".direnv"
-      || (type == "symlink" && (b == "result" || builtins.substring 0 7 b == "result-")));
-  host = { nixpkgs, configFile, configDir, configName, system, cross }:
+  host = { nixPath, nixpkgs, tree, configFile, configName, system, cross, revision, versionSuffix }:
     let
+      # What fleet adds to the host's configuration: for `build = "cross"` only the build
+      # platform (and the host platform as a default, so the configuration's own wins); a
+      # version label when nixpkgs has none.
       configuration =
-        if cross then {
-          imports = [ configFile ];
-          nixpkgs.buildPlatform = builtins.currentSystem;
-          nixpkgs.hostPlatform = system;
-        } else configFile;
+        if !cross && versionSuffix == null then configFile
+        else { lib, ... }:
+          let mkDefault = lib.mkDefault or (x: x); in
+          { imports = [ configFile ]; }
+          // (if cross then {
+            nixpkgs.buildPlatform = builtins.currentSystem;
+            nixpkgs.hostPlatform = mkDefault system;
+          } else { })
+          // (if versionSuffix == null then { } else {
+            system.nixos = { versionSuffix = mkDefault versionSuffix; }
+              // (if revision == null then { } else { revision = mkDefault revision; });
+          });
       nixos = import "${nixpkgs}/nixos" { inherit configuration system; };
-      toplevel = nixos.config.system.build.toplevel;
+      cfg = nixos.config;
+      alone = cfg.system.copySystemConfiguration or false;
+      platform =
+        let p = builtins.tryEval (
+          let h = cfg.nixpkgs.hostPlatform or null; in
+          if h == null then null else if builtins.isString h then h else h.system or null);
+        in if p.success then p.value else null;
+      toplevel = cfg.system.build.toplevel;
       # Real nixpkgs: coreutils and sed from the build platform's package set. The stand-in has
       # none, so it uses the deployer's /usr/bin and /bin.
       path =
@@ -135,10 +167,16 @@ const HOST_FUNCTION: &str = r#"
         builder = "/bin/sh";
         args = [ builderScript ];
         PATH = path;
-        inherit toplevel nixpkgs configName switchTemplate readmeTemplate;
-        config = builtins.path { path = configDir; name = "fleet-config"; filter = keep; };
+        config = tree;
+        inherit nixPath toplevel nixpkgs configName switchTemplate readmeTemplate;
       };
-    in {
+    in if alone && !(builtins.tryEval <nixos-config>).success then {
+      inherit alone;
+      hostPlatform = platform;
+      toplevel = ""; toplevelOut = ""; package = ""; packageOut = "";
+    } else {
+      alone = false;
+      hostPlatform = platform;
       toplevel = toplevel.drvPath;
       toplevelOut = toplevel.outPath;
       package = package.drvPath;
@@ -165,16 +203,35 @@ mod tests {
     }
 
     #[test]
-    fn pins_are_shared() {
-        let h = |sys: &str| ExprHost {
+    fn hosts_read_their_store_copy() {
+        let h = |sys: &str, cross: bool| ExprHost {
             system: sys.into(),
-            pin: PinSpec::Path("/np".into()),
-            config: "/c/configuration.nix".into(),
-            cross: false,
+            nixpkgs: "/nix/store/aaa-source".into(),
+            tree: "/nix/store/bbb-fleet-config".into(),
+            origin: "/fleet".into(),
+            config_rel: "hosts/pi 1/configuration.nix".into(),
+            cross,
+            label: None,
+            search: vec![
+                ("nixpkgs".into(), "/nix/store/aaa-source".into()),
+                ("nixos-hardware".into(), "/nix/store/ccc-source".into()),
+            ],
         };
-        let e = batch_expression(&[h("x86_64-linux"), h("aarch64-linux")]);
-        assert_eq!(e.matches("pin0 = builtins.path").count(), 1);
-        assert!(!e.contains("pin1"));
+        let e = batch_expression(&[h("x86_64-linux", false), h("aarch64-linux", true)]);
         assert_eq!(e.matches("(host {").count(), 2);
+        assert!(
+            e.contains(
+                r#"configFile = (/. + "/nix/store/bbb-fleet-config/hosts/pi 1/configuration.nix")"#
+            ),
+            "{e}"
+        );
+        assert!(e.contains("nixpkgs = builtins.storePath \"/nix/store/aaa-source\""));
+        assert!(e.contains("cross = true; revision = null; versionSuffix = null;"));
+        assert!(
+            e.contains(
+                r#"nixPath = [ ("nixos-hardware=" + builtins.storePath "/nix/store/ccc-source") ];"#
+            ),
+            "{e}"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! fleet-build: evaluate and build NixOS hosts on this machine, the way `nixos-rebuild` does,
 //! from an expression fleet generates.
 //!
-//! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` (many hosts per Nix
-//! process), plus a **deployment package** derivation (configuration folder, `nixpkgs` and
-//! `system` links, a `switch` script, a README) that depends only on configuration, pin and
-//! system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
+//! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` with the search path
+//! `nixpkgs` (its pin), `nixos-config` (its configuration) and fleet.toml's `nix-path` only, the
+//! deployer's `NIX_PATH` never (many hosts per Nix process when they share a search path), plus a
+//! **deployment package** derivation (the host's own files, `nixpkgs`, `nix-path/` and `system`
+//! links, a `switch` script, a README) that depends only on those files, pin and system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
 //! host's package gets a GC root at `<fleet_dir>/.fleet/gcroots/<host>`. A failed host is a
 //! value: one host's evaluation or build error never hides the others.
 //!
@@ -14,6 +15,9 @@
 //! - [`spec`]: inputs ([`HostBuildSpec`], [`PinSpec`], [`BuildOptions`]) and outputs
 //!   ([`BuiltHost`], [`BootSpec`]), progress [`BuildEvent`]s.
 //! - [`capability`]: can this machine build a system (native, `extra-platforms`, `builders`)?
+//! - [`files`]: which files a configuration reads (pure apart from reading files).
+//! - `prepare`, `sources`: absolute paths, search path checks, and every pin, `nix-path` entry
+//!   and host's files put in the store before evaluation (the evaluation sees only those).
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `realise`: the one build, per-host failures, GC roots.
@@ -23,13 +27,16 @@ pub mod capability;
 pub mod error;
 mod eval;
 mod expr;
+pub mod files;
 mod nix;
+mod prepare;
 mod realise;
+mod sources;
 pub mod spec;
 
 use std::collections::BTreeSet;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 pub use capability::{check_can_build, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
@@ -123,8 +130,9 @@ async fn check_and_evaluate(
     };
     let mut to_eval = Vec::new();
     let mut eval_index = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        let checked = resolve(spec).and_then(|host| {
+    let prepared = prepare::prepare(specs, opts).await;
+    for (i, (spec, host)) in specs.iter().zip(prepared).enumerate() {
+        let checked = host.and_then(|host| {
             if !spec.cross {
                 match &caps {
                     Some(Ok(caps)) => caps.check(&spec.system)?,
@@ -144,6 +152,15 @@ async fn check_and_evaluate(
     }
     let evaluated = eval::evaluate(to_eval, opts).await;
     for (i, r) in eval_index.into_iter().zip(evaluated) {
+        // The configuration's own platform must be fleet.toml's: NixOS lets
+        // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.
+        let r = r.and_then(|ev| match &ev.host_platform {
+            Some(p) if *p != specs[i].system => Err(BuildError::PlatformMismatch {
+                configured: p.clone(),
+                system: specs[i].system.clone(),
+            }),
+            _ => Ok(ev),
+        });
         results[i] = Some(r);
     }
     results
@@ -157,48 +174,6 @@ async fn check_and_evaluate(
             })
         })
         .collect()
-}
-
-fn absolute(p: &Utf8Path) -> Result<Utf8PathBuf, BuildError> {
-    if p.is_absolute() {
-        return Ok(p.to_owned());
-    }
-    let cwd = std::env::current_dir().map_err(|e| BuildError::Io {
-        action: "reading the current directory for",
-        path: p.to_string(),
-        source: e.into(),
-    })?;
-    let cwd = Utf8PathBuf::from_path_buf(cwd).map_err(|p| BuildError::InvalidSpec {
-        reason: format!("current directory {} is not UTF-8", p.display()),
-    })?;
-    Ok(cwd.join(p))
-}
-
-fn resolve(spec: &HostBuildSpec) -> Result<expr::ExprHost, BuildError> {
-    let config = absolute(&spec.config)?;
-    if !config.is_file() {
-        return Err(BuildError::InvalidSpec {
-            reason: format!("configuration file {config} does not exist"),
-        });
-    }
-    let pin = match &spec.pin {
-        PinSpec::Path(p) => {
-            let p = absolute(p)?;
-            if !p.join("nixos").exists() {
-                return Err(BuildError::InvalidSpec {
-                    reason: format!("nixpkgs path {p} has no nixos/ folder"),
-                });
-            }
-            PinSpec::Path(p)
-        }
-        t @ PinSpec::Tarball { .. } => t.clone(),
-    };
-    Ok(expr::ExprHost {
-        system: spec.system.clone(),
-        pin,
-        config,
-        cross: spec.cross,
-    })
 }
 
 async fn build(

@@ -19,6 +19,11 @@ pub(crate) fn command(program: &str, args: &[String], env: &[(String, String)]) 
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // The deployer's search path never reaches evaluation: `<nixpkgs>` is the host's pin,
+        // given with `-I` (see `isolated_eval_args`). NIXOS_CONFIG would win over
+        // `<nixos-config>` in nixpkgs' `from-env.nix`.
+        .env("NIX_PATH", "")
+        .env_remove("NIXOS_CONFIG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
@@ -29,6 +34,47 @@ pub(crate) fn spawn_error(program: &str, e: std::io::Error) -> BuildError {
         program: program.to_owned(),
         source: Arc::new(e),
     }
+}
+
+/// The start of every `nix-instantiate` fleet runs: `--option nix-path ''` empties the search
+/// path that nix.conf or `NIX_CONFIG` may set (they win over `NIX_PATH`); fleet adds its own
+/// entries with `-I`.
+pub(crate) fn isolated_eval_args() -> Vec<String> {
+    ["--option", "nix-path", "", "--eval", "--strict"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Run a command to completion with `input` on its stdin, capturing both streams.
+pub(crate) async fn run_with_stdin(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    input: String,
+) -> Result<Output, BuildError> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = command(program, args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(program, e))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(input.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    });
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| spawn_error(program, e))?;
+    let _ = writer.await;
+    Ok(Output {
+        success: out.status.success(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 /// Run a command to completion, capturing both streams.

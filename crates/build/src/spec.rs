@@ -29,6 +29,11 @@ pub struct HostBuildSpec {
     /// Cross-compile on this machine instead of building for `system` natively
     /// (`nixpkgs.buildPlatform = builtins.currentSystem; nixpkgs.hostPlatform = system;`).
     pub cross: bool,
+    /// Further entries of the evaluation's search path (`nix-path` in fleet.toml): name →
+    /// absolute path, e.g. `nixos-hardware` → a checkout. `nixpkgs` (the pin) and
+    /// `nixos-config` (the configuration) are always there; nothing else is.
+    #[serde(default)]
+    pub nix_path: Vec<(String, Utf8PathBuf)>,
 }
 
 /// Progress of [`crate::evaluate_and_build`], handed to [`BuildOptions::on_event`].
@@ -38,6 +43,9 @@ pub enum BuildEvent {
     EvalStarted { hosts: Vec<String> },
     /// A batch failed as a whole; its hosts are evaluated one by one to find the culprit.
     EvalBatchFailed { hosts: Vec<String> },
+    /// Something the user should know about a host that does not stop it (a path its
+    /// configuration reads on this machine but that is not in the deployment package).
+    Warning { host: String, message: String },
     /// Evaluation of these hosts finished (`failed` is a subset of `hosts`).
     EvalFinished {
         hosts: Vec<String>,
@@ -62,6 +70,9 @@ pub type EventSink = Arc<dyn Fn(BuildEvent) + Send + Sync>;
 pub struct BuildOptions {
     /// The folder of `fleet.toml`: GC roots go to `<fleet_dir>/.fleet/gcroots/<host>`.
     pub fleet_dir: Utf8PathBuf,
+    /// Every host's configuration file in fleet.toml (absolute), not only those being built:
+    /// a host's package never holds another host's files. Empty: the specs' own.
+    pub all_configs: Vec<Utf8PathBuf>,
     /// Extra environment for every Nix process (e.g. `NIX_CONFIG`).
     pub nix_env: Vec<(String, String)>,
     /// At most this many hosts per `nix-instantiate` process (≥ 1).
@@ -75,6 +86,7 @@ impl BuildOptions {
     pub fn new(fleet_dir: impl Into<Utf8PathBuf>) -> Self {
         Self {
             fleet_dir: fleet_dir.into(),
+            all_configs: Vec::new(),
             nix_env: Vec::new(),
             max_hosts_per_eval: 32,
             max_parallel_evals: 2,
@@ -93,6 +105,7 @@ impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuildOptions")
             .field("fleet_dir", &self.fleet_dir)
+            .field("all_configs", &self.all_configs)
             .field("nix_env", &self.nix_env)
             .field("max_hosts_per_eval", &self.max_hosts_per_eval)
             .field("max_parallel_evals", &self.max_parallel_evals)

@@ -41,9 +41,24 @@ async fn two_hosts_path_and_tarball_pins() {
         assert_eq!(readlink(pkg.join("system")), b.toplevel);
         assert!(readlink(pkg.join("nixpkgs")).ends_with("-source"));
         assert!(pkg.join("nixpkgs/nixos/default.nix").is_file());
-        assert!(pkg.join("config/configuration.nix").is_file());
-        assert!(pkg.join("config/common.nix").is_file());
+        // config/ mirrors the fleet folder, with this host's files only.
+        let own = if name == "web" {
+            "hosts/web"
+        } else {
+            "hosts/pi 1"
+        };
+        let other = if name == "web" {
+            "hosts/pi 1"
+        } else {
+            "hosts/web"
+        };
+        assert_eq!(
+            readlink(pkg.join("configuration.nix")),
+            format!("config/{own}/configuration.nix")
+        );
         assert!(pkg.join("configuration.nix").is_file());
+        assert!(pkg.join("config").join(own).join("common.nix").is_file());
+        assert!(!pkg.join("config").join(other).exists(), "{name}");
         assert!(pkg.join("README.md").is_file());
         let switch = std::fs::read_to_string(pkg.join("switch")).unwrap();
         assert!(switch.contains(&format!("toplevel='{}'", b.toplevel)));

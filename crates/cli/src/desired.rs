@@ -54,13 +54,25 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
         pin,
         config: host.config.clone(),
         cross: host.build == BuildMode::Cross,
+        nix_path: host
+            .nix_path
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect(),
     }
 }
 
-/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, progress to stderr,
-/// `--show-trace` as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
-pub fn build_options(fleet_dir: &Utf8Path, quiet: bool, show_trace: bool) -> BuildOptions {
+/// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
+/// (a package never holds another host's files), progress and warnings to stderr, `--show-trace`
+/// as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
+pub fn build_options(
+    inventory: &Inventory,
+    fleet_dir: &Utf8Path,
+    quiet: bool,
+    show_trace: bool,
+) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
+    opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
     if show_trace {
         let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
         if !config.is_empty() && !config.ends_with('\n') {
@@ -69,7 +81,13 @@ pub fn build_options(fleet_dir: &Utf8Path, quiet: bool, show_trace: bool) -> Bui
         config.push_str("show-trace = true\n");
         opts.nix_env.push(("NIX_CONFIG".into(), config));
     }
-    if !quiet {
+    if quiet {
+        opts.on_event = Some(Arc::new(|e: BuildEvent| {
+            if let BuildEvent::Warning { host, message } = e {
+                errln!("fleet: warning: {host}: {message}");
+            }
+        }));
+    } else {
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
                 errln!("fleet: evaluating {}", hosts.join(", "));
@@ -97,6 +115,9 @@ pub fn build_options(fleet_dir: &Utf8Path, quiet: bool, show_trace: bool) -> Bui
                 };
                 errln!("fleet: built {} derivation(s){failed}", built.len());
             }
+            BuildEvent::Warning { host, message } => {
+                errln!("fleet: warning: {host}: {message}");
+            }
             BuildEvent::EvalFinished { .. } => {}
         }));
     }
@@ -116,8 +137,11 @@ pub async fn build(
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
     }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built =
-        fleet_build::evaluate_and_build(&specs, &build_options(fleet_dir, quiet, show_trace)).await;
+    let built = fleet_build::evaluate_and_build(
+        &specs,
+        &build_options(inventory, fleet_dir, quiet, show_trace),
+    )
+    .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
     let plain = quiet || !crate::term::stderr_is_tty();
     let wanted: Vec<(String, Result<Wanted, String>)> = built
@@ -233,6 +257,9 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                         nar_size: infos[i].nar_size,
                     })
                     .collect();
+                let nixpkgs = std::fs::read_link(Utf8Path::new(&w.package).join("nixpkgs"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
@@ -241,6 +268,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     toplevel: w.toplevel,
                     package: w.package,
                     closure,
+                    nixpkgs,
                 }
             });
             (name, d)
@@ -318,8 +346,17 @@ mod tests {
     #[test]
     fn show_trace_is_added_to_nix_config() {
         let dir = Utf8Path::new("/tmp");
-        assert!(build_options(dir, true, false).nix_env.is_empty());
-        let opts = build_options(dir, true, true);
+        let inv = fleet_inventory::parse(
+            "[pins.p]\npath = \"/p\"\n[hosts.pi1]\nsystem = \"aarch64-linux\"\nconfig = \"/c.nix\"\n",
+            &fleet_inventory::ParseOptions {
+                file_name: "fleet.toml",
+                base_dir: dir,
+                exists: &|_| true,
+            },
+        )
+        .unwrap();
+        assert!(build_options(&inv, dir, true, false).nix_env.is_empty());
+        let opts = build_options(&inv, dir, true, true);
         let (k, v) = &opts.nix_env[0];
         assert_eq!(k, "NIX_CONFIG");
         assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");

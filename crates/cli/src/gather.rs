@@ -46,6 +46,7 @@ impl Reached {
             current_boot: f.current_boot.clone(),
             booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
+            system: f.system.clone(),
         }
     }
 }

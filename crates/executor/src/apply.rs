@@ -78,6 +78,10 @@ struct Pending {
     conn: Arc<Connection>,
     privilege: Privilege,
     activation: Activation,
+    /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
+    /// whatever happened (the activation helper drops them too, but a failed or skipped copy
+    /// never reaches it, and its garbage must stay collectable).
+    pending_roots: bool,
 }
 
 /// How a host's copy ended, as its activation task learns it.
@@ -176,6 +180,7 @@ pub async fn apply_all(
                 conn,
                 privilege,
                 activation,
+                pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
             session_rx,
@@ -230,6 +235,10 @@ pub async fn apply_all(
             // connection.
             if let Ok(s) = session_rx.await {
                 let _ = s.close().await;
+            }
+            if p.pending_roots {
+                let _ = deploy::drop_pending_roots(&p.conn, &p.privilege, &p.activation.record.id)
+                    .await;
             }
             p.conn.close().await;
             outcome
@@ -365,6 +374,7 @@ async fn activate_one(
         conn,
         privilege,
         activation,
+        ..
     } = p;
     if !activation.activate && activation.goal == deploy::Goal::DryActivate {
         return HostOutcome::DryRun {

@@ -221,6 +221,25 @@ pub struct ImportTarget<'a> {
 /// Where the compressed copy roots the paths it imports until activation.
 pub const PENDING_ROOTS: &str = "/nix/var/nix/gcroots/fleet-pending";
 
+/// Drops the roots [`import_command`] made for deployment `id` (idempotent).
+pub async fn drop_pending_roots(
+    conn: &Connection,
+    privilege: &Privilege,
+    id: &str,
+) -> Result<(), DeployError> {
+    let cmd = format!("rm -rf {}/{}", PENDING_ROOTS, crate::quote(id));
+    let out = conn.exec(&cmd, privilege, crate::Stdin::None).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(DeployError::Refused {
+            host: conn.name().to_owned(),
+            status: out.status,
+            stderr: out.stderr_lossy().trim().to_owned(),
+        })
+    }
+}
+
 /// The remote end of a compressed copy: decompress and import (as root, so no signatures are
 /// needed). `nix-store --import` registers each path atomically after its NAR arrived whole, but
 /// its temporary GC roots end with it: so the paths are rooted first (links to paths that are

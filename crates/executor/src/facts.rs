@@ -43,6 +43,9 @@ pub struct RemoteFacts {
     /// What fleet recorded when it deployed the running system, if it did (parsed; `None` if
     /// absent or unreadable).
     pub deployment: Option<serde_json::Value>,
+    /// The Nix system the host runs: its current system's `system` file, else `uname -m` as a
+    /// double (`aarch64-linux`).
+    pub system: Option<String>,
     /// The host runs systemd (`/run/systemd/system` exists).
     pub systemd: bool,
     /// `zstd` is on the host's PATH.
@@ -106,6 +109,7 @@ for sp in /nix/var/nix/profiles/system/specialisation/*; do
 done
 [ $# -gt 0 ] && readlink -m "$@" 2>/dev/null | for k in $keys; do read -r v; echo "$k=$v"; done
 g=$(readlink /nix/var/nix/profiles/system 2>/dev/null); g=${g%-link}; echo "generation=${g##*-}"
+{ read -r s < /run/current-system/system; } 2>/dev/null || s=$(uname -m)-linux; echo "system=$s"
 [ -d /run/systemd/system ] && echo systemd=1
 command -v zstd >/dev/null 2>&1 && echo zstd=1
 while read -r k v _; do [ "$k" = MemAvailable: ] && echo "mem_available_kb=$v"; done < /proc/meminfo 2>/dev/null
@@ -186,6 +190,7 @@ fn parse_facts(text: &str) -> RemoteFacts {
             "profile" => f.profile = some(),
             "boot_default" => f.boot_default = some(),
             "package" => f.package = some(),
+            "system" => f.system = some(),
             "systemd" => f.systemd = v == "1",
             "zstd" => f.zstd = v == "1",
             "mem_available_kb" => f.mem_available = v.parse::<u64>().ok().map(|kb| kb * 1024),
@@ -199,6 +204,15 @@ fn parse_facts(text: &str) -> RemoteFacts {
         .into_iter()
         .find(|(_, path)| f.current.as_deref() == Some(path.as_str()))
         .map(|(name, _)| name);
+    // A record describes what runs, or it is not shown (round 1's single record in /etc may
+    // describe a deploy that was rolled back since).
+    let describes = |d: &serde_json::Value| {
+        let top = d.get("toplevel").and_then(serde_json::Value::as_str);
+        top.is_some() && (top == f.current.as_deref() || top == f.profile.as_deref())
+    };
+    if !f.deployment.as_ref().is_some_and(describes) {
+        f.deployment = None;
+    }
     f
 }
 
@@ -220,7 +234,7 @@ mod tests {
                     booted.initrd=/nix/store/i\nbooted.modules=/nix/store/m\ngeneration=3\n\
                     profile=/nix/store/a-sys\nprofile.kernel=/nix/store/k2\nprofile.initrd=/nix/store/i\n\
                     profile.modules=/nix/store/m\npackage=/nix/store/p\nzstd=1\nmem_available_kb=2048\n\
-                    deployment={\"commit\": \"abc\", \"dirty\": false}\nend=1\n";
+                    deployment={\"commit\": \"abc\", \"dirty\": false, \"toplevel\": \"/nix/store/a-sys\"}\nend=1\n";
         let f = parse_facts(text);
         assert_eq!(f.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(f.generation, Some(3));

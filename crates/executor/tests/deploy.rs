@@ -45,6 +45,7 @@ async fn build(tb: &Testbed, dir: &Utf8PathBuf, name: &str, config: &str) -> (St
         pin: PinSpec::Path(Utf8PathBuf::from_path_buf(fleet_testbed::nixpkgs_standin()).unwrap()),
         config: cfg,
         cross: false,
+        nix_path: Vec::new(),
     };
     let mut opts = BuildOptions::new(dir.clone());
     opts.nix_env = tb.nix_env();
@@ -568,4 +569,90 @@ async fn compressed_copy_of_different_missing_sets() {
             .unwrap();
         assert!(!out.status.success(), "h2 got {p}");
     }
+}
+
+/// What `nix-store --import` adds is unreferenced once it exits, and a garbage collection before
+/// the profile holds it would take it: the compressed copy roots the paths under
+/// `fleet-pending/<id>` first. h1 gets the roots; h2, the control, does not (the collection
+/// takes its paths, proving the collection would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
+    let tb = Testbed::start([HostSpec::new("h1"), HostSpec::new("h2")]).unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tempfile::tempdir().unwrap().keep()).unwrap();
+    let c = connector(&tb);
+    let (_top, pkg) = build(
+        &tb,
+        &dir,
+        "h",
+        "{ pkgs, ... }: { environment.systemPackages = [ pkgs.jq ]; }",
+    )
+    .await;
+    let store = LocalStore::system();
+    let infos = closure_infos(&store, &[StorePath::new(&pkg).unwrap()])
+        .await
+        .unwrap();
+    let all: BTreeSet<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let c1 = c.connect(&target(&tb, "h1")).await.unwrap();
+    let c2 = c.connect(&target(&tb, "h2")).await.unwrap();
+    let ev = |h: &str| {
+        HostEvents::new(
+            h,
+            Instant::now(),
+            EventSink::discard(),
+            CancellationToken::new(),
+        )
+    };
+    let id = deploy::deployment_id();
+    let targets = vec![
+        deploy::ImportTarget {
+            pending_roots: Some(id.clone()),
+            conn: &c1,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h1"),
+        },
+        deploy::ImportTarget {
+            pending_roots: None,
+            conn: &c2,
+            privilege: &Privilege::None,
+            missing: all.clone(),
+            events: ev("h2"),
+        },
+    ];
+    for r in deploy::copy_compressed(&store, &infos, targets, 3).await {
+        r.expect("compressed copy");
+    }
+    let valid = |h: &'static str| {
+        let (tb, all) = (&tb, &all);
+        async move {
+            let mut n = 0;
+            for p in all {
+                if sh(
+                    tb,
+                    h,
+                    &format!("nix-store --check-validity {p} 2>/dev/null && echo y || true"),
+                )
+                .await
+                    == "y"
+                {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    for h in ["h1", "h2"] {
+        sh(&tb, h, "nix-collect-garbage -d >/dev/null 2>&1").await;
+    }
+    assert_eq!(valid("h1").await, all.len(), "rooted: nothing collected");
+    assert_eq!(valid("h2").await, 0, "the control: all of it collected");
+    deploy::drop_pending_roots(&c1, &Privilege::None, &id)
+        .await
+        .unwrap();
+    sh(&tb, "h1", "nix-collect-garbage -d >/dev/null 2>&1").await;
+    assert_eq!(
+        valid("h1").await,
+        0,
+        "the roots were the only thing holding them"
+    );
 }

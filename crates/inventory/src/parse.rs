@@ -10,6 +10,9 @@ use toml::Spanned;
 
 use crate::checks;
 use crate::error::{InventoryError, Problem};
+#[path = "nix_path.rs"]
+mod nix_path;
+
 use crate::types::{
     host_name_problem, BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode,
     System, LINUX_SYSTEMS,
@@ -50,6 +53,7 @@ const HOST_KEYS: &[&str] = &[
     "identity-file",
     "known-hosts",
     "confirm-timeout",
+    "nix-path",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -140,6 +144,7 @@ struct Settings {
     identity_file: Option<At<Utf8PathBuf>>,
     known_hosts: Option<At<Utf8PathBuf>>,
     confirm_timeout: Option<At<u64>>,
+    nix_path: Option<At<BTreeMap<String, Utf8PathBuf>>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -429,6 +434,7 @@ impl Checker<'_, '_> {
                     })
                 }
                 "confirm-timeout" => out.confirm_timeout = self.confirm_timeout(value),
+                "nix-path" => out.nix_path = self.nix_path(value),
                 _ => unreachable_key(known),
             }
         }
@@ -765,6 +771,13 @@ impl Checker<'_, '_> {
             return None;
         }
         let (name, system, pin, config) = (name?, system?, pin?, config?);
+        // `[defaults]` entries, then the host's own (which win for the same name).
+        let mut nix_path = defaults
+            .nix_path
+            .as_ref()
+            .map(|d| d.value.clone())
+            .unwrap_or_default();
+        nix_path.extend(own.nix_path.take().map(|o| o.value).unwrap_or_default());
         let set_in_file = SetInFile {
             address: own.address.is_some(),
             user: user.is_some(),
@@ -772,6 +785,7 @@ impl Checker<'_, '_> {
         };
         Some(Host {
             set_in_file,
+            nix_path,
             address: own.address.map_or_else(|| name.to_string(), |a| a.value),
             name,
             user: user_name,

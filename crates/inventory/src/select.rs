@@ -98,6 +98,7 @@ mod tests {
             known_hosts: None,
             confirm_timeout: Duration::from_secs(30),
             set_in_file: Default::default(),
+            nix_path: Default::default(),
         }
     }
 

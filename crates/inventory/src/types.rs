@@ -74,6 +74,11 @@ pub struct Host {
     /// How long `fleet apply` waits for the host to confirm before rolling back.
     #[serde(with = "duration_secs")]
     pub confirm_timeout: Duration,
+    /// Further `<name>` entries of the host's evaluation search path (`nix-path`, absolute
+    /// paths), `[defaults]` merged with the host's own. `<nixpkgs>` and `<nixos-config>` are
+    /// always the pin and the configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nix_path: BTreeMap<String, Utf8PathBuf>,
     /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]

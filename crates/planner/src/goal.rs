@@ -156,6 +156,7 @@ mod tests {
                 name: "gpu".into(),
                 toplevel: "/nix/store/t-gpu".into(),
             }],
+            nixpkgs: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct DesiredHost {
     /// Its specialisations.
     #[serde(default)]
     pub specialisations: Vec<Specialisation>,
+    /// Store path of the pinned nixpkgs the package links (part of `closure`), when known.
+    #[serde(default)]
+    pub nixpkgs: Option<String>,
 }
 
 /// What the host told us about itself.
@@ -88,6 +91,9 @@ pub struct RemoteState {
     pub booted_boot: BootSpec,
     /// Which paths of the desired closure the host already has.
     pub present: BTreeSet<String>,
+    /// The Nix system the host runs (`aarch64-linux`), when known.
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 /// Facts about a host, or why they could not be read, as a sentence that says which stage

@@ -25,6 +25,7 @@ mod drift;
 mod goal;
 mod input;
 mod plan;
+mod platform;
 mod render;
 mod store_name;
 

@@ -118,6 +118,9 @@ pub struct HostPlan {
     pub diff: Diff,
     /// Why the host could not be planned (only for `error`).
     pub error: Option<String>,
+    /// NAR size of the pinned nixpkgs when it is part of `copy` (the first deploy from a pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_bytes: Option<u64>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -265,6 +268,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         reboot_parts: Vec::new(),
         diff: Diff::default(),
         error: Some(error),
+        pin_bytes: None,
     }
 }
 
@@ -287,6 +291,10 @@ fn host_plan(
         paths: missing.iter().map(|p| p.path.clone()).collect(),
         bytes: missing.iter().map(|p| p.nar_size).sum(),
     };
+    let pin_bytes = missing
+        .iter()
+        .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))
+        .map(|p| p.nar_size);
     let runs_target = facts.current.as_deref() == Some(need.running.as_str());
     let action = match &facts.current {
         None => Action::Install,
@@ -343,6 +351,7 @@ fn host_plan(
         reboot_parts: parts,
         diff,
         error: None,
+        pin_bytes,
     }
 }
 
@@ -353,7 +362,10 @@ pub fn plan(inputs: &[HostInput], opts: &PlanOptions) -> Plan {
     let hosts = inputs
         .iter()
         .map(|input| match (&input.desired, &input.facts) {
-            (Ok(desired), Ok(facts)) => host_plan(input, desired, facts, opts),
+            (Ok(desired), Ok(facts)) => match crate::platform::mismatch(desired, facts) {
+                Some(refused) => error_plan(input, goal, refused),
+                None => host_plan(input, desired, facts, opts),
+            },
             (Err(eval), Ok(_)) => {
                 error_plan(input, goal, format!("cannot evaluate or build: {eval}"))
             }
@@ -419,6 +431,7 @@ mod tests {
             closure,
             boot: boot('k', 'i', 'm'),
             specialisations: vec![],
+            nixpkgs: None,
         }
     }
 

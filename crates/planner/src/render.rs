@@ -81,7 +81,10 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
         Action::Unchanged => parts.push(short(&host.current)),
         Action::Install => parts.push(short(&host.target)),
         Action::Update if !host.activate => {
-            parts.push(format!("{} (deployment package only)", short(&host.target)));
+            parts.push(format!(
+                "{} (configuration files changed, system unchanged)",
+                short(&host.target)
+            ));
         }
         // It runs the new system already (after `apply test`): the goal sets the profile and the
         // boot entry.
@@ -109,6 +112,10 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
                 plural(host.copy.paths.len(), "path", "paths"),
                 human_size(host.copy.bytes)
             ));
+            if let Some(pin) = host.pin_bytes {
+                // Once per pin: the next deploys from it find it on the host.
+                parts.push(format!("(nixpkgs source {}, once)", human_size(pin)));
+            }
         }
     }
     if let Some(s) = &host.specialisation {

@@ -76,6 +76,7 @@ fn desired(name: &str, generation: &str, kernel: &str, extra: &[(&str, u64)]) ->
         closure,
         boot: boot(kernel),
         specialisations: vec![],
+        nixpkgs: Some(sp("pin", "source")),
     }
 }
 

@@ -66,6 +66,21 @@ pub enum Error {
     /// A simulated reboot could not be carried out.
     #[error("reboot of host `{host}` failed: {reason}")]
     Reboot { host: String, reason: String },
+    /// A userland root is missing and the Debian mirror it is built from cannot be reached.
+    #[error("the {userland} userland cannot be built: the Debian registry {mirror} cannot be reached ({reason})")]
+    RegistryUnreachable {
+        userland: String,
+        mirror: String,
+        reason: String,
+    },
+    /// Building a userland root failed for another reason.
+    #[error("building the {userland} userland failed at {step} (log: {}):\n{tail}", log.display())]
+    RootBuild {
+        userland: String,
+        step: String,
+        log: PathBuf,
+        tail: String,
+    },
     /// Teardown could not remove everything.
     #[error("teardown of testbed {instance} left things behind: {}", leftovers.join("; "))]
     Leftovers {

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::userland::Userland;
+
 /// How fleet logs in to a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Login {
@@ -27,6 +29,8 @@ pub struct HostSpec {
     pub nix_tmpfs_mb: Option<u32>,
     /// Tags written into `fleet.toml` by [`crate::Testbed::fleet_toml`].
     pub tags: Vec<String>,
+    /// The programs (Nix, sshd, sh, sudo) the host runs: this machine's, or a Debian root's.
+    pub userland: Userland,
 }
 
 impl HostSpec {
@@ -39,7 +43,15 @@ impl HostSpec {
             rate_mbit: None,
             nix_tmpfs_mb: None,
             tags: Vec::new(),
+            userland: Userland::Machine,
         }
+    }
+
+    /// Runs the host's sshd (so every session, `sudo`, and [`crate::Testbed::exec`]) in the
+    /// root of `userland` (another Nix and OpenSSH), on the host's own store.
+    pub fn userland(mut self, userland: Userland) -> Self {
+        self.userland = userland;
+        self
     }
 
     /// Sets the Nix system.
@@ -109,6 +121,7 @@ pub struct SimHost {
     pub rate_mbit: Option<u32>,
     pub nix_tmpfs_mb: Option<u32>,
     pub tags: Vec<String>,
+    pub userland: Userland,
 }
 
 impl SimHost {

@@ -26,6 +26,8 @@
 //! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
 //! - `instance.rs`: instance numbers, listing, cleanup of dead instances.
 //! - `prereq.rs`: [`ensure_prerequisites`]: packages, sudo user, namespace probe.
+//! - `userland.rs`: [`Userland`]: Debian roots (other Nix/OpenSSH versions) for hosts and the
+//!   deployer, built once and cached.
 //! - `cmd.rs`: running helper processes.
 //! - `main.rs`: the `fleet-testbed` binary (start/stop/list/cleanup).
 
@@ -36,6 +38,8 @@ pub mod instance;
 mod prereq;
 mod reboot;
 mod testbed;
+mod uname;
+pub mod userland;
 
 use std::path::PathBuf;
 
@@ -46,6 +50,7 @@ pub use prereq::{
 };
 pub use reboot::{Booting, Rebooted, BOOT_BREAKS_SSHD_MARKER, DEFAULT_SSHD_DELAY};
 pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
+pub use userland::{Root, Userland};
 
 /// The root of the fleet repository (the Cargo workspace).
 pub fn repo_root() -> PathBuf {

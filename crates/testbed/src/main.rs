@@ -20,7 +20,8 @@ struct Cli {
 enum Cmd {
     /// Start hosts and keep them until Ctrl-C (or `fleet-testbed stop N`), then tear down.
     Start {
-        /// Hosts as NAME[:SYSTEM][:sudo][:RATEmbit], e.g. `pi1:aarch64-linux` `nas::sudo`.
+        /// Hosts as NAME[:SYSTEM][:sudo][:RATEmbit][:trixie|:sid], e.g. `pi1:aarch64-linux`
+        /// `nas::sudo` `new::sid` (sid: Nix 2.34 and OpenSSH 10 on the host).
         #[arg(required = true)]
         hosts: Vec<String>,
         /// Leave `extra-platforms` out of the printed NIX_CONFIG.
@@ -44,6 +45,8 @@ fn parse_host(s: &str) -> Result<HostSpec, String> {
         match part {
             "" => {}
             "sudo" => spec = spec.sudo_password(),
+            "trixie" => spec = spec.userland(fleet_testbed::Userland::Trixie),
+            "sid" => spec = spec.userland(fleet_testbed::Userland::Sid),
             p if p.ends_with("mbit") => {
                 let rate = p
                     .trim_end_matches("mbit")

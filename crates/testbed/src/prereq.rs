@@ -30,6 +30,7 @@ pub const PACKAGES: &[&str] = &[
     "psmisc",
     "util-linux",
     "passwd",
+    "debootstrap",
 ];
 
 /// Tool → the package that provides it.
@@ -53,6 +54,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("useradd", "passwd"),
     ("chpasswd", "passwd"),
+    ("debootstrap", "debootstrap"),
 ];
 
 /// What [`ensure_prerequisites`] did.

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::host::{HostSpec, Login, SimHost};
 use crate::instance::{self, InstanceLock};
 use crate::prereq::{ensure_prerequisites, sudo_user_entry, SUDO_PASSWORD, SUDO_USER};
+use crate::userland;
 
 /// How long sshd may take to listen.
 const SSHD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,6 +79,8 @@ pub(crate) struct Runtime {
     /// Bumped by every reboot and by teardown: a background boot of an older generation does
     /// not start sshd.
     pub(crate) boots: Arc<AtomicU64>,
+    /// The userland root its programs run in (`None`: the machine's own).
+    root: Option<PathBuf>,
 }
 
 /// Timings of a start, for reports and benchmarks.
@@ -136,6 +139,7 @@ impl Testbed {
             });
         }
         ensure_prerequisites()?;
+        let roots = userland::roots_for(&config.hosts)?;
         let lock = instance::acquire()?;
         let number = lock.number();
         let state_dir = instance::state_dir(number);
@@ -152,7 +156,7 @@ impl Testbed {
             timings: StartTimings::default(),
         };
         // From here on, Drop cleans up whatever a failure leaves half-made.
-        tb.setup(&config.hosts)?;
+        tb.setup(&config.hosts, &roots)?;
         let sshd_started = Instant::now();
         for i in 0..tb.hosts.len() {
             tb.spawn_sshd(i)?;
@@ -167,7 +171,7 @@ impl Testbed {
         Ok(tb)
     }
 
-    fn setup(&mut self, specs: &[HostSpec]) -> Result<()> {
+    fn setup(&mut self, specs: &[HostSpec], roots: &userland::Roots) -> Result<()> {
         let n = self.number;
         keygen(&self.client_key, "fleet-testbed-client")?;
         let client_pub = read(&self.client_key.with_extension("pub"))?;
@@ -183,14 +187,20 @@ impl Testbed {
 
         let mut known_hosts = String::new();
         for (i, spec) in specs.iter().enumerate() {
-            let host = self.setup_host(i, spec, &authorized)?;
+            let host = self.setup_host(i, spec, &authorized, roots.get(&spec.userland))?;
             let _ = writeln!(known_hosts, "{} {}", host.address, host.host_key_line);
             self.hosts.push(host);
         }
         write(&self.known_hosts, &known_hosts)
     }
 
-    fn setup_host(&mut self, i: usize, spec: &HostSpec, authorized: &Path) -> Result<SimHost> {
+    fn setup_host(
+        &mut self,
+        i: usize,
+        spec: &HostSpec,
+        authorized: &Path,
+        root: Option<&PathBuf>,
+    ) -> Result<SimHost> {
         let n = self.number;
         let dir = self.state_dir.join(&spec.name);
         for sub in ["nix", "etc-nixos", "boot", "ssh", "root", "home"] {
@@ -296,21 +306,27 @@ impl Testbed {
             Some(mb) => format!("mount -t tmpfs -o size={mb}m,mode=0755 fleet-testbed-nix /nix"),
             None => format!("mount --bind '{}' /nix", dir.join("nix").display()),
         };
+        let uname = crate::uname::machine_shim(&dir, &spec.system)?.unwrap_or_default();
         let script = format!(
             "set -e\n\
              {nix_mount}\n\
+             {uname}\n\
              mount -t tmpfs -o mode=0755 fleet-testbed-run /run\n\
              mkdir -p /run/sshd\n\
              mount --bind '{etc}' /etc/nixos\n\
              mount --bind '{boot}' /boot\n\
              mount --bind '{root}' /root\n\
              mount --bind '{home_dir}' '{home}'\n\
+             {userland_mounts}\
              echo ready\n\
              exec sleep infinity\n",
             etc = dir.join("etc-nixos").display(),
             boot = dir.join("boot").display(),
             root = dir.join("root").display(),
             home_dir = dir.join("home").display(),
+            userland_mounts = root
+                .map(|r| userland::host_mounts(r, &home))
+                .unwrap_or_default(),
         );
         let mut c = cmd("ip", ["netns", "exec", &netns]);
         c.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
@@ -345,6 +361,7 @@ impl Testbed {
             holder_pid,
             sshd: Arc::new(Mutex::new(None)),
             boots: Arc::new(AtomicU64::new(0)),
+            root: root.cloned(),
         });
         Ok(SimHost {
             name: spec.name.clone(),
@@ -361,6 +378,7 @@ impl Testbed {
             rate_mbit: spec.rate_mbit,
             nix_tmpfs_mb: spec.nix_tmpfs_mb,
             tags: spec.tags.clone(),
+            userland: spec.userland,
         })
     }
 
@@ -433,7 +451,8 @@ impl Testbed {
         }
     }
 
-    /// `nsenter` into host `i`'s mount and network namespaces, with a clean environment.
+    /// `nsenter` into host `i`'s mount and network namespaces (and `chroot` into its
+    /// userland's root, if any), with a clean environment.
     pub(crate) fn nsenter(&self, i: usize) -> Command {
         let mut c = Command::new("nsenter");
         c.arg("-t")
@@ -443,6 +462,9 @@ impl Testbed {
             .env("PATH", HOST_PATH)
             .env("HOME", "/root")
             .env("LANG", "C.UTF-8");
+        if let Some(root) = &self.runtimes[i].root {
+            c.arg("chroot").arg(root);
+        }
         c
     }
 
@@ -587,7 +609,8 @@ impl Testbed {
         // Sessions are separate sshd processes: end them too, like a host going away.
         for pid in instance::netns_pids(&self.hosts[i].netns) {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "sshd" {
+            // OpenSSH 10 runs sessions as `sshd-session` (and `sshd-auth`).
+            if comm.trim() == "sshd" || comm.starts_with("sshd-") {
                 // SAFETY: kill(2) on a process in this host's namespace.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

@@ -210,11 +210,15 @@ fn toplevel_has_kernel_params_device_trees_firmware_and_specialisations() {
     let changed = build_system(
         &config(
             "boot.kernelParams = [ \"quiet\" ]; hardware.deviceTree.overlays = [ \"vc4-kms\" ]; \
-             hardware.firmware = [ \"wifi\" pkgs.linux-firmware ];",
+             hardware.firmware = [ \"wifi\" pkgs.linux-firmware ]; \
+             environment.etc.\"motd of the day\".text = \"${pkgs.htop}\"; \
+             environment.etc.gone = { text = \"x\"; enable = false; };",
         ),
         "aarch64-linux",
     );
     assert_eq!(read(format!("{changed}/kernel-params")), "loglevel=4 quiet");
+    assert!(read(format!("{changed}/etc/motd of the day")).ends_with("-htop-3.3.0"));
+    assert!(!std::path::Path::new(&format!("{changed}/etc/gone")).exists());
     let dtbs2 = link(format!("{changed}/dtbs"));
     assert_ne!(dtbs, dtbs2);
     assert!(read(format!("{}/overlays", dtbs2.display())).contains("vc4-kms"));

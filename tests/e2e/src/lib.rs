@@ -6,6 +6,7 @@
 //! - [`Fleet`]: a testbed plus a fleet directory (`fleet.toml`, `hosts/<name>/configuration.nix`),
 //!   an empty `HOME` (no `~/.ssh/config` of the machine leaks in), and helpers to run fleet,
 //!   look inside hosts and check the invariant every test ends with ([`Fleet::assert_sound`]).
+//! - [`matrix`]: hosts and deployers on other Nix versions ([`Fleet::use_deployer_nix`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -14,7 +15,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use fleet_testbed::{HostSpec, Testbed};
+pub mod matrix;
+
+pub use fleet_testbed::{HostSpec, Testbed, Userland};
 
 /// The `fleet` binary, built once per test process with the same cargo and profile.
 pub fn fleet_bin() -> &'static Path {

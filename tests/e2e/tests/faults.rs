@@ -208,6 +208,14 @@ fn a_full_nix_fails_that_host_cleanly_and_freeing_space_lets_a_rerun_finish() {
         assert_eq!(profile(&f, h).as_deref(), Some(old[i].as_str()));
     }
     f.assert_sound("roomy", &[Some(&roomy)]);
+    // The copy's roots went with it (they only hold imported paths until activation).
+    assert_eq!(
+        f.sh(
+            "small",
+            "ls /nix/var/nix/gcroots/fleet-pending 2>/dev/null | wc -l"
+        ),
+        "0"
+    );
     // Collecting that garbage keeps the running system (the profile and fleet's package are
     // GC roots).
     f.sh("small", "nix-store --gc >/dev/null 2>&1");

@@ -323,5 +323,169 @@ fn the_watchdog_undoes_a_deploy_whose_deployer_vanished_and_nothing_outlives_a_c
     fleet_e2e::wait_until("the watchdog is gone", Duration::from_secs(10), || {
         leftovers(&f).is_empty()
     });
+    // The record shown is the running system's, not the reverted deploy's.
+    assert_eq!(status_of(&f, "h")["deployed"]["toplevel"], a.as_str());
     f.assert_sound("h", &[Some(&a)]);
+}
+
+#[test]
+fn a_new_init_interface_is_reboot_required_not_rolled_back_and_the_reboot_runs_it() {
+    let f = Fleet::start([HostSpec::new("h")]);
+    f.fleet(&["apply"]).expect_code(0);
+    let a = current(&f, "h").unwrap();
+    f.set_config(
+        "h",
+        &config_with("h", "system.initInterfaceVersion = \"systemd-next\";"),
+    );
+    let run = f.fleet(&["apply", "--json"]);
+    run.expect_code(1);
+    assert_eq!(run.outcomes()["h"], "reboot-required");
+    assert!(run.detail("h").contains("reboot"), "{}", run.detail("h"));
+    let b = planned_target(&run.json_lines(), "h");
+    assert_eq!(
+        current(&f, "h").as_deref(),
+        Some(a.as_str()),
+        "nothing activated"
+    );
+    assert_eq!(
+        profile(&f, "h").as_deref(),
+        Some(b.as_str()),
+        "the next boot runs it"
+    );
+    assert_eq!(
+        f.link("h", "/boot/loader/default-system").as_deref(),
+        Some(b.as_str())
+    );
+    let st = status_of(&f, "h");
+    assert!(
+        st["reboot_parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "init-interface-version"),
+        "{st}"
+    );
+    f.assert_sound("h", &[Some(&a), Some(&b)]);
+    let booted = f.tb.reboot("h").unwrap();
+    assert_eq!(booted.toplevel.as_deref(), Some(b.as_str()));
+    let st = status_of(&f, "h");
+    assert_eq!(st["in_sync"], true, "{st}");
+    assert_eq!(st["needs_reboot"], false, "{st}");
+    f.assert_sound("h", &[Some(&b)]);
+}
+
+#[test]
+fn install_bootloader_passes_through() {
+    let f = Fleet::start([HostSpec::new("h")]);
+    f.fleet(&["apply"]).expect_code(0);
+    let installs = || f.sh("h", "cat /boot/loader/installs 2>/dev/null || echo 0");
+    assert_eq!(installs(), "0");
+    f.set_config("h", &config("h", &["htop", "jq"]));
+    f.fleet(&["apply", "--install-bootloader"]).expect_code(0);
+    assert_eq!(
+        installs(),
+        "1",
+        "NIXOS_INSTALL_BOOTLOADER=1 reached switch-to-configuration"
+    );
+    let now = current(&f, "h").unwrap();
+    f.assert_sound("h", &[Some(&now)]);
+}
+
+#[test]
+fn a_host_in_a_specialisation_keeps_it_or_is_told_how_to_leave_it() {
+    let f = Fleet::start([HostSpec::new("h")]);
+    let with_gpu = |pkgs: &str| {
+        config_with(
+            "h",
+            &format!(
+                "environment.systemPackages = [ {pkgs} ];\n  \
+                 specialisation.gpu.configuration = {{ environment.etc.gpu.text = \"on\\n\"; }};"
+            ),
+        )
+    };
+    f.set_config("h", &with_gpu("pkgs.htop"));
+    f.fleet(&["apply"]).expect_code(0);
+    let base = current(&f, "h").unwrap();
+    // Booted into the specialisation (picked in the boot menu, or by hand).
+    f.sh(
+        "h",
+        "/nix/var/nix/profiles/system/specialisation/gpu/bin/switch-to-configuration test >/dev/null",
+    );
+    let gpu = current(&f, "h").unwrap();
+    assert_ne!(gpu, base);
+    let st = status_of(&f, "h");
+    assert_eq!(st["specialisation"], "gpu", "{st}");
+
+    // A new system: apply activates its `gpu` specialisation; the profile gets the base system.
+    f.set_config("h", &with_gpu("pkgs.htop pkgs.jq"));
+    let plan = plan_of(&f, "h", "switch");
+    assert_eq!(plan["specialisation"], "gpu", "{plan}");
+    let run = f.fleet(&["apply", "--json"]);
+    run.expect_code(0);
+    let new_base = planned_target(&run.json_lines(), "h");
+    assert_eq!(profile(&f, "h").as_deref(), Some(new_base.as_str()));
+    let now = current(&f, "h").unwrap();
+    assert_eq!(
+        f.link("h", &format!("{new_base}/specialisation/gpu"))
+            .as_deref(),
+        Some(now.as_str()),
+        "runs the new system's gpu specialisation"
+    );
+    assert_eq!(f.sh("h", "cat /run/current-system/etc/gpu"), "on");
+
+    // The next system has no `gpu`: a plan error that says how to go on.
+    f.set_config("h", &config("h", &["htop", "tmux"]));
+    let run = f.fleet(&["plan"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("--specialisation base"),
+        "{}",
+        run.stdout
+    );
+    let run = f.fleet(&["apply", "--json", "--specialisation", "base"]);
+    run.expect_code(0);
+    let plain = planned_target(&run.json_lines(), "h");
+    f.assert_sound("h", &[Some(&plain)]);
+}
+
+/// A collection while the copy runs: what was imported so far is held by the import's own
+/// temporary roots, then by `fleet-pending/<id>` until the profile holds it (that window is
+/// proved deterministically by the executor test
+/// `imported_paths_stay_rooted_until_the_pending_roots_are_dropped`, with a control).
+#[test]
+fn garbage_collection_during_a_compressed_copy_takes_none_of_the_imported_paths() {
+    let f = Fleet::start([HostSpec::new("h").rate_mbit(8)]);
+    f.fleet(&["apply"]).expect_code(0);
+    f.set_config(
+        "h",
+        "{ pkgs, ... }: {\n  networking.hostName = \"h\";\n  \
+         fleet.bench = { paths = 20; totalMB = 16; };\n}\n",
+    );
+    let mut run = f.spawn(&["apply", "--json"]);
+    run.wait_for_event(
+        "h in the middle of its copy",
+        Duration::from_secs(180),
+        |e| {
+            e["host"] == "h"
+                && e["type"] == "progress"
+                && e["done_paths"].as_u64().unwrap_or(0) > 2
+                && e["done_paths"].as_u64() < e["total_paths"].as_u64()
+        },
+    );
+    // The host's own nix.gc runs now: the paths imported so far are referenced by nothing yet.
+    f.sh("h", "nix-collect-garbage -d >/dev/null 2>&1");
+    let run = run.finish(Duration::from_secs(180));
+    run.expect_code(0);
+    assert_eq!(run.outcomes()["h"], "applied");
+    let new = planned_target(&run.json_lines(), "h");
+    f.assert_store_clean("h");
+    f.assert_sound("h", &[Some(&new)]);
+    assert_eq!(
+        f.sh(
+            "h",
+            "ls /nix/var/nix/gcroots/fleet-pending 2>/dev/null | wc -l"
+        ),
+        "0",
+        "the copy's roots are gone once the profile holds the paths"
+    );
 }

@@ -461,11 +461,18 @@ fn shell_metacharacters_in_paths_names_and_values_are_data_not_code() {
             "the record holds $USER verbatim: {}",
             record["by"]
         );
-        assert!(
-            f.sh(h, "ls /etc/nixos/current-configuration/config/")
-                .contains(file_name),
-            "the configuration folder is in the deployment package"
+        // config/ mirrors the folders; configuration.nix links to the file, name and all.
+        let link = f.sh(
+            h,
+            "readlink /etc/nixos/current-configuration/configuration.nix",
         );
+        assert!(
+            link.starts_with("config/") && link.ends_with(&format!("/{h}/{file_name}")),
+            "the configuration file is in the deployment package: {link}"
+        );
+        assert!(f
+            .sh(h, "cat /etc/nixos/current-configuration/configuration.nix")
+            .contains("networking.hostName"));
         let now = current(&f, h).unwrap();
         f.assert_sound(h, &[Some(&now)]);
     }

@@ -80,6 +80,7 @@ pub fn spec(name: &str, system: &str, pin: PinSpec, config: &Utf8Path) -> HostBu
         pin,
         config: config.to_owned(),
         cross: false,
+        nix_path: Vec::new(),
     }
 }
 

@@ -130,7 +130,7 @@ undo() {
 # generations), a single replaceable root for test; /etc/nixos/current-configuration for the
 # user; the record beside the other records, keyed by the system it describes. Every write is
 # checked; a failure is a warning (the system itself is fine).
-link_package() { # PACKAGE GOAL META_JSON TOPLEVEL
+link_package() { # PACKAGE GOAL META_JSON SYSTEM (the record is keyed by the system that runs)
   case "$2" in
     switch|boot)
       mkdir -p "${pkg_profile%/*}" || warn "could not create ${pkg_profile%/*}"
@@ -292,7 +292,7 @@ apply() {
     log "the new system has a new init interface: it can only take effect after a reboot (apply boot, then reboot)"
     set_result reboot-required; drop_pending_roots; exit 105
   fi
-  link_package "$package" "$goal" "$meta" "$toplevel"
+  link_package "$package" "$goal" "$meta" "$sys"
   save_state
   drop_pending_roots
   if [ "$outcome" != reboot-required ] && [ "$confirm" -gt 0 ] 2>/dev/null &&

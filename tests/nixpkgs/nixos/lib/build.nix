@@ -59,8 +59,10 @@ let
       "os-release".text = "NAME=NixOS\nID=nixos\nVERSION_ID=\"${nixos.release}\"\nBUILD_ID=\"${nixos.version}\"\n";
     }
     // lib.mapAttrs' (n: text: { name = "systemd/system/${n}"; value = { inherit text; }; }) units
-    // config.environment.etc;
+    // lib.filterAttrs (_: e: e.enable or true) config.environment.etc;
   etcNames = builtins.attrNames etcEntries;
+  # `text`, or the contents of `source` (a file).
+  etcText = e: if e ? text then e.text else builtins.readFile e.source;
   etcVars = builtins.genList (i: "etc_${toString i}") (builtins.length etcNames);
 
   etc = derivation (common // {
@@ -69,7 +71,7 @@ let
     passAsFile = etcVars;
     args = [ ../../pkgs/builders/etc.sh ];
   } // builtins.listToAttrs (builtins.genList
-    (i: { name = "etc_${toString i}"; value = etcEntries.${builtins.elemAt etcNames i}.text; })
+    (i: { name = "etc_${toString i}"; value = etcText etcEntries.${builtins.elemAt etcNames i}; })
     (builtins.length etcNames))
   // builtins.listToAttrs (builtins.genList
     (i: { name = "etcname_${toString i}"; value = builtins.elemAt etcNames i; })
