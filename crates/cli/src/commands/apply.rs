@@ -4,7 +4,6 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
@@ -23,7 +22,7 @@ use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
-use crate::{load, signals};
+use crate::{exit, load, signals, term};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -70,9 +69,26 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         .await?;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            outln!("{line}");
         } else {
-            eprint!("{}", render(&planned.plan, RenderOptions::default()));
+            errp!("{}", render(&planned.plan, RenderOptions::default()));
+        }
+        let changing = planned
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.action, Action::Install | Action::Update))
+            .count();
+        if changing > 0 && !args.yes && term::stdin_is_tty() {
+            let question = format!(
+                "Apply to {changing} host{}?",
+                if changing == 1 { "" } else { "s" }
+            );
+            if !term::confirm_async(question).await {
+                planning::close_all(planned.gathered).await;
+                errln!("fleet: nothing was changed");
+                return Ok(exit::DECLINED);
+            }
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());
