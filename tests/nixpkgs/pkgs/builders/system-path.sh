@@ -14,6 +14,14 @@ for p in $paths; do
 done
 cp "$bootctl" "$out/bin/bootctl"
 chmod +x "$out/bin/bootctl"
+# fleet.systemd: systemd-run, systemctl and the units' manager, one script called by three names.
+if [ -n "${systemdStandin-}" ]; then
+  mkdir -p "$out/lib/systemd"
+  sed -e "s|@manager@|$out/lib/systemd/fleet-standin-manager|g" "$systemdStandin" > "$out/lib/systemd/fleet-standin-manager"
+  chmod +x "$out/lib/systemd/fleet-standin-manager"
+  ln -s ../lib/systemd/fleet-standin-manager "$out/bin/systemd-run"
+  ln -s ../lib/systemd/fleet-standin-manager "$out/bin/systemctl"
+fi
 {
   echo '#!/bin/sh'
   echo 'case "${1-}" in'
