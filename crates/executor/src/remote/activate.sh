@@ -73,6 +73,13 @@ stc_locked() {
   ! flock -n /run/nixos/switch-to-configuration.lock true
 }
 
+# nixos-rebuild runs switch-to-configuration as the unit nixos-rebuild-switch-to-configuration;
+# while that unit runs (before its switch-to-configuration took the lock, too), systemd-run
+# refuses a second unit of that name.
+stc_unit_busy() {
+  has_systemd && systemctl is-active --quiet nixos-rebuild-switch-to-configuration.service 2>/dev/null
+}
+
 set_result() { echo "$1" > "$state/result-$id.tmp" && mv -f "$state/result-$id.tmp" "$state/result-$id"; }
 
 save_state() {
@@ -171,8 +178,12 @@ drop_pending_roots() {
 arm_watchdog() { # SECS
   : > "$state/pending-$id"
   if has_systemd; then
-    systemd-run --unit="fleet-watchdog-$id" --on-active="$1" --timer-property=AccuracySec=1s \
-      --collect --quiet sh "$state/activate.sh" watchdog-fire "$id" >&2 && return 0
+    # The units are noted, so confirm stops exactly what was armed.
+    if systemd-run --unit="fleet-watchdog-$id" --on-active="$1" --timer-property=AccuracySec=1s \
+      --collect --quiet sh "$state/activate.sh" watchdog-fire "$id" >&2; then
+      echo "fleet-watchdog-$id" > "$state/watchdog-$id.unit"
+      return 0
+    fi
     warn "systemd-run refused the watchdog timer; using a detached process"
   fi
   # Its own session and process group, without the lock's file descriptor: confirm ends the
@@ -188,8 +199,11 @@ disarm_watchdog() {
     kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
     rm -f "$state/watchdog-$id.pid"
   fi
-  if has_systemd; then
+  if [ -f "$state/watchdog-$id.unit" ]; then
+    # Both: the timer, and its service should it be starting. systemctl exits 5 for a unit
+    # that is not loaded (the timer elapsed, the service ended), which is fine here.
     systemctl stop "fleet-watchdog-$id.timer" "fleet-watchdog-$id.service" 2>/dev/null
+    rm -f "$state/watchdog-$id.unit"
   fi
   return 0
 }
@@ -197,7 +211,7 @@ disarm_watchdog() {
 fire() { # the watchdog's undo
   # Atomic claim: whoever removes the marker first (confirm or watchdog) wins.
   rm "$state/pending-$id" 2>/dev/null || exit 0
-  rm -f "$state/watchdog-$id.pid"
+  rm -f "$state/watchdog-$id.pid" "$state/watchdog-$id.unit"
   . "$state/deploy-$id"
   log "deployment $id not confirmed in time; rolling back"
   if undo; then set_result rolled-back; else set_result rollback-failed; fi
@@ -236,6 +250,10 @@ apply() {
     log "another switch-to-configuration holds /run/nixos/switch-to-configuration.lock (is nixos-rebuild running?); nothing was changed"
     set_result locked; drop_pending_roots; exit 103
   fi
+  if stc_unit_busy; then
+    log "another switch-to-configuration runs as nixos-rebuild-switch-to-configuration.service and takes its lock (is nixos-rebuild running?); nothing was changed"
+    set_result locked; drop_pending_roots; exit 103
+  fi
 
   if [ "$goal" = dry-activate ]; then
     run_stc "$sys" dry-activate; rc=$?
@@ -269,7 +287,9 @@ apply() {
       outcome=reboot-required code=105 ;;
   esac
   if [ $rc -ne 0 ] && [ $rc -ne 4 ] && [ $rc -ne 100 ]; then
-    if grep -q 'Could not acquire lock' "$state/stc-$id.out" 2>/dev/null; then
+    # The lock, or (systemd) the unit name, taken by another switch since the probe above.
+    if grep -q -e 'Could not acquire lock' -e 'nixos-rebuild-switch-to-configuration.service was already loaded' \
+      "$state/stc-$id.out" 2>/dev/null; then
       log "another switch-to-configuration took its lock first; undoing the profile change"
       failed=locked
     else
@@ -311,11 +331,20 @@ detach)
   id=
   for a in "$@"; do case "$a" in id=*) id=${a#id=} ;; esac; done
   [ -n "$id" ] || { log "detach needs id="; exit 10; }
-  rm -f "$state/result-$id"
+  rm -f "$state/result-$id" "$state/log-$id"
   if has_systemd; then
+    # Its own output is the unit's (the log); systemd-run's are its errors, if it could not
+    # start the unit at all.
     systemd-run --unit="fleet-activate-$id" --collect --quiet --service-type=exec --wait \
       -p StandardOutput="file:$state/log-$id" -p StandardError="file:$state/log-$id" \
-      sh "$state/activate.sh" apply "$@" >/dev/null 2>&1
+      sh "$state/activate.sh" apply "$@" >/dev/null 2>"$state/systemd-run-$id.err"
+    if [ ! -e "$state/log-$id" ] && [ ! -e "$state/result-$id" ]; then
+      log "systemd-run could not start the activation unit fleet-activate-$id; nothing was changed:"
+      cat "$state/systemd-run-$id.err" >&2
+      rm -f "$state/systemd-run-$id.err"
+      exit 10
+    fi
+    rm -f "$state/systemd-run-$id.err"
   else
     setsid sh "$state/activate.sh" apply "$@" </dev/null >"$state/log-$id" 2>&1 &
     wait $!

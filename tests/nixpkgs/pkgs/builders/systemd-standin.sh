@@ -70,6 +70,8 @@ mangle() {
 }
 
 get() { cat "$UNITS/$1/$2" 2>/dev/null; }
+# The stand-in's trace of what ran (for tests): <UTC time> <unit> <event> [details].
+trace() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$*" >> "$STATE/units.log" 2>/dev/null; return 0; }
 put() { printf '%s' "$3" > "$UNITS/$1/$2.tmp" && mv -f "$UNITS/$1/$2.tmp" "$UNITS/$1/$2"; }
 loaded() { [ -d "$UNITS/$1" ]; }
 unload() { rm -rf "${UNITS:?}/$1" "$TRANSIENT/$1"; }
@@ -121,6 +123,7 @@ run_service() { # NAME
   setsid env -i PATH="$DEFAULT_PATH" INVOCATION_ID="$inv" "${envv[@]}" \
     /bin/sh -c 'export SYSTEMD_EXEC_PID=$$; exec "$@"' sh "${argv[@]}" 0<&0 &
   main=$!
+  trace "$name" started "${argv[@]}"
   put "$name" mainpid "$main"
   put "$name" active active
   put "$name" sub running
@@ -138,6 +141,7 @@ run_service() { # NAME
   else
     result=exit-code status=$rc
   fi
+  trace "$name" exited "result=$result" "status=$status"
   lock
   if [ -e "$d/wait" ]; then
     printf '%s %s %s\n' "$result" "$status" "$(($(date +%s%N) / 1000000 - $(get "$name" started)))" \
@@ -166,6 +170,7 @@ run_timer() { # NAME
   sleep "$secs"
   lock
   loaded "$name" || { unlock; exit 0; }
+  trace "$name" elapsed
   put "$name" sub running
   if loaded "$svc" && [ "$(get "$svc" active)" != active ]; then
     inv=$(invocation_id)
@@ -413,6 +418,7 @@ systemd_run_main() {
       for p in "${tprops[@]}"; do echo "$p"; done
       echo "RemainAfterElapse=no"
     } > "$TRANSIENT/$timer"
+    trace "$timer" started "OnActiveSec=$on_active"
     setsid "$MANAGER" timer "$timer" </dev/null >/dev/null 2>&1 9>&- &
     put "$timer" pgid "$!"
     unlock
@@ -492,6 +498,7 @@ stop_one() { # NAME -> 0, or 5 (not loaded)
     timer)
       pg=$(get "$name" pgid)
       lock
+      trace "$name" stopped
       kill_group "$pg" TERM
       unload "$name"
       unlock
@@ -504,6 +511,7 @@ stop_one() { # NAME -> 0, or 5 (not loaded)
           inv=$(get "$name" invocation)
           put "$name" stopping 1
           put "$name" active deactivating
+          trace "$name" stopping
           kill_group "$pg" TERM
           kill_group "$pg" CONT
           t=$(($(date +%s) + ${FLEET_STANDIN_TIMEOUT_STOP_SEC:-90}))
