@@ -137,6 +137,22 @@ fn apply_and_confirm_run_as_units_and_leave_no_unit_timer_or_process() {
     assert_nothing_left(&f, "h");
     assert_eq!(profile(&f, "h").as_deref(), Some(b.as_str()));
     f.assert_sound("h", &[Some(&b)]);
+
+    // `fleet rollback` switches through the same unit, from the SSH session (--pipe --wait).
+    f.sh("h", "rm -f /run/systemd/fleet-standin/units.log");
+    let run = f.fleet(&["rollback", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.outcomes()["h"], "rolled-back");
+    assert_eq!(current(&f, "h").as_deref(), Some(a.as_str()));
+    let log = units_log(&f, "h");
+    assert!(
+        log.contains(&format!(
+            "nixos-rebuild-switch-to-configuration.service started {a}/bin/switch-to-configuration switch"
+        )),
+        "{log}"
+    );
+    assert_nothing_left(&f, "h");
+    f.assert_sound("h", &[Some(&a)]);
 }
 
 #[test]
@@ -187,6 +203,8 @@ fn a_held_lock_or_a_running_nixos_rebuild_unit_fails_the_host_before_the_profile
     let a = current(&f, "h").unwrap();
     let generations = || f.sh("h", "ls /nix/var/nix/profiles | grep -c '^system-'");
     let before = generations();
+    let boot = || f.sh("h", "cat /boot/loader/loader.conf; ls /boot/loader/entries");
+    let boot_before = boot();
     f.set_config("h", &sd("h", &["htop", "jq"], ""));
 
     // Another switch holds the lock.
@@ -215,12 +233,13 @@ fn a_held_lock_or_a_running_nixos_rebuild_unit_fails_the_host_before_the_profile
     let run = f.fleet(&["apply", "--json"]);
     run.expect_code(1);
     assert_eq!(run.outcomes()["h"], "failed");
+    let detail = run.detail("h");
     assert!(
-        run.detail("h")
-            .contains("nixos-rebuild-switch-to-configuration"),
-        "{}",
-        run.detail("h")
+        detail.contains("nixos-rebuild-switch-to-configuration")
+            && detail.contains("nothing was changed"),
+        "refused up front, not failed and (not) rolled back: {detail}"
     );
+    assert_eq!(boot(), boot_before, "the boot entries are untouched");
     assert_eq!(current(&f, "h").as_deref(), Some(a.as_str()));
     assert_eq!(profile(&f, "h").as_deref(), Some(a.as_str()), "untouched");
     assert_eq!(generations(), before);
