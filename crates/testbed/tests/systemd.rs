@@ -95,10 +95,10 @@ fn systemd_run_and_systemctl_behave_like_systemds() {
         .0,
         7
     );
-    assert_eq!(
-        run(&tb, &format!("{SR} --wait -q -G sh -c 'kill -KILL $$'")).0,
-        255
-    );
+    let (rc, _, e) = run(&tb, &format!("{SR} --wait -G sh -c 'kill -KILL $$'"));
+    assert_eq!(rc, 255);
+    assert!(e.contains("Finished with result: signal"), "{e}");
+    assert!(e.contains("code=killed/status=KILL"), "{e}");
     let (rc, _, e) = run(
         &tb,
         &format!("{SR} --wait --collect --unit=loud sh -c 'exit 4'"),
@@ -166,6 +166,26 @@ fn systemd_run_and_systemctl_behave_like_systemds() {
     check(
         "stop w",
         &tb.exec("h", &format!("{SC} stop w.service")).unwrap(),
+    );
+    // A unit stopped while a client waits: a clean stop (SIGTERM), exit 0.
+    run(
+        &tb,
+        &format!(
+            "({SR} --unit=ws --wait sleep 300 2>/run/ws.err; echo $? > /run/ws.rc) \
+             </dev/null >/dev/null 2>&1 &"
+        ),
+    );
+    wait_for("ws to run", Duration::from_secs(10), || {
+        run(&tb, &format!("{SC} is-active ws")).1 == "active"
+    });
+    check("stop ws", &tb.exec("h", &format!("{SC} stop ws")).unwrap());
+    wait_for("the client to end", Duration::from_secs(10), || {
+        run(&tb, "cat /run/ws.rc 2>/dev/null").1 == "0"
+    });
+    let e = run(&tb, "cat /run/ws.err").1;
+    assert!(
+        e.contains("Finished with result: success") && e.contains("code=killed/status=TERM"),
+        "{e}"
     );
 
     // --pipe passes stdin, stdout and stderr; the environment is clean but for -E.

@@ -29,7 +29,7 @@ let
     args = [ ../../pkgs/builders/system-path.sh ];
   } // (if config.fleet.systemd then {
     # fleet.systemd: systemd-run and systemctl (the stand-in's, see README.md).
-    systemdStandin = ../../pkgs/builders/systemd-standin.sh;
+    systemdStandin = ../../pkgs/systemd;
   } else { }));
 
   activationFails =
