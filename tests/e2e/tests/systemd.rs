@@ -346,3 +346,49 @@ fn a_connection_cut_during_the_activation_unit_lets_it_finish() {
     assert_nothing_left(&f, "h");
     f.assert_sound("h", &[Some(&new)]);
 }
+
+#[test]
+fn a_new_apply_before_the_watchdog_fired_takes_over_the_unconfirmed_deploy() {
+    let f = start(&["h"]);
+    let a = current(&f, "h").unwrap();
+    // Deploy B; the deployer dies before it confirms (its watchdog timer is armed).
+    f.set_config("h", &sd("h", &["htop", "jq"], ""));
+    let mut running = f.spawn(&["apply", "--json", "--confirm-timeout", "8"]);
+    running.wait_for_event("confirming", LONG, |e| {
+        e["type"] == "phase" && e["host"] == "h" && e["phase"] == "confirming"
+    });
+    let b = current(&f, "h").unwrap();
+    assert_ne!(a, b);
+    let first = activation_id(&units_log(&f, "h"));
+    std::process::Command::new("kill")
+        .args(["-KILL", &running.pid().to_string()])
+        .status()
+        .unwrap();
+    drop(running);
+    // At once, a new deploy of C: it reached the host running B over a new connection (what
+    // confirming B would prove) and must not be undone by B's watchdog afterwards.
+    f.set_config("h", &sd("h", &["htop", "tmux"], ""));
+    let run = f.fleet(&["apply", "--json", "--confirm-timeout", "8"]);
+    run.expect_code(0);
+    let c = planned_target(&run.json_lines(), "h");
+    assert_eq!(current(&f, "h").as_deref(), Some(c.as_str()));
+    // Past B's timeout: C still runs, and B's watchdog is gone without having run.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        current(&f, "h").as_deref(),
+        Some(c.as_str()),
+        "B's watchdog undid C"
+    );
+    assert_eq!(profile(&f, "h").as_deref(), Some(c.as_str()));
+    let log = units_log(&f, "h");
+    assert!(
+        !log.contains(&format!("fleet-watchdog-{first}.service started")),
+        "{log}"
+    );
+    assert_eq!(
+        f.sh("h", &format!("cat /run/fleet/result-{first}")),
+        "confirmed"
+    );
+    assert_nothing_left(&f, "h");
+    f.assert_sound("h", &[Some(&c)]);
+}

@@ -9,12 +9,14 @@
 #       TOPLEVEL/bin/switch-to-configuration GOAL, and sort its exit status (0, 4 units failed but
 #       the system is active, 100 reboot needed for a new init interface, else failed). On failure
 #       undo exactly what this apply did (auto=1), then link the package, record, and (confirm > 0,
-#       switch|test) arm a watchdog that undoes it unless `confirm ID` comes in time.
+#       switch|test) arm a watchdog that undoes it unless `confirm ID` comes in time. An earlier
+#       deployment still awaiting confirmation is taken over (confirmed) before anything changes.
 #   detach KEY=VALUE...  `apply` as a transient systemd unit (setsid where systemd does not run), so
 #                        the end of the SSH session cannot kill it; waits, replays its log, exits
 #                        with its code.
 #   link PACKAGE META_JSON   the host runs the system already: link and record the package only.
-#   confirm ID        disarm the watchdog (exit 0); exit 3 if it already rolled back.
+#   confirm ID        disarm the watchdog (exit 0, also if it was confirmed already); exit 3 if it
+#                     already rolled back.
 #   result ID         print what became of deployment ID.
 #   rollback          switch to the previous system profile generation (fleet rollback).
 #   watchdog ID SECS / watchdog-fire ID   (internal) the magic rollback.
@@ -209,12 +211,31 @@ disarm_watchdog() {
 }
 
 fire() { # the watchdog's undo
-  # Atomic claim: whoever removes the marker first (confirm or watchdog) wins.
+  # Never in the middle of an apply: one running now may take this deployment over (below).
+  exec 8>"$state/apply.lock"
+  command -v flock >/dev/null 2>&1 && flock -w 900 8
+  # Atomic claim: whoever removes the marker first (confirm, a later apply, or the watchdog) wins.
   rm "$state/pending-$id" 2>/dev/null || exit 0
   rm -f "$state/watchdog-$id.pid" "$state/watchdog-$id.unit"
   . "$state/deploy-$id"
   log "deployment $id not confirmed in time; rolling back"
   if undo; then set_result rolled-back; else set_result rollback-failed; fi
+}
+
+# Deployments activated but never confirmed (their deployer died) whose watchdog still waits:
+# this apply reached the host over a new connection, which is what confirming them proves. It
+# takes over from them (they count as confirmed), so their watchdog cannot undo it afterwards.
+take_over_pending() {
+  for p in "$state"/pending-*; do
+    [ -e "$p" ] || continue
+    old=${p##*/pending-}
+    [ "$old" != "$id" ] || continue
+    if rm "$p" 2>/dev/null; then
+      (id=$old; disarm_watchdog; rm -f "$state/deploy-$id"; set_result confirmed)
+      log "deployment $old was never confirmed; this one takes over from it"
+    fi
+  done
+  return 0
 }
 
 apply() {
@@ -262,6 +283,7 @@ apply() {
     set_result failed; exit 102
   fi
 
+  take_over_pending
   prev_gen=$(gen_of "$profile" || true)
   prev_system=$(readlink -f /run/current-system 2>/dev/null || true)
   prev_package=$(readlink /etc/nixos/current-configuration 2>/dev/null || true)
@@ -371,6 +393,8 @@ confirm)
     rm -f "$state/deploy-$id"
     set_result confirmed; exit 0
   fi
+  # Confirmed already: by an earlier confirm whose answer was lost, or taken over by a later apply.
+  [ "$(cat "$state/result-$id" 2>/dev/null)" = confirmed ] && exit 0
   log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
 watchdog)
   id=$1; sleep "$2"; fire ;;
