@@ -3,8 +3,9 @@
 //! `fleet-activate-<id>`, switch-to-configuration as nixos-rebuild's
 //! `nixos-rebuild-switch-to-configuration` unit (its exit 4 through `systemd-run --wait`), a held
 //! lock or a running nixos-rebuild unit, the watchdog as a transient timer that fires when the
-//! deployer dies, a connection cut during the activation, and no unit, timer or process left
-//! after a confirmed deploy. Every test ends with [`Fleet::assert_sound`].
+//! deployer dies, a connection cut during the activation, a new apply that takes over a deploy
+//! still awaiting confirmation, and no unit, timer or process left after a confirmed deploy.
+//! Every test ends with [`Fleet::assert_sound`].
 
 use std::time::Duration;
 
