@@ -4,7 +4,6 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
@@ -23,7 +22,7 @@ use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
-use crate::{load, signals};
+use crate::{exit, load, signals, term};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -64,7 +63,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             None => Source::Build,
         };
         let options = planning::options(goal, args.specialisation.as_deref());
-        let goal = executor_goal(goal);
+        let goal = options.goal;
         let mut planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
@@ -72,9 +71,31 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            outln!("{line}");
         } else {
-            eprint!("{}", render(&planned.plan, RenderOptions::default()));
+            errp!("{}", render(&planned.plan, RenderOptions::default()));
+        }
+        let changing = planned
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| {
+                matches!(h.action, Action::Install | Action::Update)
+                    || h.secrets
+                        .iter()
+                        .any(|s| s.change != fleet_planner::SecretChange::Unchanged)
+            })
+            .count();
+        if changing > 0 && !args.yes && term::stdin_is_tty() {
+            let question = format!(
+                "Apply to {changing} host{}?",
+                if changing == 1 { "" } else { "s" }
+            );
+            if !term::confirm_async(question).await {
+                planning::close_all(planned.gathered).await;
+                errln!("fleet: nothing was changed");
+                return Ok(exit::DECLINED);
+            }
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());
@@ -280,16 +301,6 @@ fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[Path
         && facts
             .mem_available
             .is_some_and(|m| largest.saturating_mul(4) <= m)
-}
-
-/// The goal of the executor for the CLI's.
-fn executor_goal(g: args::Goal) -> Goal {
-    match g {
-        args::Goal::Switch => Goal::Switch,
-        args::Goal::Boot => Goal::Boot,
-        args::Goal::Test => Goal::Test,
-        args::Goal::DryActivate => Goal::DryActivate,
-    }
 }
 
 /// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`
