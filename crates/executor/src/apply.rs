@@ -20,7 +20,7 @@ use crate::deploy::{
     self, Activated, Activation, Confirmation, CopyTarget, DeployError, DeployState,
 };
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
-use crate::secrets::{self, HostSecret, When};
+use crate::secrets::{self, HostSecret};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -399,12 +399,9 @@ async fn activate_one(
             Err(e) => HostOutcome::failed(&e),
         };
     }
-    // Secrets the new system reads as it starts: a host that cannot get them is not activated.
     if activation.goal != deploy::Goal::DryActivate {
-        if let Err(e) = secrets::place(conn, privilege, secrets, When::BeforeActivation, ev).await {
-            return HostOutcome::Failed {
-                error: format!("{e}; the host was not activated"),
-            };
+        if let Some(failed) = secrets::before_activation(conn, privilege, secrets, ev).await {
+            return failed;
         }
     }
     let _ = ev.phase(Phase::Activating).await;
@@ -469,19 +466,10 @@ async fn activate_one(
             ..
         } => (failed_units, !pending_confirmation),
     };
-    // Secrets for users and groups the new system created, then the stale ones removed; before
-    // the confirmation, so a host that cannot get them reverts by itself.
-    if let Err(e) = after_activation(conn, privilege, secrets, ev).await {
-        return HostOutcome::Failed {
-            error: if done {
-                format!("{e}; the new system stays active")
-            } else {
-                format!(
-                    "{e}; not confirmed: the host reverts to its previous system within {}s",
-                    activation.confirm_timeout.unwrap_or_default().as_secs()
-                )
-            },
-        };
+    let confirming = (!done).then(|| activation.confirm_timeout.unwrap_or_default());
+    if let Some(failed) = secrets::after_activation(conn, privilege, secrets, ev, confirming).await
+    {
+        return failed;
     }
     let active = || {
         if failed_units.is_empty() {
@@ -521,16 +509,6 @@ async fn activate_one(
             }
         }
     }
-}
-
-async fn after_activation(
-    conn: &Connection,
-    privilege: &Privilege,
-    secrets: &[HostSecret],
-    ev: &HostEvents,
-) -> Result<(), secrets::SecretError> {
-    secrets::place(conn, privilege, secrets, When::AfterActivation, ev).await?;
-    secrets::settle(conn, privilege, secrets, ev).await
 }
 
 /// Why a host needs a reboot before its new system runs.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::fanout::{HostEvents, LogStream};
+use crate::fanout::{HostEvents, HostOutcome, LogStream};
 use crate::quote::quote;
 use crate::ssh::error::ExecError;
 use crate::ssh::Stdin;
@@ -378,6 +378,49 @@ pub async fn settle(
             .await;
     }
     Ok(())
+}
+
+/// Right before a host's activation: its `before-activation` secrets, which the new system may
+/// read as it starts. `Some(failed)`: one could not be placed, and the host must not be activated.
+pub async fn before_activation(
+    conn: &Connection,
+    privilege: &Privilege,
+    secrets: &[HostSecret],
+    ev: &HostEvents,
+) -> Option<HostOutcome> {
+    let e = place(conn, privilege, secrets, When::BeforeActivation, ev)
+        .await
+        .err()?;
+    Some(HostOutcome::Failed {
+        error: format!("{e}; the host was not activated"),
+    })
+}
+
+/// Right after a successful activation, before its confirmation: the `after-activation`
+/// secrets (for users and groups the new system created), then the stale ones removed.
+/// `confirming`: the host's confirmation window, if it awaits one (then a failure leaves it
+/// unconfirmed, and it reverts by itself). `Some(failed)` when something could not be done.
+pub async fn after_activation(
+    conn: &Connection,
+    privilege: &Privilege,
+    secrets: &[HostSecret],
+    ev: &HostEvents,
+    confirming: Option<std::time::Duration>,
+) -> Option<HostOutcome> {
+    let result = match place(conn, privilege, secrets, When::AfterActivation, ev).await {
+        Ok(()) => settle(conn, privilege, secrets, ev).await,
+        Err(e) => Err(e),
+    };
+    let e = result.err()?;
+    Some(HostOutcome::Failed {
+        error: match confirming {
+            None => format!("{e}; the new system stays active"),
+            Some(t) => format!(
+                "{e}; not confirmed: the host reverts to its previous system within {}s",
+                t.as_secs()
+            ),
+        },
+    })
 }
 
 /// Every secret of a host placed at once, without activating (`fleet secrets push`, hosts
