@@ -122,9 +122,8 @@ impl Loader<'_> {
                         let pattern = self.include_path(&arg);
                         let mut files = Vec::new();
                         for path in glob_paths(&pattern) {
-                            match self.load(&path, depth + 1)? {
-                                Some(f) => files.push(f),
-                                None => {}
+                            if let Some(f) = self.load(&path, depth + 1)? {
+                                files.push(f);
                             }
                         }
                         file.items.push(Item::Include(files));
