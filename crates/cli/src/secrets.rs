@@ -117,6 +117,11 @@ pub async fn plan(
         let list = contents.get(name).unwrap_or(&empty);
         async move {
             let r = reached.as_ref().ok()?;
+            // Nothing to compare and nothing placed before: no root needed (so `fleet plan`
+            // asks no sudo password for such a host; the manifest's folder is world-readable).
+            if list.is_empty() && !secrets::manifest_exists(&r.conn).await.ok()? {
+                return Some(Vec::new());
+            }
             let previous = secrets::read_manifest(&r.conn, &r.privilege).await.ok()?;
             let mut out = Vec::new();
             for s in list {

@@ -231,6 +231,14 @@ pub async fn compare(
     }
 }
 
+/// Whether the host has fleet's secrets manifest, asked as the login user (its folder is
+/// readable by all; the manifest itself may not be).
+pub async fn manifest_exists(conn: &Connection) -> Result<bool, SecretError> {
+    let cmd = format!("[ -e {} ] && echo yes || echo no", quote(MANIFEST));
+    let out = conn.exec(&cmd, &Privilege::None, Stdin::None).await?;
+    Ok(out.stdout_lossy().trim() == "yes")
+}
+
 /// The manifest on the host: what fleet placed there before (empty if none).
 pub async fn read_manifest(
     conn: &Connection,
