@@ -71,6 +71,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Switch the selected hosts back to their previous generation.
     Rollback(RollbackArgs),
+    /// Run the selected hosts' health checks (fleet.toml's `checks`) without changing anything.
+    Check(CheckArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -133,6 +135,44 @@ pub struct ApplyArgs {
     /// system has one of the same name; `--specialisation base` switches it to the base system.
     #[arg(long, value_name = "NAME")]
     pub specialisation: Option<String>,
+
+    /// Roll out in waves of N hosts (or N% of the hosts to apply), one wave after the other.
+    #[arg(long, value_name = "N|N%", value_parser = parse_batch)]
+    pub batch: Option<Batch>,
+
+    /// Apply these hosts first, alone (a selector, as `--on`); nothing else starts unless all
+    /// of them succeed, health checks included.
+    #[arg(long, value_name = "SELECTOR")]
+    pub canary: Option<String>,
+
+    /// Stop starting waves once K hosts have failed; the hosts not started are `skipped`.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_failures: Option<u64>,
+
+    /// When the rollout stops early, roll back the hosts it already applied.
+    #[arg(long)]
+    pub rollback_succeeded: bool,
+}
+
+/// The size of a wave: a number of hosts, or a percentage of the hosts to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Hosts(usize),
+    Percent(u8),
+}
+
+fn parse_batch(s: &str) -> Result<Batch, String> {
+    let bad = || format!("`{s}` is not a number of hosts (N >= 1) or a percentage (1% to 100%)");
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Batch::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Batch::Hosts(n)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 /// What `fleet apply` does with the new system.
@@ -177,6 +217,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {}
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {

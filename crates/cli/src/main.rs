@@ -9,6 +9,9 @@
 //! - `gather`: each host's state over its connection, in parallel.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
 //! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `checks`: fleet.toml's health checks as the executor's probes.
+//! - `waves`: `--canary`, `--batch`: the waves of a rollout.
+//! - `rollout`: an apply in waves: stops on a failed canary or `--max-failures`.
 //! - `record`: what apply records on a host (git commit, dirty, who, when).
 //! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
 //! - `table`: aligned plain-text tables (hosts, status, summaries).
@@ -17,6 +20,7 @@
 //! - `exit`: the named exit codes (documented in docs/cli.md).
 
 mod args;
+mod checks;
 mod commands;
 mod desired;
 mod error;
@@ -27,9 +31,11 @@ mod planning;
 mod record;
 mod remote;
 mod report;
+mod rollout;
 mod signals;
 mod table;
 mod term;
+mod waves;
 
 use std::process::ExitCode;
 

@@ -190,7 +190,7 @@ fn script_command(mode: &str, args: &[&str]) -> String {
     cmd
 }
 
-async fn run_script(
+pub(crate) async fn run_script(
     conn: &Connection,
     privilege: &Privilege,
     mode: &str,

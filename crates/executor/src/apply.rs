@@ -20,6 +20,7 @@ use crate::deploy::{
     self, Activated, Activation, Confirmation, CopyTarget, DeployError, DeployState,
 };
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
+use crate::health::{self, HealthSpec};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -38,6 +39,8 @@ pub struct ApplyHost {
     /// The host has `zstd`: the copy may be compressed.
     pub zstd: bool,
     pub activation: Activation,
+    /// Health checks after activation, before confirmation (`switch`, `test`).
+    pub checks: Option<HealthSpec>,
 }
 
 /// Run-wide settings of an apply.
@@ -78,6 +81,7 @@ struct Pending {
     conn: Arc<Connection>,
     privilege: Privilege,
     activation: Activation,
+    checks: Option<HealthSpec>,
     /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
     /// whatever happened (the activation helper drops them too, but a failed or skipped copy
     /// never reaches it, and its garbage must stay collectable).
@@ -137,6 +141,7 @@ pub async fn apply_all(
             missing,
             zstd,
             activation,
+            checks,
         } = h;
         let (session_tx, session_rx) = oneshot::channel::<StoreSession>();
         let (copied_tx, copied_rx) = oneshot::channel::<Copied>();
@@ -180,6 +185,7 @@ pub async fn apply_all(
                 conn,
                 privilege,
                 activation,
+                checks,
                 pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
@@ -459,6 +465,24 @@ async fn activate_one(
             }
         }
     };
+    if let Some(spec) = &p.checks {
+        let (target, privilege, id, goal) = (
+            &p.target,
+            &p.privilege,
+            &p.activation.record.id,
+            p.activation.goal,
+        );
+        let on = health::OnHost {
+            connector,
+            target,
+            privilege,
+            id,
+            goal,
+        };
+        if let Some(failed) = health::check_host(&on, ev, spec, done).await {
+            return failed;
+        }
+    }
     if done {
         return active();
     }

@@ -7,13 +7,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
+use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
 use fleet_executor::facts::RemoteFacts;
 use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
 use fleet_inventory::Host;
 use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
-use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
@@ -23,7 +22,8 @@ use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
-use crate::{load, signals};
+use crate::rollout::{self, apply_in_waves, Rollout};
+use crate::{checks, load, signals};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -52,6 +52,19 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     if let Some(plan) = &saved {
         hosts = hosts_of_plan(plan, hosts, global.on.is_some())?;
     }
+    let rollout = Rollout {
+        batch: args.batch,
+        canary: match &args.canary {
+            Some(sel) => inventory
+                .select(Some(sel))?
+                .iter()
+                .map(|h| h.name.to_string())
+                .collect(),
+            None => Vec::new(),
+        },
+        max_failures: args.max_failures,
+        rollback_succeeded: args.rollback_succeeded,
+    };
     let dir = fleet_dir(&global.file);
     let provenance = Provenance::now(&dir);
     signals::runtime()?.block_on(async {
@@ -72,7 +85,17 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
             let _ = writeln!(std::io::stdout().lock(), "{line}");
         } else {
-            eprint!("{}", render(&planned.plan, RenderOptions::default()));
+            let changing = |name: &str| {
+                planned
+                    .plan
+                    .host(name)
+                    .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
+            };
+            eprint!(
+                "{}{}",
+                render(&planned.plan, RenderOptions::default()),
+                checks::plan_text(&hosts, changing)
+            );
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());
@@ -131,11 +154,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         hp.target.clone().unwrap_or_default(),
                         hp.package.clone().unwrap_or_default(),
                     );
+                    let checks = checks::spec(host);
+                    // The host's watchdog waits for the checks too.
                     let confirm = (!args.no_rollback).then(|| {
                         Duration::from_secs(
                             args.confirm_timeout
                                 .unwrap_or(host.confirm_timeout.as_secs()),
-                        )
+                        ) + checks.as_ref().map_or(Duration::ZERO, |c| c.timeout)
                     });
                     let missing: BTreeSet<StorePath> = hp
                         .copy
@@ -167,6 +192,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             specialisation: hp.specialisation.clone(),
                             activate: hp.activate,
                         },
+                        checks,
                     });
                 }
             }
@@ -186,9 +212,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             compress: if args.no_compress { None } else { Some(3) },
             ..ApplyOptions::default()
         };
-        let applied = apply_all(
+        let (applied, waves) = apply_in_waves(
             remote.connector.clone(),
-            &LocalStore::system(),
             &planned.desired.infos,
             to_apply,
             &opts,
@@ -197,6 +222,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 sink,
                 start,
             },
+            &rollout,
         )
         .await;
         let tracks = reporter.await.unwrap_or_default();
@@ -240,6 +266,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             })
             .collect();
         report::summary(&rows, global.json);
+        if global.json {
+            let line = serde_json::json!({ "type": "waves", "waves": &waves });
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        } else {
+            eprint!("{}", rollout::describe(&waves));
+        }
         Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
     })
 }

@@ -2,6 +2,7 @@
 //! [`CliError`] (whose kind picks the exit code).
 
 pub mod apply;
+pub mod check;
 pub mod completions;
 pub mod hosts;
 pub mod man;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Apply(args) => apply::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
+        Command::Check(args) => check::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }

@@ -15,6 +15,8 @@
 #                        with its code.
 #   link PACKAGE META_JSON   the host runs the system already: link and record the package only.
 #   confirm ID        disarm the watchdog (exit 0); exit 3 if it already rolled back.
+#   abort ID          the health checks failed: claim the deployment from the watchdog and undo it
+#                     now (exit 0; 101 if the undo failed); exit 3 if it is no longer pending.
 #   result ID         print what became of deployment ID.
 #   rollback          switch to the previous system profile generation (fleet rollback).
 #   watchdog ID SECS / watchdog-fire ID   (internal) the magic rollback.
@@ -341,6 +343,16 @@ confirm)
     disarm_watchdog
     rm -f "$state/deploy-$id"
     set_result confirmed; exit 0
+  fi
+  log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
+abort)
+  id=$1
+  if [ -e "$state/pending-$id" ] && rm "$state/pending-$id" 2>/dev/null; then
+    disarm_watchdog
+    . "$state/deploy-$id"
+    log "deployment $id failed its health checks; rolling back"
+    if undo; then set_result rolled-back; exit 0; fi
+    set_result rollback-failed; exit 101
   fi
   log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
 watchdog)

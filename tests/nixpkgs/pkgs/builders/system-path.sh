@@ -23,3 +23,20 @@ chmod +x "$out/bin/bootctl"
   echo 'esac'
 } > "$out/bin/nixos-version"
 chmod +x "$out/bin/nixos-version"
+# systemctl, reduced to `is-active` for hosts without systemd: a unit is active when the current
+# system has its file and switch-to-configuration did not record it as failed; else "failed"
+# (exit 3) or "inactive" (exit 3), as systemctl says.
+cat > "$out/bin/systemctl" <<'EOF'
+#!/bin/sh
+[ "${1-}" = is-active ] || { echo "systemctl (fleet stand-in): only is-active is supported" >&2; exit 1; }
+shift
+[ "${1-}" = -- ] && shift
+rc=0
+for u in "$@"; do
+  if grep -qxF -- "$u" /run/fleet-standin/failed-units 2>/dev/null; then echo failed; rc=3
+  elif [ -e "/run/current-system/etc/systemd/system/$u" ]; then echo active
+  else echo inactive; rc=3; fi
+done
+exit $rc
+EOF
+chmod +x "$out/bin/systemctl"
