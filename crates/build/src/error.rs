@@ -26,6 +26,18 @@ fn remedies_text(remedies: &[String]) -> String {
     out
 }
 
+fn failed_list(failed: &[String]) -> String {
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} derivation(s) failed: {})",
+            failed.len(),
+            failed.join(", ")
+        )
+    }
+}
+
 /// How to give an evaluation a `<name>` it looks up.
 pub fn search_path_help(name: &str) -> String {
     match name {
@@ -67,7 +79,7 @@ pub enum BuildError {
     Eval { stderr: String },
 
     /// Some derivation of the host failed to build.
-    #[error("build failed ({} derivation(s) failed: {})\n{stderr}", failed.len(), failed.join(", "))]
+    #[error("build failed{}\n{stderr}", failed_list(.failed))]
     Build {
         /// The failed derivations in this host's closure.
         failed: Vec<String>,

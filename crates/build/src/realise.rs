@@ -147,7 +147,11 @@ pub(crate) async fn host_build_error(
     let mut text = Vec::new();
     for e in &realised.errors {
         let drvs = mentioned_drvs(e);
-        if drvs.iter().any(|d| closure.contains(d)) {
+        // An error that names no derivation is about Nix itself (e.g. "the build users group
+        // 'nixbld' has no members"): every host whose build failed gets it whole.
+        if drvs.is_empty() {
+            text.push(e.clone());
+        } else if drvs.iter().any(|d| closure.contains(d)) {
             if let Some(first) = drvs.first() {
                 if e.starts_with("error: builder for ") && !failed.contains(first) {
                     failed.push(first.clone());
@@ -166,6 +170,13 @@ pub(crate) async fn host_build_error(
                 text.extend(tail.iter().map(|l| format!("> {l}")));
             }
         }
+        text.push(format!(
+            "full build log: `nix-store --read-log {drv}` (or `nix log {drv}`)"
+        ));
+    }
+    if text.is_empty() {
+        // Nix failed and said nothing about this host's closure: show all it said.
+        text.extend(realised.errors.iter().cloned());
     }
     BuildError::Build {
         failed,
@@ -222,6 +233,47 @@ mod tests {
     fn drvs_in_error_text() {
         let e = "error: builder for '/nix/store/abc-x.drv' failed with exit code 1;\n       last 1 log lines:\n       > boom";
         assert_eq!(mentioned_drvs(e), vec!["/nix/store/abc-x.drv"]);
+    }
+
+    fn realised(errors: &[&str]) -> Realised {
+        Realised {
+            built: Vec::new(),
+            errors: errors.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_naming_no_derivation_reaches_the_user_whole() {
+        let closure: BTreeSet<String> = ["/nix/store/abc-x.drv".to_owned()].into();
+        let e = realised(&["error: the build users group 'nixbld' has no members"]);
+        let err = host_build_error(&closure, &e, &BuildOptions::new("/tmp")).await;
+        let text = err.to_string();
+        assert!(
+            text.contains("the build users group 'nixbld' has no members"),
+            "{text}"
+        );
+        assert!(!text.contains("0 derivation(s)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_derivation_points_at_its_full_log() {
+        let closure: BTreeSet<String> = ["/nix/store/abc-x.drv".to_owned()].into();
+        let e = realised(&[
+            "error: builder for '/nix/store/abc-x.drv' failed with exit code 1",
+            "error: builder for '/nix/store/zzz-other.drv' failed with exit code 1",
+        ]);
+        let text = host_build_error(&closure, &e, &BuildOptions::new("/tmp"))
+            .await
+            .to_string();
+        assert!(
+            text.starts_with("build failed (1 derivation(s) failed: /nix/store/abc-x.drv)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nix-store --read-log /nix/store/abc-x.drv"),
+            "{text}"
+        );
+        assert!(!text.contains("zzz-other"), "{text}");
     }
 
     #[test]

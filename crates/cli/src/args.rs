@@ -54,6 +54,10 @@ pub struct GlobalArgs {
     )]
     pub sudo_password_command: Option<String>,
 
+    /// Pass `--show-trace` to Nix evaluation: the whole trace of an evaluation error.
+    #[arg(long, global = true)]
+    pub show_trace: bool,
+
     /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
@@ -136,6 +140,11 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "NAME")]
     pub specialisation: Option<String>,
 
+    /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
+    /// for all hosts; without a terminal on stdin it never asks.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
     /// Roll out in waves of N hosts (or N% of the hosts to apply), one wave after the other.
     #[arg(long, value_name = "N|N%", value_parser = parse_batch)]
     pub batch: Option<Batch>,
@@ -216,7 +225,12 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RollbackArgs {}
+pub struct RollbackArgs {
+    /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
+    /// for all hosts; without a terminal on stdin it never asks.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {}

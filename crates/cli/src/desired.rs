@@ -63,32 +63,46 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
 }
 
 /// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
-/// (a package never holds another host's files), progress and warnings to stderr.
-pub fn build_options(inventory: &Inventory, fleet_dir: &Utf8Path, quiet: bool) -> BuildOptions {
+/// (a package never holds another host's files), progress and warnings to stderr, `--show-trace`
+/// as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
+pub fn build_options(
+    inventory: &Inventory,
+    fleet_dir: &Utf8Path,
+    quiet: bool,
+    show_trace: bool,
+) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
     opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    if show_trace {
+        let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
+        if !config.is_empty() && !config.ends_with('\n') {
+            config.push('\n');
+        }
+        config.push_str("show-trace = true\n");
+        opts.nix_env.push(("NIX_CONFIG".into(), config));
+    }
     if quiet {
         opts.on_event = Some(Arc::new(|e: BuildEvent| {
             if let BuildEvent::Warning { host, message } = e {
-                eprintln!("fleet: warning: {host}: {message}");
+                errln!("fleet: warning: {host}: {message}");
             }
         }));
     } else {
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
-                eprintln!("fleet: evaluating {}", hosts.join(", "));
+                errln!("fleet: evaluating {}", hosts.join(", "));
             }
-            BuildEvent::EvalBatchFailed { hosts } => eprintln!(
+            BuildEvent::EvalBatchFailed { hosts } => errln!(
                 "fleet: evaluating {} together failed; evaluating them one by one",
                 hosts.join(", ")
             ),
             BuildEvent::BuildStarted { hosts } => {
-                eprintln!("fleet: building {} on this machine", hosts.join(", "));
+                errln!("fleet: building {} on this machine", hosts.join(", "));
             }
             BuildEvent::Building { drv } => {
                 let name = drv.rsplit('/').next().unwrap_or(&drv);
                 let name = name.get(33..).unwrap_or(name).trim_end_matches(".drv");
-                eprintln!("fleet:   building {name}");
+                errln!("fleet:   building {name}");
             }
             BuildEvent::BuildFinished {
                 built,
@@ -99,10 +113,10 @@ pub fn build_options(inventory: &Inventory, fleet_dir: &Utf8Path, quiet: bool) -
                 } else {
                     format!("; failed: {}", failed_hosts.join(", "))
                 };
-                eprintln!("fleet: built {} derivation(s){failed}", built.len());
+                errln!("fleet: built {} derivation(s){failed}", built.len());
             }
             BuildEvent::Warning { host, message } => {
-                eprintln!("fleet: warning: {host}: {message}");
+                errln!("fleet: warning: {host}: {message}");
             }
             BuildEvent::EvalFinished { .. } => {}
         }));
@@ -117,19 +131,37 @@ pub async fn build(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     quiet: bool,
+    show_trace: bool,
 ) -> Desired {
+    if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
+        errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
+    }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built =
-        fleet_build::evaluate_and_build(&specs, &build_options(inventory, fleet_dir, quiet)).await;
+    let built = fleet_build::evaluate_and_build(
+        &specs,
+        &build_options(inventory, fleet_dir, quiet, show_trace),
+    )
+    .await;
+    // Nix colours its messages; keep the escapes only for a person watching a terminal.
+    let plain = quiet || !crate::term::stderr_is_tty();
     let wanted: Vec<(String, Result<Wanted, String>)> = built
         .into_iter()
         .zip(hosts)
         .map(|((name, r), host)| {
-            let r = r.map_err(|e| error_chain(&e)).map(|b| Wanted {
-                system: host.system.to_string(),
-                toplevel: b.toplevel,
-                package: b.package,
-            });
+            let r = r
+                .map_err(|e| {
+                    let text = error_chain(&e);
+                    if plain {
+                        crate::out::strip_ansi(&text)
+                    } else {
+                        text
+                    }
+                })
+                .map(|b| Wanted {
+                    system: host.system.to_string(),
+                    toplevel: b.toplevel,
+                    package: b.package,
+                });
             (name, r)
         })
         .collect();
@@ -310,6 +342,29 @@ fn specialisations(toplevel: &Utf8Path) -> Vec<Specialisation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_trace_is_added_to_nix_config() {
+        let dir = Utf8Path::new("/tmp");
+        let inv = fleet_inventory::parse(
+            "[pins.p]\npath = \"/p\"\n[hosts.pi1]\nsystem = \"aarch64-linux\"\nconfig = \"/c.nix\"\n",
+            &fleet_inventory::ParseOptions {
+                file_name: "fleet.toml",
+                base_dir: dir,
+                exists: &|_| true,
+            },
+        )
+        .unwrap();
+        assert!(build_options(&inv, dir, true, false).nix_env.is_empty());
+        let opts = build_options(&inv, dir, true, true);
+        let (k, v) = &opts.nix_env[0];
+        assert_eq!(k, "NIX_CONFIG");
+        assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");
+        // What fleet was given (e.g. `substituters =`) is kept.
+        if let Ok(given) = std::env::var("NIX_CONFIG") {
+            assert!(v.starts_with(given.trim_end()), "{v}");
+        }
+    }
 
     fn info(name: &str, refs: &[&str]) -> PathInfo {
         let p = |n: &str| StorePath::new(format!("/nix/store/{}-{n}", "a".repeat(32))).unwrap();

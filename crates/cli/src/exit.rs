@@ -4,6 +4,9 @@
 pub const OK: u8 = 0;
 /// At least one host failed, or a runtime error stopped fleet.
 pub const FAILURE: u8 = 1;
+/// The question "Apply to N hosts?" (or "Roll back N hosts?") was not answered yes:
+/// nothing was changed.
+pub const DECLINED: u8 = 1;
 /// The command line or fleet.toml is wrong (clap also exits 2 for usage errors).
 pub const USAGE: u8 = 2;
 /// A saved plan no longer matches the hosts; make a new plan.

@@ -74,21 +74,30 @@ pub async fn gather(
     parallel: usize,
     cancel: &CancellationToken,
 ) -> Gathered {
+    let reached = connect(remote, hosts, parallel, cancel, |_, _| {}).await;
+    match desired {
+        Some(d) if want.store => query_stores(reached, d, want.keep_store, parallel).await,
+        _ => reached,
+    }
+}
+
+/// The first step, which needs nothing built: connect to every host (at most `parallel` at
+/// once; host keys, authentication) and read its facts. `on_done(host, result)` is called as
+/// each host is done, so a down host or an unknown host key is reported at once, while the
+/// systems still build.
+pub async fn connect(
+    remote: &Remote,
+    hosts: &[&Host],
+    parallel: usize,
+    cancel: &CancellationToken,
+    on_done: impl Fn(&str, &Result<Reached, String>),
+) -> Gathered {
     let jobs: Vec<_> = hosts
         .iter()
-        .map(|h| {
-            let name = h.name.to_string();
-            let target = remote::target(h);
-            let privilege = remote.privilege(h);
-            let closure: Vec<String> = desired
-                .and_then(|d| d.get(&name))
-                .map(|d| d.closure.iter().map(|c| c.path.clone()).collect())
-                .unwrap_or_default();
-            (name, target, privilege, closure)
-        })
+        .map(|h| (h.name.to_string(), remote::target(h), remote.privilege(h)))
         .collect();
     futures::stream::iter(jobs)
-        .map(|(name, target, privilege, closure)| {
+        .map(|(name, target, privilege)| {
             let connector = remote.connector.clone();
             let cancel = cancel.clone();
             async move {
@@ -96,8 +105,51 @@ pub async fn gather(
                     return (name, Err("interrupted before connecting".to_owned()));
                 }
                 let r = tokio::select! {
-                    r = reach(&connector, target, privilege, closure, want) => r,
+                    r = reach(&connector, target, privilege) => r,
                     () = cancel.cancelled() => Err("interrupted".to_owned()),
+                };
+                (name, r)
+            }
+        })
+        .buffered(parallel.max(1))
+        .inspect(|(name, r)| on_done(name, r))
+        .collect()
+        .await
+}
+
+/// The second step, once the desired closures exist: for each reached host with a desired
+/// system, which of its paths the host has and the closure of what it runs. `keep_store`
+/// keeps the store session open (apply), else it is closed (plan).
+pub async fn query_stores(
+    reached: Gathered,
+    desired: &Desired,
+    keep_store: bool,
+    parallel: usize,
+) -> Gathered {
+    futures::stream::iter(reached)
+        .map(|(name, r)| {
+            let closure: Vec<String> = desired
+                .get(&name)
+                .map(|d| d.closure.iter().map(|c| c.path.clone()).collect())
+                .unwrap_or_default();
+            async move {
+                let mut reached = match r {
+                    Ok(reached) if !closure.is_empty() => reached,
+                    other => return (name, other),
+                };
+                let r = match query_store(&mut reached, &closure, keep_store).await {
+                    Ok(session) if keep_store => {
+                        reached.store = Some(session);
+                        Ok(reached)
+                    }
+                    Ok(session) => {
+                        let _ = session.close().await;
+                        Ok(reached)
+                    }
+                    Err(e) => {
+                        reached.conn.close().await;
+                        Err(format!("reading the host's store failed: {e}"))
+                    }
                 };
                 (name, r)
             }
@@ -111,8 +163,6 @@ async fn reach(
     connector: &fleet_executor::Connector,
     target: SshTarget,
     privilege: Privilege,
-    closure: Vec<String>,
-    want: Want,
 ) -> Result<Reached, String> {
     let conn = connector
         .connect(&target)
@@ -129,7 +179,7 @@ async fn reach(
             ));
         }
     };
-    let mut reached = Reached {
+    Ok(Reached {
         target,
         privilege,
         conn,
@@ -137,32 +187,42 @@ async fn reach(
         store: None,
         present: BTreeSet::new(),
         current_closure: Vec::new(),
-    };
-    if want.store && !closure.is_empty() {
-        match query_store(&mut reached, &closure).await {
-            Ok(session) if want.keep_store => reached.store = Some(session),
-            Ok(session) => {
-                let _ = session.close().await;
-            }
-            Err(e) => {
-                reached.conn.close().await;
-                return Err(format!("reading the host's store failed: {e}"));
-            }
-        }
-    }
-    Ok(reached)
+    })
 }
 
-/// One store session: which closure paths are valid (locked), and the current closure.
-async fn query_store(reached: &mut Reached, closure: &[String]) -> Result<StoreSession, String> {
+/// One store session: which closure paths are valid (locked when the session is kept), and
+/// the current closure. Kept sessions (apply) are `nix-store --serve --write` with the host's
+/// privilege; others (plan) first try a read-only session as the login user, which needs no
+/// root (and so no sudo password) where the Nix daemon serves other users, as on NixOS.
+async fn query_store(
+    reached: &mut Reached,
+    closure: &[String],
+    keep: bool,
+) -> Result<StoreSession, String> {
     let paths: Vec<StorePath> = closure
         .iter()
         .filter_map(|p| StorePath::new(p.clone()).ok())
         .collect();
-    let mut session = StoreSession::open(&reached.conn, &reached.privilege)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let valid = match session.valid_paths(&paths, true).await {
+    let mut session = if keep {
+        StoreSession::open(&reached.conn, &reached.privilege)
+            .await
+            .map_err(|e| error_chain(&e))
+    } else {
+        match StoreSession::open_read_only(&reached.conn).await {
+            Ok(s) => Ok(s),
+            Err(e) if matches!(reached.privilege, Privilege::None) => Err(error_chain(&e)),
+            Err(first) => StoreSession::open(&reached.conn, &reached.privilege)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "as the login user (is the Nix daemon running?): {}; as root: {}",
+                        error_chain(&first),
+                        error_chain(&e)
+                    )
+                }),
+        }
+    }?;
+    let valid = match session.valid_paths(&paths, keep).await {
         Ok(v) => v,
         Err(e) => return Err(error_chain(&session.fail(e).await)),
     };

@@ -15,10 +15,16 @@
 //! - `record`: what apply records on a host (git commit, dirty, who, when).
 //! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
 //! - `table`: aligned plain-text tables (hosts, status, summaries).
-//! - `term`: terminal prompts without echo, TTY detection.
+//! - `term`: terminal prompts without echo (Ctrl-C at a prompt exits 130), TTY detection.
+//! - `out`: `errln!`/`outln!`, printing that ignores a closed stdout/stderr.
 //! - `error`: [`error::CliError`], whose kind picks the exit code.
 //! - `exit`: the named exit codes (documented in docs/cli.md).
 
+// Printing goes through `out` (never panics on a closed pipe); std's print macros are refused.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod out;
 mod args;
 mod checks;
 mod commands;
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("{:?}", miette::Report::new(err));
+            errln!("{:?}", miette::Report::new(err));
             ExitCode::from(code)
         }
     }

@@ -9,7 +9,7 @@ use fleet_planner::{HostInput, Plan, PlanOptions};
 use crate::args::GlobalArgs;
 use crate::desired::{self, Desired};
 use crate::error::CliError;
-use crate::gather::{self, Gathered, Want};
+use crate::gather::{self, Gathered};
 use crate::remote::Remote;
 
 /// The planner's options for a goal and a `--specialisation` argument.
@@ -45,7 +45,8 @@ pub struct Planned {
     pub gathered: Gathered,
 }
 
-/// Builds (or loads) the desired systems, reads every host, and plans. Hosts that cannot be
+/// Builds (or loads) the desired systems while reaching every host, then reads each host's
+/// store for its desired closure, and plans. Hosts that cannot be
 /// built or reached are `error` entries of the plan; only an interruption is an `Err`.
 #[allow(clippy::too_many_arguments)]
 pub async fn make(
@@ -60,31 +61,49 @@ pub async fn make(
     cancel: &CancellationToken,
 ) -> Result<Planned, CliError> {
     let quiet = global.json;
-    let desired = tokio::select! {
-        d = async {
-            match source {
-                Source::Build => desired::build(inventory, hosts, fleet_dir, quiet).await,
-                Source::Saved(plan) => desired::from_plan(plan, hosts).await,
-            }
-        } => d,
-        () = cancel.cancelled() => return Err(CliError::Interrupted),
-    };
+    // The hosts are reached (host keys, login, sudo, facts) while the systems build, so a down
+    // host or an unknown host key is reported in seconds; only the store query needs the
+    // built closures.
     if !quiet {
-        eprintln!("fleet: reading the state of {} host(s)", hosts.len());
+        errln!("fleet: reading the state of {} host(s)", hosts.len());
     }
-    let gathered = gather::gather(
-        remote,
-        hosts,
-        Some(&desired),
-        Want {
-            store: true,
-            keep_store,
-        },
-        global.parallel,
-        cancel,
-    )
-    .await;
+    let build = async {
+        tokio::select! {
+            d = async {
+                match source {
+                    Source::Build => {
+                        desired::build(inventory, hosts, fleet_dir, quiet, global.show_trace).await
+                    }
+                    Source::Saved(plan) => desired::from_plan(plan, hosts).await,
+                }
+            } => Some(d),
+            () = cancel.cancelled() => None,
+        }
+    };
+    let connect = gather::connect(remote, hosts, global.parallel, cancel, |name, r| match r {
+        Err(e) if !quiet => errln!("fleet: {name}: {e}"),
+        Ok(r) => {
+            if let Some(key) = r.conn.learned_host_key() {
+                errln!(
+                    "fleet: {name}: recorded its new host key in known_hosts \
+                     (--accept-new-host-keys); to pin it, add under [hosts.{name}] in fleet.toml: \
+                     host-key = \"{key}\""
+                );
+            }
+        }
+        Err(_) => {}
+    });
+    let (desired, reached) = tokio::join!(build, connect);
+    let desired = match desired {
+        Some(d) if !cancel.is_cancelled() => d,
+        _ => {
+            close_all(reached).await;
+            return Err(CliError::Interrupted);
+        }
+    };
+    let gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
     if cancel.is_cancelled() {
+        close_all(gathered).await;
         return Err(CliError::Interrupted);
     }
     let inputs: Vec<HostInput> = desired
@@ -106,4 +125,16 @@ pub async fn make(
         desired,
         gathered,
     })
+}
+
+/// Ends the sessions of the hosts reached, when the run stops before using them.
+pub async fn close_all(gathered: Gathered) {
+    for (_, r) in gathered {
+        if let Ok(r) = r {
+            if let Some(s) = r.store {
+                let _ = s.close().await;
+            }
+            r.conn.close().await;
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub struct Provenance {
 
 impl Provenance {
     /// Reads git state of `fleet_dir` (none when it is not in a git work tree or git is
-    /// missing), the local user and machine, and the time.
+    /// missing; fleet's own `.fleet/` does not make it dirty), the local user and machine, and the time.
     pub fn now(fleet_dir: &Utf8Path) -> Self {
         let git = |args: &[&str]| {
             Command::new("git")
@@ -36,7 +36,7 @@ impl Provenance {
         let commit = git(&["rev-parse", "HEAD"]).map(|s| s.trim().to_owned());
         let dirty = commit
             .as_ref()
-            .and_then(|_| git(&["status", "--porcelain"]))
+            .and_then(|_| git(&["status", "--porcelain", "--", ".", ":(exclude).fleet"]))
             .map(|s| !s.trim().is_empty());
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
@@ -96,9 +96,63 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Creates `<fleet_dir>/.fleet/` (GC roots of built systems, saved state) with a
+/// `.gitignore` of `*`, so fleet's files never show up in the user's git status.
+pub fn ensure_state_dir(fleet_dir: &Utf8Path) -> std::io::Result<()> {
+    let dir = fleet_dir.join(".fleet");
+    std::fs::create_dir_all(&dir)?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(
+            ignore,
+            "# Created by fleet: GC roots and state, not for git.\n*\n",
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_state_is_git_ignored_and_does_not_make_the_tree_dirty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::write(dir.join("fleet.toml"), "").unwrap();
+        git(&["add", "fleet.toml"]);
+        git(&["commit", "-qm", "x"]);
+        assert_eq!(Provenance::now(dir).dirty, Some(false));
+        ensure_state_dir(dir).unwrap();
+        std::fs::create_dir_all(dir.join(".fleet/gcroots")).unwrap();
+        std::fs::write(dir.join(".fleet/gcroots/pi"), "x").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(".fleet/.gitignore"))
+                .unwrap()
+                .lines()
+                .last(),
+            Some("*")
+        );
+        assert_eq!(Provenance::now(dir).dirty, Some(false));
+        // Even with the .gitignore gone, .fleet/ does not count.
+        std::fs::remove_file(dir.join(".fleet/.gitignore")).unwrap();
+        assert_eq!(Provenance::now(dir).dirty, Some(false));
+        std::fs::write(dir.join("fleet.toml"), "# edited").unwrap();
+        assert_eq!(Provenance::now(dir).dirty, Some(true));
+    }
 
     #[test]
     fn dates() {

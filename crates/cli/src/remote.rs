@@ -24,7 +24,8 @@ pub struct Remote {
 impl Remote {
     /// Sets up the connector. When `privileged` and a host in `hosts` needs a sudo password,
     /// the password is obtained now (from `--sudo-password-command`, else the terminal): once,
-    /// for every host of the run.
+    /// for every host of the run. When not `privileged`, nobody is prompted; a
+    /// `--sudo-password-command` is kept and run only if some host needs root after all.
     pub async fn new(
         global: &GlobalArgs,
         hosts: &[&Host],
@@ -37,14 +38,23 @@ impl Remote {
         let connector = Connector::new(options, Arc::new(tty_passphrase()))
             .map_err(|e| CliError::Ssh(e.to_string()))?;
         for warning in connector.config_warnings() {
-            eprintln!("fleet: warning: {warning}");
+            errln!("fleet: warning: {warning}");
         }
         let needing: Vec<&str> = hosts
             .iter()
             .filter(|h| h.sudo == SudoMode::Password)
             .map(|h| h.name.as_str())
             .collect();
-        let sudo = if privileged && !needing.is_empty() {
+        let sudo = if !privileged {
+            // Root is needed only if reading as the login user fails (plan's store query on a
+            // host without the Nix daemon): then the command runs, once; nobody is prompted.
+            match &global.sudo_password_command {
+                Some(cmd) if !needing.is_empty() => {
+                    Some(Arc::new(SudoPasswordSource::command(cmd.clone())))
+                }
+                _ => None,
+            }
+        } else if !needing.is_empty() {
             let source = match &global.sudo_password_command {
                 Some(cmd) => SudoPasswordSource::command(cmd.clone()),
                 None => {
@@ -52,7 +62,7 @@ impl Remote {
                         "[fleet] sudo password for {} (asked once for this run): ",
                         needing.join(", ")
                     );
-                    match term::read_secret(&prompt) {
+                    match term::read_secret_async(prompt).await {
                         Ok(Some(pw)) => {
                             SudoPasswordSource::fixed(SudoPassword::new(pw.as_str().to_owned()))
                         }

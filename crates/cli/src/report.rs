@@ -254,14 +254,12 @@ impl Live {
 
 /// Columns and rows of the terminal on stderr (100 × 24 when unknown).
 fn terminal_size() -> (usize, usize) {
-    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0 {
-            return (ws.ws_col as usize, ws.ws_row as usize);
+    match terminal_size::terminal_size_of(std::io::stderr()) {
+        Some((terminal_size::Width(w), terminal_size::Height(h))) if w > 0 && h > 0 => {
+            (usize::from(w), usize::from(h))
         }
+        _ => (100, 24),
     }
-    (100, 24)
 }
 
 /// The outcome's one-word kind (as in JSON).

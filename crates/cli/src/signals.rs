@@ -4,7 +4,7 @@
 use fleet_executor::CancellationToken;
 
 use crate::error::CliError;
-use crate::exit;
+use crate::{exit, term};
 
 /// A multi-threaded runtime for one command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -14,20 +14,30 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(CliError::Runtime)
 }
 
-/// Cancels `cancel` on the first Ctrl-C; exits the process on the second. Call inside the
-/// runtime.
+/// Cancels `cancel` on the first Ctrl-C; exits the process on the second. At a terminal
+/// prompt (the sudo password, a confirmation) the first Ctrl-C exits at once: nothing has
+/// started yet. Call inside the runtime.
+///
+/// Cancelling never depends on printing: the token is cancelled (or the process exits) first,
+/// and the message after it goes to a stderr that may be closed (`fleet apply 2>&1 | tee log`
+/// with `tee` gone), which is ignored.
 pub fn on_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        eprintln!(
+        if term::interrupt_prompt() {
+            errln!("\nfleet: interrupted at the prompt; nothing was done");
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+        cancel.cancel();
+        errln!(
             "\nfleet: interrupted: starting nothing new; activations already running finish \
              (Ctrl-C again to abort)"
         );
-        cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nfleet: aborted");
+            term::interrupt_prompt();
+            errln!("\nfleet: aborted");
             std::process::exit(i32::from(exit::INTERRUPTED));
         }
     });

@@ -55,6 +55,52 @@ fn hosts_table_lists_everything() {
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
 }
 
+/// The write end of a pipe whose reader has exited: writes to it fail with EPIPE.
+fn dead_pipe() -> std::process::Stdio {
+    let mut reader = Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    writer.into()
+}
+
+/// `fleet hosts | head` (stdout closed) and an error with stderr closed: no panic, the
+/// normal exit codes.
+#[test]
+fn closed_stdout_or_stderr_is_not_a_panic() {
+    let run = |args: &[&str], stdout: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleet"));
+        c.args(args)
+            .current_dir(repo_root())
+            .env_remove("FLEET_FILE");
+        if stdout {
+            c.stdout(dead_pipe()).stderr(std::process::Stdio::piped());
+        } else {
+            c.stderr(dead_pipe()).stdout(std::process::Stdio::piped());
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["--file", "fleet.example.toml", "hosts"], true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--file", "fleet.example.toml", "hosts", "--json"], true);
+    assert_eq!(out.status.code(), Some(0));
+    // An error whose message cannot be shown still exits with its code.
+    let out = run(&["--file", "does-not-exist.toml", "hosts"], false);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn bad_file_exits_2_and_shows_the_line() {
     let dir = tempfile::tempdir().unwrap();

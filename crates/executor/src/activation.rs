@@ -45,51 +45,8 @@ pub mod exit {
     pub const REBOOT_REQUIRED: u32 = 105;
 }
 
-/// What `switch-to-configuration` is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Goal {
-    /// Make it the boot default and activate it now.
-    #[default]
-    Switch,
-    /// Make it the boot default only.
-    Boot,
-    /// Activate now, not the boot default.
-    Test,
-    /// Show what would change.
-    DryActivate,
-}
-
-impl Goal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Goal::Switch => "switch",
-            Goal::Boot => "boot",
-            Goal::Test => "test",
-            Goal::DryActivate => "dry-activate",
-        }
-    }
-
-    /// Goals after which the deployer must reach the host again (magic rollback).
-    pub fn needs_confirmation(self) -> bool {
-        matches!(self, Goal::Switch | Goal::Test)
-    }
-}
-
-impl std::str::FromStr for Goal {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "switch" => Ok(Goal::Switch),
-            "boot" => Ok(Goal::Boot),
-            "test" => Ok(Goal::Test),
-            "dry-activate" => Ok(Goal::DryActivate),
-            _ => Err(format!(
-                "unknown goal `{s}` (expected switch, boot, test or dry-activate)"
-            )),
-        }
-    }
-}
+/// What `switch-to-configuration` is asked to do: the planner's goal (one definition).
+pub use fleet_planner::Goal;
 
 /// What to do when switch-to-configuration reports failed units (exit 4) after switching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -206,7 +163,7 @@ pub(crate) async fn run_script(
 
 /// The `key=value` arguments of the helper's `apply`.
 fn apply_args(a: &Activation) -> Vec<String> {
-    let confirm = match (a.goal.needs_confirmation(), a.confirm_timeout) {
+    let confirm = match (a.goal.activates(), a.confirm_timeout) {
         (true, Some(t)) => t.as_secs().max(1),
         _ => 0,
     };
@@ -245,7 +202,7 @@ pub async fn activate(
     let out = run_script(conn, privilege, "detach", &args).await?;
     let log = out.stderr_lossy();
     let pending_confirmation =
-        a.goal.needs_confirmation() && a.confirm_timeout.is_some_and(|t| !t.is_zero());
+        a.goal.activates() && a.confirm_timeout.is_some_and(|t| !t.is_zero());
     let host = conn.name().to_owned();
     match out.status {
         Some(exit::APPLIED) if a.goal == Goal::DryActivate => Ok(Activated::DryRun { log }),
@@ -424,12 +381,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn goals_parse_and_print() {
-        for g in ["switch", "boot", "test", "dry-activate"] {
-            assert_eq!(g.parse::<Goal>().unwrap().as_str(), g);
-        }
-        assert!("reboot".parse::<Goal>().is_err());
-        assert!(Goal::Switch.needs_confirmation() && !Goal::Boot.needs_confirmation());
+    fn switch_and_test_are_confirmed_boot_is_not() {
+        assert!(Goal::Switch.activates() && Goal::Test.activates());
+        assert!(!Goal::Boot.activates() && !Goal::DryActivate.activates());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! They run **from the deployer over the host's SSH connection**, so they need nothing on the
 //! host that NixOS might lack (no curl, no bash `/dev/tcp`):
-//! - a unit: `systemctl is-active -- UNIT` on the host (`/run/current-system/sw/bin` first);
+//! - a unit: `systemctl is-active UNIT` on the host (`/run/current-system/sw/bin` first);
 //! - `tcp`: a `direct-tcpip` channel to `HOST:PORT` as the host sees it (sshd connects, as for
 //!   `ssh -L`); the check passes when the connection is accepted;
 //! - `http`: the same channel, a plain `GET` (HTTP/1.0), a 2xx status passes;
@@ -110,7 +110,7 @@ async fn probe(conn: &Connection, privilege: &Privilege, p: &Probe) -> Result<()
     match p {
         Probe::Unit(unit) => {
             let cmd = format!(
-                "PATH=/run/current-system/sw/bin:$PATH; export PATH; systemctl is-active -- {}",
+                "PATH=/run/current-system/sw/bin:$PATH; export PATH; systemctl is-active {}",
                 quote(unit)
             );
             let out = conn
@@ -218,7 +218,7 @@ pub(crate) async fn check_host(
     spec: &HealthSpec,
     unconfirmed: bool,
 ) -> Option<HostOutcome> {
-    if !p.goal.needs_confirmation() || spec.probes.is_empty() {
+    if !p.goal.activates() || spec.probes.is_empty() {
         return None;
     }
     let _ = ev.phase(Phase::Checking).await;

@@ -59,9 +59,22 @@ impl std::fmt::Debug for StoreSession {
 impl StoreSession {
     /// Starts the remote serve process and does the handshake.
     pub async fn open(conn: &Connection, privilege: &Privilege) -> Result<Self, StoreError> {
-        let proc = conn
-            .spawn("exec nix-store --serve --write", privilege)
-            .await?;
+        Self::start(conn, "exec nix-store --serve --write", privilege).await
+    }
+
+    /// A session that only reads (`nix-store --serve`, no `--write`) as the login user, with no
+    /// privilege: enough to ask which paths are valid and for closures. On NixOS a user other
+    /// than root reaches the store through the Nix daemon; with no daemon, only root can open it.
+    pub async fn open_read_only(conn: &Connection) -> Result<Self, StoreError> {
+        Self::start(conn, "exec nix-store --serve", &Privilege::None).await
+    }
+
+    async fn start(
+        conn: &Connection,
+        command: &str,
+        privilege: &Privilege,
+    ) -> Result<Self, StoreError> {
+        let proc = conn.spawn(command, privilege).await?;
         let (stdout, stdin, exit) = proc.into_parts();
         match ServeClient::handshake(stdout, stdin, conn.name()).await {
             Ok(client) => Ok(StoreSession { client, exit }),

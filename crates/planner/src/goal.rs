@@ -38,7 +38,7 @@ impl Goal {
         matches!(self, Goal::Switch | Goal::Boot)
     }
 
-    /// Whether the goal changes the running system.
+    /// Whether the goal changes the running system (and so needs confirming: magic rollback).
     pub fn activates(self) -> bool {
         matches!(self, Goal::Switch | Goal::Test)
     }

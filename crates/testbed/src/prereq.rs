@@ -50,6 +50,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("fuser", "psmisc"),
     ("unshare", "util-linux"),
     ("nsenter", "util-linux"),
+    ("script", "bsdutils"),
     ("mount", "mount"),
     ("useradd", "passwd"),
     ("chpasswd", "passwd"),

@@ -4,7 +4,8 @@
 //! namespace (sshd, sessions, anything `exec` started), gives it an empty `/run`, "boots" the
 //! boot entry systemd-boot would (a one-shot entry once, else `default` of
 //! `/boot/loader/loader.conf`; each entry names its system on a `toplevel` line), points
-//! `/run/booted-system` and `/run/current-system` at that system, and starts sshd again after a
+//! `/run/booted-system` and `/run/current-system` at that system (and, when it runs the stand-in's
+//! systemd, `fleet.systemd = true`, creates `/run/systemd/system` as PID 1 would), and starts sshd again after a
 //! delay, unless the booted system was built with `fleet.bootBreaksSshd = true` (the marker file
 //! [`BOOT_BREAKS_SSHD_MARKER`] in its toplevel). The machine's own `reboot` is never involved.
 
@@ -110,6 +111,9 @@ impl Testbed {
                  echo \"$l\" >> /run/fleet-standin/links-down\n\
                  ip link set dev \"$l\" down\n\
                done\n\
+             fi\n\
+             if grep -q \"^systemd='1'\" \"$top/bin/switch-to-configuration\" 2>/dev/null; then\n\
+               mkdir -p /run/systemd/system\n\
              fi\n\
              if [ -e \"$top/{BOOT_BREAKS_SSHD_MARKER}\" ]; then echo nosshd; fi\n",
             gateway = self.deployer_address(),

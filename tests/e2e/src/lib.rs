@@ -395,11 +395,32 @@ impl Fleet {
     /// Starts `fleet ARGS` in the background, in its own process group (so
     /// [`Running::interrupt`] is a terminal's Ctrl-C).
     pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_inner(args, false)
+    }
+
+    /// [`spawn`](Self::spawn) with stderr a pipe whose reader has exited (as in
+    /// `fleet apply 2>&1 | tee log` once `tee` is gone): every write to it fails with EPIPE.
+    pub fn spawn_stderr_closed(&self, args: &[&str]) -> Running {
+        self.spawn_inner(args, true)
+    }
+
+    fn spawn_inner(&self, args: &[&str], stderr_closed: bool) -> Running {
         let mut c = self.command(args);
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        c.stdout(Stdio::piped()).process_group(0);
+        if stderr_closed {
+            // The write end of a pipe into a process that has exited.
+            let mut reader = Command::new("true")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("true starts");
+            let writer = reader.stdin.take().expect("piped");
+            reader.wait().expect("true exits");
+            c.stderr(Stdio::from(writer));
+        } else {
+            c.stderr(Stdio::piped());
+        }
         let mut child = c.spawn().expect("fleet starts");
+        drop(c);
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let sink = lines.clone();
@@ -409,17 +430,18 @@ impl Fleet {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut from = child.stderr.take().unwrap();
         let err = Arc::new(Mutex::new(Vec::new()));
         let to = err.clone();
-        let stderr = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = from.read(&mut buf) {
-                if n == 0 {
-                    break;
+        let stderr = child.stderr.take().map(|mut from| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    to.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
-                to.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+            })
         });
         Running {
             child,
@@ -428,7 +450,7 @@ impl Fleet {
             lines,
             err,
             stdout: Some(stdout),
-            stderr: Some(stderr),
+            stderr,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The real NixOS contract on a host (issue "the real NixOS contract"): goals and the system
 //! profile, switch-to-configuration's own exit codes (4: failed units, the lock), dry-activate,
 //! garbage collection after several applies, reboot facts, and the magic-rollback watchdog when
-//! the deployer vanishes. Every test ends with [`Fleet::assert_sound`].
+//! the deployer vanishes (and a new apply taking over before it fires). Every test ends with
+//! [`Fleet::assert_sound`].
 
 use std::time::Duration;
 
@@ -488,4 +489,39 @@ fn garbage_collection_during_a_compressed_copy_takes_none_of_the_imported_paths(
         "0",
         "the copy's roots are gone once the profile holds the paths"
     );
+}
+
+#[test]
+fn a_new_apply_before_the_watchdog_fired_takes_over_and_is_not_undone_by_it() {
+    // The setsid path (no systemd); tests/e2e/tests/systemd.rs has the same on a systemd host.
+    let f = Fleet::start([HostSpec::new("h")]);
+    f.fleet(&["apply"]).expect_code(0);
+    f.set_config("h", &config("h", &["htop", "jq"]));
+    let mut running = f.spawn(&["apply", "--json", "--confirm-timeout", "8"]);
+    running.wait_for_event("confirming", Duration::from_secs(180), |e| {
+        e["type"] == "phase" && e["host"] == "h" && e["phase"] == "confirming"
+    });
+    std::process::Command::new("kill")
+        .args(["-KILL", &running.pid().to_string()])
+        .status()
+        .unwrap();
+    drop(running);
+    f.set_config("h", &config("h", &["htop", "tmux"]));
+    let run = f.fleet(&["apply", "--json", "--confirm-timeout", "8"]);
+    run.expect_code(0);
+    let c = planned_target(&run.json_lines(), "h");
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        current(&f, "h").as_deref(),
+        Some(c.as_str()),
+        "the earlier deploy's watchdog undid the newer one"
+    );
+    assert!(
+        processes(&f, "h")
+            .iter()
+            .all(|p| !p.contains("activate.sh")),
+        "{:?}",
+        processes(&f, "h")
+    );
+    f.assert_sound("h", &[Some(&c)]);
 }

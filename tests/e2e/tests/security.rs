@@ -93,7 +93,13 @@ fn an_unknown_host_key_is_refused_unless_accepted_which_records_it_and_a_changed
     for h in ["new1", "new2"] {
         assert_eq!(run.outcomes()[h], "failed");
         let why = run.detail(h);
-        let fp = fingerprint(&f.tb.host(h).host_key_line);
+        let line = &f.tb.host(h).host_key_line;
+        let pin: Vec<&str> = line.split_whitespace().take(2).collect();
+        assert!(
+            why.contains(&format!("host-key = \"{}\"", pin.join(" "))),
+            "{h}: the error gives the line to pin: {why}"
+        );
+        let fp = fingerprint(line);
         assert!(why.contains(&fp), "{h}: the error shows {fp}: {why}");
         assert!(
             why.contains("accept-new-host-keys"),
@@ -116,6 +122,14 @@ fn an_unknown_host_key_is_refused_unless_accepted_which_records_it_and_a_changed
         assert_eq!(run.outcomes()[h], "applied");
         let sim = f.tb.host(h);
         let key_b64 = sim.host_key_line.split_whitespace().nth(1).unwrap();
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("fleet: {h}: recorded"))
+                    && l.contains(&format!("host-key = \"ssh-ed25519 {key_b64}\""))),
+            "{h}: fleet says what it recorded and how to pin it:\n{}",
+            run.stderr
+        );
         assert!(
             recorded
                 .lines()

@@ -9,6 +9,7 @@ activation_fails='@activationFails@'
 failing_units='@failingUnits@'
 pre_switch_check_fails='@preSwitchCheckFails@'
 network='@network@'
+systemd='@systemd@'
 profile=/nix/var/nix/profiles/system
 log_dir=/run/fleet-standin
 action="${1-}"
@@ -207,6 +208,9 @@ echo "activating the configuration..." >&2
 if [ ! -e /run/booted-system ] && [ ! -L /run/booted-system ]; then
   atomic_link /run/booted-system "$toplevel" || finish 1
 fi
+# fleet.systemd: systemd runs (PID 1 made /run/systemd/system when it booted; the first
+# activation of a simulated host stands for its boot).
+if [ -n "$systemd" ]; then mkdir -p /run/systemd/system || finish 1; fi
 # Like NixOS: the activation script sets /run/current-system before units are (re)started.
 atomic_link /run/current-system "$toplevel" || finish 1
 echo "setting up /etc..." >&2

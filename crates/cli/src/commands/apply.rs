@@ -4,7 +4,6 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
@@ -23,7 +22,7 @@ use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
 use crate::rollout::{self, apply_in_waves, Rollout};
-use crate::{checks, load, signals};
+use crate::{checks, exit, load, signals, term};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -76,14 +75,14 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             None => Source::Build,
         };
         let options = planning::options(goal, args.specialisation.as_deref());
-        let goal = executor_goal(goal);
+        let goal = options.goal;
         let planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
         .await?;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            outln!("{line}");
         } else {
             let changing = |name: &str| {
                 planned
@@ -91,11 +90,28 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .host(name)
                     .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
             };
-            eprint!(
+            errp!(
                 "{}{}",
                 render(&planned.plan, RenderOptions::default()),
                 checks::plan_text(&hosts, changing)
             );
+        }
+        let changing = planned
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.action, Action::Install | Action::Update))
+            .count();
+        if changing > 0 && !args.yes && term::stdin_is_tty() {
+            let question = format!(
+                "Apply to {changing} host{}?",
+                if changing == 1 { "" } else { "s" }
+            );
+            if !term::confirm_async(question).await {
+                planning::close_all(planned.gathered).await;
+                errln!("fleet: nothing was changed");
+                return Ok(exit::DECLINED);
+            }
         }
         let start = Instant::now();
         let mode = Mode::pick(global.json, hosts.len());
@@ -268,9 +284,9 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         report::summary(&rows, global.json);
         if global.json {
             let line = serde_json::json!({ "type": "waves", "waves": &waves });
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            outln!("{line}");
         } else {
-            eprint!("{}", rollout::describe(&waves));
+            errp!("{}", rollout::describe(&waves));
         }
         Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
     })
@@ -290,16 +306,6 @@ fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[Path
         && facts
             .mem_available
             .is_some_and(|m| largest.saturating_mul(4) <= m)
-}
-
-/// The goal of the executor for the CLI's.
-fn executor_goal(g: args::Goal) -> Goal {
-    match g {
-        args::Goal::Switch => Goal::Switch,
-        args::Goal::Boot => Goal::Boot,
-        args::Goal::Test => Goal::Test,
-        args::Goal::DryActivate => Goal::DryActivate,
-    }
 }
 
 /// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`

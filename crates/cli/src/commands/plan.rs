@@ -21,7 +21,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
     let planned = signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
-        let remote = Remote::new(global, &hosts, true).await?;
+        let remote = Remote::new(global, &hosts, false).await?;
         let planned = planning::make(
             global,
             &inventory,
@@ -47,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
             path: path.clone(),
             source,
         })?;
-        eprintln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
+        errln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
     }
     let text = if global.json {
         plan.to_json()

@@ -8,25 +8,41 @@ use std::time::Instant;
 
 use fleet_executor::facts::read_facts;
 use fleet_executor::{
-    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase,
+    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase, Stdin,
 };
 
 use crate::args::{GlobalArgs, RollbackArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
 use crate::report::{self, Mode, Row};
-use crate::{load, signals};
+use crate::{exit, gather, load, signals, term};
 
 /// The current system before and after, per host.
 type Systems = Arc<Mutex<BTreeMap<String, (Option<String>, Option<String>)>>>;
 
-pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
+        if !args.yes && term::stdin_is_tty() {
+            let targets = preview(&remote, &hosts, global.parallel, &cancel).await;
+            if cancel.is_cancelled() {
+                return Err(CliError::Interrupted);
+            }
+            let n = targets.iter().filter(|(_, t)| t.is_ok()).count();
+            if n == 0 {
+                errln!("fleet: no host has a generation to roll back to; nothing was changed");
+                return Ok(exit::FAILURE);
+            }
+            let question = format!("Roll back {n} host{}?", if n == 1 { "" } else { "s" });
+            if !term::confirm_async(question).await {
+                errln!("fleet: nothing was changed");
+                return Ok(exit::DECLINED);
+            }
+        }
         let start = Instant::now();
         let (sink, rx) = EventSink::channel(1024);
         let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
@@ -94,4 +110,60 @@ pub fn run(global: &GlobalArgs, _args: &RollbackArgs) -> Result<u8, CliError> {
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })
+}
+
+/// The previous generation of the system profile: `GEN STORE-PATH` (read as the login user).
+const PREVIOUS: &str = r#"p=/nix/var/nix/profiles/system
+cur=$(readlink "$p" | sed -n 's/^system-\([0-9]*\)-link$/\1/p')
+prev=$(for l in "$p"-*-link; do echo "${l##*/}"; done | sed -n 's/^system-\([0-9]*\)-link$/\1/p' | sort -n | awk -v c="$cur" '$1 < c { p = $1 } END { print p }')
+[ -n "$prev" ] && echo "$prev $(readlink -f "$p-$prev-link")""#;
+
+/// Shows what each host would go back to (on stderr) and returns, per host, the previous
+/// generation and its system, or why there is none.
+async fn preview(
+    remote: &Remote,
+    hosts: &[&fleet_inventory::Host],
+    parallel: usize,
+    cancel: &CancellationToken,
+) -> Vec<(String, Result<(String, String), String>)> {
+    let reached = gather::connect(remote, hosts, parallel, cancel, |_, _| {}).await;
+    let mut out = Vec::new();
+    errln!("fleet rollback would switch:");
+    for (name, r) in reached {
+        let target = match r {
+            Err(e) => Err(e),
+            Ok(r) => {
+                let prev = r
+                    .conn
+                    .exec(PREVIOUS, &fleet_executor::Privilege::None, Stdin::None)
+                    .await;
+                r.conn.close().await;
+                let now = match (r.facts.generation, &r.facts.current) {
+                    (Some(g), Some(c)) => {
+                        format!("generation {g} {}", fleet_planner::short_path(c))
+                    }
+                    (_, Some(c)) => fleet_planner::short_path(c),
+                    _ => "no system".to_owned(),
+                };
+                match prev {
+                    Ok(o) if o.success() => {
+                        let line = o.stdout_lossy();
+                        let (g, sys) = line.trim().split_once(' ').unwrap_or(("?", ""));
+                        Ok((
+                            now,
+                            format!("generation {g} {}", fleet_planner::short_path(sys)),
+                        ))
+                    }
+                    Ok(_) => Err(format!("{now}, no earlier generation")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match &target {
+            Ok((now, back)) => errln!("  {name}: {now} → {back}"),
+            Err(why) => errln!("  {name}: nothing to roll back to ({why})"),
+        }
+        out.push((name, target));
+    }
+    out
 }

@@ -62,7 +62,13 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                 return None;
             }
             let specs: Vec<_> = hosts.iter().map(|h| build_spec(&inventory, h)).collect();
-            Some(fleet_build::evaluate(&specs, &build_options(&inventory, &dir, true)).await)
+            Some(
+                fleet_build::evaluate(
+                    &specs,
+                    &build_options(&inventory, &dir, true, global.show_trace),
+                )
+                .await,
+            )
         };
         let read = gather::gather(
             &remote,

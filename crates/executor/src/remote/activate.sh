@@ -9,12 +9,14 @@
 #       TOPLEVEL/bin/switch-to-configuration GOAL, and sort its exit status (0, 4 units failed but
 #       the system is active, 100 reboot needed for a new init interface, else failed). On failure
 #       undo exactly what this apply did (auto=1), then link the package, record, and (confirm > 0,
-#       switch|test) arm a watchdog that undoes it unless `confirm ID` comes in time.
+#       switch|test) arm a watchdog that undoes it unless `confirm ID` comes in time. An earlier
+#       deployment still awaiting confirmation is taken over (confirmed) before anything changes.
 #   detach KEY=VALUE...  `apply` as a transient systemd unit (setsid where systemd does not run), so
 #                        the end of the SSH session cannot kill it; waits, replays its log, exits
 #                        with its code.
 #   link PACKAGE META_JSON   the host runs the system already: link and record the package only.
-#   confirm ID        disarm the watchdog (exit 0); exit 3 if it already rolled back.
+#   confirm ID        disarm the watchdog (exit 0, also if it was confirmed already); exit 3 if it
+#                     already rolled back.
 #   abort ID          the health checks failed: claim the deployment from the watchdog and undo it
 #                     now (exit 0; 101 if the undo failed); exit 3 if it is no longer pending.
 #   result ID         print what became of deployment ID.
@@ -73,6 +75,13 @@ stc_locked() {
   command -v flock >/dev/null 2>&1 || return 1
   mkdir -p /run/nixos || return 1
   ! flock -n /run/nixos/switch-to-configuration.lock true
+}
+
+# nixos-rebuild runs switch-to-configuration as the unit nixos-rebuild-switch-to-configuration;
+# while that unit runs (before its switch-to-configuration took the lock, too), systemd-run
+# refuses a second unit of that name.
+stc_unit_busy() {
+  has_systemd && systemctl is-active --quiet nixos-rebuild-switch-to-configuration.service 2>/dev/null
 }
 
 set_result() { echo "$1" > "$state/result-$id.tmp" && mv -f "$state/result-$id.tmp" "$state/result-$id"; }
@@ -173,8 +182,12 @@ drop_pending_roots() {
 arm_watchdog() { # SECS
   : > "$state/pending-$id"
   if has_systemd; then
-    systemd-run --unit="fleet-watchdog-$id" --on-active="$1" --timer-property=AccuracySec=1s \
-      --collect --quiet sh "$state/activate.sh" watchdog-fire "$id" >&2 && return 0
+    # The units are noted, so confirm stops exactly what was armed.
+    if systemd-run --unit="fleet-watchdog-$id" --on-active="$1" --timer-property=AccuracySec=1s \
+      --collect --quiet sh "$state/activate.sh" watchdog-fire "$id" >&2; then
+      echo "fleet-watchdog-$id" > "$state/watchdog-$id.unit"
+      return 0
+    fi
     warn "systemd-run refused the watchdog timer; using a detached process"
   fi
   # Its own session and process group, without the lock's file descriptor: confirm ends the
@@ -190,19 +203,41 @@ disarm_watchdog() {
     kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
     rm -f "$state/watchdog-$id.pid"
   fi
-  if has_systemd; then
+  if [ -f "$state/watchdog-$id.unit" ]; then
+    # Both: the timer, and its service should it be starting. systemctl exits 5 for a unit
+    # that is not loaded (the timer elapsed, the service ended), which is fine here.
     systemctl stop "fleet-watchdog-$id.timer" "fleet-watchdog-$id.service" 2>/dev/null
+    rm -f "$state/watchdog-$id.unit"
   fi
   return 0
 }
 
 fire() { # the watchdog's undo
-  # Atomic claim: whoever removes the marker first (confirm or watchdog) wins.
+  # Never in the middle of an apply: one running now may take this deployment over (below).
+  exec 8>"$state/apply.lock"
+  command -v flock >/dev/null 2>&1 && flock -w 900 8
+  # Atomic claim: whoever removes the marker first (confirm, a later apply, or the watchdog) wins.
   rm "$state/pending-$id" 2>/dev/null || exit 0
-  rm -f "$state/watchdog-$id.pid"
+  rm -f "$state/watchdog-$id.pid" "$state/watchdog-$id.unit"
   . "$state/deploy-$id"
   log "deployment $id not confirmed in time; rolling back"
   if undo; then set_result rolled-back; else set_result rollback-failed; fi
+}
+
+# Deployments activated but never confirmed (their deployer died) whose watchdog still waits:
+# this apply reached the host over a new connection, which is what confirming them proves. It
+# takes over from them (they count as confirmed), so their watchdog cannot undo it afterwards.
+take_over_pending() {
+  for p in "$state"/pending-*; do
+    [ -e "$p" ] || continue
+    old=${p##*/pending-}
+    [ "$old" != "$id" ] || continue
+    if rm "$p" 2>/dev/null; then
+      (id=$old; disarm_watchdog; rm -f "$state/deploy-$id"; set_result confirmed)
+      log "deployment $old was never confirmed; this one takes over from it"
+    fi
+  done
+  return 0
 }
 
 apply() {
@@ -238,6 +273,10 @@ apply() {
     log "another switch-to-configuration holds /run/nixos/switch-to-configuration.lock (is nixos-rebuild running?); nothing was changed"
     set_result locked; drop_pending_roots; exit 103
   fi
+  if stc_unit_busy; then
+    log "another switch-to-configuration runs as nixos-rebuild-switch-to-configuration.service and takes its lock (is nixos-rebuild running?); nothing was changed"
+    set_result locked; drop_pending_roots; exit 103
+  fi
 
   if [ "$goal" = dry-activate ]; then
     run_stc "$sys" dry-activate; rc=$?
@@ -246,6 +285,7 @@ apply() {
     set_result failed; exit 102
   fi
 
+  take_over_pending
   prev_gen=$(gen_of "$profile" || true)
   prev_system=$(readlink -f /run/current-system 2>/dev/null || true)
   prev_package=$(readlink /etc/nixos/current-configuration 2>/dev/null || true)
@@ -271,7 +311,9 @@ apply() {
       outcome=reboot-required code=105 ;;
   esac
   if [ $rc -ne 0 ] && [ $rc -ne 4 ] && [ $rc -ne 100 ]; then
-    if grep -q 'Could not acquire lock' "$state/stc-$id.out" 2>/dev/null; then
+    # The lock, or (systemd) the unit name, taken by another switch since the probe above.
+    if grep -q -e 'Could not acquire lock' -e 'nixos-rebuild-switch-to-configuration.service was already loaded' \
+      "$state/stc-$id.out" 2>/dev/null; then
       log "another switch-to-configuration took its lock first; undoing the profile change"
       failed=locked
     else
@@ -313,11 +355,20 @@ detach)
   id=
   for a in "$@"; do case "$a" in id=*) id=${a#id=} ;; esac; done
   [ -n "$id" ] || { log "detach needs id="; exit 10; }
-  rm -f "$state/result-$id"
+  rm -f "$state/result-$id" "$state/log-$id"
   if has_systemd; then
+    # Its own output is the unit's (the log); systemd-run's are its errors, if it could not
+    # start the unit at all.
     systemd-run --unit="fleet-activate-$id" --collect --quiet --service-type=exec --wait \
       -p StandardOutput="file:$state/log-$id" -p StandardError="file:$state/log-$id" \
-      sh "$state/activate.sh" apply "$@" >/dev/null 2>&1
+      sh "$state/activate.sh" apply "$@" >/dev/null 2>"$state/systemd-run-$id.err"
+    if [ ! -e "$state/log-$id" ] && [ ! -e "$state/result-$id" ]; then
+      log "systemd-run could not start the activation unit fleet-activate-$id; nothing was changed:"
+      cat "$state/systemd-run-$id.err" >&2
+      rm -f "$state/systemd-run-$id.err"
+      exit 10
+    fi
+    rm -f "$state/systemd-run-$id.err"
   else
     setsid sh "$state/activate.sh" apply "$@" </dev/null >"$state/log-$id" 2>&1 &
     wait $!
@@ -344,9 +395,14 @@ confirm)
     rm -f "$state/deploy-$id"
     set_result confirmed; exit 0
   fi
+  # Confirmed already: by an earlier confirm whose answer was lost, or taken over by a later apply.
+  [ "$(cat "$state/result-$id" 2>/dev/null)" = confirmed ] && exit 0
   log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
 abort)
   id=$1
+  # As the watchdog: never in the middle of an apply.
+  exec 8>"$state/apply.lock"
+  command -v flock >/dev/null 2>&1 && flock -w 900 8
   if [ -e "$state/pending-$id" ] && rm "$state/pending-$id" 2>/dev/null; then
     disarm_watchdog
     . "$state/deploy-$id"

@@ -43,12 +43,14 @@ pub enum HostKeyError {
     },
     /// Not in known_hosts and accepting new keys was not asked for.
     #[error(
-        "host key of {host} is unknown ({actual}, not in {path}); pin it in fleet.toml or run with --accept-new-host-keys"
+        "host key of {host} is unknown ({actual}, not in {path}); after checking it out of band, pin it in fleet.toml under the host: `host-key = \"{pin}\"`, or run with --accept-new-host-keys to record it"
     )]
     Unknown {
         host: String,
         actual: String,
         path: PathBuf,
+        /// The key as fleet.toml's `host-key` value.
+        pin: String,
     },
     /// Host certificates are not supported.
     #[error(

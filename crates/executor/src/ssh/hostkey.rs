@@ -18,6 +18,17 @@ pub(crate) struct Checker {
     accept_new: bool,
     lock: Arc<Mutex<()>>,
     verdict: Arc<Mutex<Option<HostKeyError>>>,
+    /// The key recorded in known_hosts by `accept_new` (OpenSSH format), if any.
+    learned: Arc<Mutex<Option<String>>>,
+}
+
+/// A key as fleet.toml's `host-key` value: `ALGORITHM BASE64`, no comment.
+pub(crate) fn pin_line(k: &PublicKey) -> String {
+    let mut k = k.clone();
+    k.set_comment("");
+    k.to_openssh()
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| fingerprint(&k))
 }
 
 pub(crate) fn fingerprint(k: &PublicKey) -> String {
@@ -49,11 +60,16 @@ impl Checker {
             accept_new,
             lock,
             verdict: Arc::new(Mutex::new(None)),
+            learned: Arc::new(Mutex::new(None)),
         })
     }
 
     pub(crate) fn verdict(&self) -> Arc<Mutex<Option<HostKeyError>>> {
         self.verdict.clone()
+    }
+
+    pub(crate) fn learned(&self) -> Arc<Mutex<Option<String>>> {
+        self.learned.clone()
     }
 
     fn label(&self) -> String {
@@ -108,10 +124,13 @@ impl Checker {
                         host: self.label(),
                         actual,
                         path: self.known_hosts.clone(),
+                        pin: pin_line(key),
                     });
                 }
                 known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
-                    .map_err(file_err)
+                    .map_err(file_err)?;
+                *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin_line(key));
+                Ok(())
             }
         }
     }

@@ -226,6 +226,7 @@ impl Connector {
                 self.known_hosts_lock.clone(),
             )?;
             let verdict = handler.verdict();
+            let learned = handler.learned();
             let config = Arc::new(client::Config {
                 keepalive_interval: Some(self.options.keepalive_interval),
                 keepalive_max: self.options.keepalive_max,
@@ -324,10 +325,12 @@ impl Connector {
                 }
             };
             auth::authenticate(&mut handle, &r, self.options.use_agent, &self.keys).await?;
+            let learned_host_key = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
             Ok(Connection {
                 handle,
                 name: target.name.clone(),
                 resolved: r,
+                learned_host_key,
                 _jump: jump,
             })
         })
@@ -384,6 +387,7 @@ pub struct Connection {
     handle: client::Handle<hostkey::Checker>,
     name: String,
     resolved: Resolved,
+    learned_host_key: Option<String>,
     /// Keeps the jump host's connection (and so the tunnel) alive.
     _jump: Option<Arc<Connection>>,
 }
@@ -406,6 +410,12 @@ impl Connection {
     /// Address, port and user actually used.
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
+    }
+
+    /// The host key this connection recorded in known_hosts (`--accept-new-host-keys` and an
+    /// unknown host), as fleet.toml's `host-key` value.
+    pub fn learned_host_key(&self) -> Option<&str> {
+        self.learned_host_key.as_deref()
     }
 
     /// Whether the connection is gone (keepalive timeout, remote closed).

@@ -27,7 +27,10 @@ let
     nixosVersion = nixos.version;
     nixosRevision = revision;
     args = [ ../../pkgs/builders/system-path.sh ];
-  });
+  } // (if config.fleet.systemd then {
+    # fleet.systemd: systemd-run and systemctl (the stand-in's, see README.md).
+    systemdStandin = ../../pkgs/systemd;
+  } else { }));
 
   activationFails =
     if config.fleet.activationFails == true then "units"
@@ -119,6 +122,7 @@ let
     specialisationNames = builtins.attrNames specialisations;
     specialisationPaths = builtins.attrValues specialisations;
     network = config.fleet.network;
+    systemd = if config.fleet.systemd then "1" else "";
     switchTemplate = ../switch-to-configuration.sh;
     args = [ ../../pkgs/builders/toplevel.sh ];
   });

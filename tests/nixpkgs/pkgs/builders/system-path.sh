@@ -14,6 +14,19 @@ for p in $paths; do
 done
 cp "$bootctl" "$out/bin/bootctl"
 chmod +x "$out/bin/bootctl"
+# fleet.systemd: systemd-run, systemctl and the units' manager (pkgs/systemd), which source lib.sh.
+if [ -n "${systemdStandin-}" ]; then
+  mkdir -p "$out/lib/systemd"
+  sd_sed() {
+    sed -e "s|@lib@|$out/lib/systemd/fleet-standin-lib.sh|g" \
+        -e "s|@manager@|$out/lib/systemd/fleet-standin-manager|g" "$systemdStandin/$1" > "$2"
+    chmod +x "$2"
+  }
+  sd_sed lib.sh "$out/lib/systemd/fleet-standin-lib.sh"
+  sd_sed fleet-standin-manager.sh "$out/lib/systemd/fleet-standin-manager"
+  sd_sed systemd-run.sh "$out/bin/systemd-run"
+  sd_sed systemctl.sh "$out/bin/systemctl"
+fi
 {
   echo '#!/bin/sh'
   echo 'case "${1-}" in'
@@ -23,10 +36,10 @@ chmod +x "$out/bin/bootctl"
   echo 'esac'
 } > "$out/bin/nixos-version"
 chmod +x "$out/bin/nixos-version"
-# systemctl, reduced to `is-active` for hosts without systemd: a unit is active when the current
-# system has its file and switch-to-configuration did not record it as failed; else "failed"
-# (exit 3) or "inactive" (exit 3), as systemctl says.
-cat > "$out/bin/systemctl" <<'EOF'
+# Without fleet.systemd: systemctl, reduced to `is-active` (fleet's health checks): a unit is
+# active when the current system has its file and switch-to-configuration did not record it as
+# failed; else "failed" (exit 3) or "inactive" (exit 3), as systemctl says.
+[ -n "${systemdStandin-}" ] || cat > "$out/bin/systemctl" <<'EOF'
 #!/bin/sh
 [ "${1-}" = is-active ] || { echo "systemctl (fleet stand-in): only is-active is supported" >&2; exit 1; }
 shift

@@ -36,5 +36,6 @@ sed -e "s|@toplevel@|$out|g" \
     -e "s|@failingUnits@|$failingUnits|g" \
     -e "s|@preSwitchCheckFails@|$preSwitchCheckFails|g" \
     -e "s|@network@|$network|g" \
+    -e "s|@systemd@|$systemd|g" \
     "$switchTemplate" > "$out/bin/switch-to-configuration"
 chmod +x "$out/bin/switch-to-configuration"

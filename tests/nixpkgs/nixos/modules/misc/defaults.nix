@@ -47,5 +47,6 @@ in
   fleet.preSwitchCheckFails = d false;
   fleet.bootBreaksSshd = d false;
   fleet.network = d "up";
+  fleet.systemd = d false;
   fleet.bench = d null;
 }
