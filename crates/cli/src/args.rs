@@ -77,6 +77,9 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Run the selected hosts' health checks (fleet.toml's `checks`) without changing anything.
     Check(CheckArgs),
+    /// Reboot the selected hosts into their boot default (the system profile), wait for them,
+    /// verify what they booted and run their checks.
+    Reboot(RebootArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -161,6 +164,26 @@ pub struct ApplyArgs {
     /// When the rollout stops early, roll back the hosts it already applied.
     #[arg(long)]
     pub rollback_succeeded: bool,
+
+    /// Reboot the hosts whose change needs it (`--reboot`: new kernel, initrd, …, as the plan
+    /// says) or every host applied (`--reboot=always`): the new system becomes the boot default
+    /// (booted once first where systemd-boot allows), the host reboots, fleet waits for it,
+    /// checks that it booted that system, runs its checks, then keeps it.
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "needed")]
+    pub reboot: Option<RebootWhen>,
+
+    /// Seconds to wait for a rebooted host to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub reboot_timeout: u64,
+}
+
+/// Which hosts `fleet apply --reboot` reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RebootWhen {
+    /// Those whose change needs a reboot.
+    Needed,
+    /// Every host applied.
+    Always,
 }
 
 /// The size of a wave: a number of hosts, or a percentage of the hosts to apply.
@@ -234,6 +257,13 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {}
+
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Seconds to wait for a host to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {

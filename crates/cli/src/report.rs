@@ -148,6 +148,7 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::Activating => "activating",
         Phase::Linking => "linking package",
         Phase::Checking => "checking",
+        Phase::Rebooting => "rebooting",
         Phase::Confirming => "confirming",
         Phase::RollingBack => "rolling back",
         Phase::Running => "running",

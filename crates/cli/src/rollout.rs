@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
+use fleet_executor::reboot::{reboot_into, RebootSpec};
 use fleet_executor::{deploy, Connector, EventKind, HostEvents, HostOutcome, LogStream, Phase};
 use fleet_store::local::LocalStore;
 use fleet_store::PathInfo;
@@ -24,6 +25,8 @@ pub struct Rollout {
     pub canary: Vec<String>,
     pub max_failures: Option<u64>,
     pub rollback_succeeded: bool,
+    /// `--reboot`: the hosts to reboot after their activation (`boot`), by name.
+    pub reboots: std::collections::BTreeMap<String, RebootSpec>,
 }
 
 /// What happened, wave by wave (for the summary).
@@ -102,6 +105,7 @@ pub async fn apply_in_waves(
             run.clone(),
         )
         .await;
+        let results = reboot_wave(&connector, &meta, results, &names, rollout, &run).await;
         let mut failed_in_wave = 0;
         for ((i, target, privilege), (_, o)) in meta.into_iter().zip(results) {
             match &o {
@@ -150,6 +154,51 @@ pub async fn apply_in_waves(
         })
         .collect();
     (out, report)
+}
+
+/// `--reboot`: the wave's applied hosts that need it reboot, in parallel; their outcome becomes
+/// the reboot's.
+async fn reboot_wave(
+    connector: &Arc<Connector>,
+    meta: &[(usize, fleet_executor::SshTarget, fleet_executor::Privilege)],
+    results: Vec<(String, HostOutcome)>,
+    names: &[String],
+    rollout: &Rollout,
+    run: &Run,
+) -> Vec<(String, HostOutcome)> {
+    let mut tasks = Vec::new();
+    for ((i, target, privilege), (name, o)) in meta.iter().zip(results) {
+        let spec = rollout.reboots.get(&names[*i]).cloned();
+        let (connector, target, privilege, ev) = (
+            connector.clone(),
+            target.clone(),
+            privilege.clone(),
+            events(run, &names[*i]),
+        );
+        let cancelled = run.cancel.is_cancelled();
+        tasks.push(tokio::spawn(async move {
+            match (spec, &o) {
+                (Some(spec), HostOutcome::Applied) if !cancelled => {
+                    let o = reboot_into(&connector, &target, &privilege, &spec, &ev).await;
+                    let _ = ev.emit(EventKind::Outcome { outcome: o.clone() }).await;
+                    (name, o)
+                }
+                _ => (name, o),
+            }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| {
+            (
+                String::new(),
+                HostOutcome::Failed {
+                    error: format!("internal error: {e}"),
+                },
+            )
+        }));
+    }
+    out
 }
 
 fn events(run: &Run, name: &str) -> HostEvents {

@@ -27,6 +27,8 @@ pub enum Phase {
     Linking,
     /// Running the host's health checks.
     Checking,
+    /// Rebooting the host and waiting for it to come back.
+    Rebooting,
     Confirming,
     RollingBack,
     Running,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
 use fleet_executor::facts::RemoteFacts;
+use fleet_executor::reboot::RebootSpec;
 use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
 use fleet_inventory::Host;
 use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
@@ -51,7 +52,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     if let Some(plan) = &saved {
         hosts = hosts_of_plan(plan, hosts, global.on.is_some())?;
     }
-    let rollout = Rollout {
+    let mut rollout = Rollout {
         batch: args.batch,
         canary: match &args.canary {
             Some(sel) => inventory
@@ -63,6 +64,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         },
         max_failures: args.max_failures,
         rollback_succeeded: args.rollback_succeeded,
+        reboots: Default::default(),
     };
     let dir = fleet_dir(&global.file);
     let provenance = Provenance::now(&dir);
@@ -171,6 +173,26 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         hp.package.clone().unwrap_or_default(),
                     );
                     let checks = checks::spec(host);
+                    // --reboot: the new system becomes the boot default only (`boot`), then
+                    // the host reboots into it (rollout.rs).
+                    let reboot = matches!(goal, Goal::Switch | Goal::Boot)
+                        && match args.reboot {
+                            Some(args::RebootWhen::Always) => true,
+                            Some(args::RebootWhen::Needed) => hp.reboot,
+                            None => false,
+                        };
+                    let goal = if reboot { Goal::Boot } else { goal };
+                    if reboot {
+                        rollout.reboots.insert(
+                            hp.name.clone(),
+                            RebootSpec {
+                                toplevel: toplevel.clone(),
+                                timeout: Duration::from_secs(args.reboot_timeout),
+                                checks: checks.clone(),
+                                id: deploy::deployment_id(),
+                            },
+                        );
+                    }
                     // The host's watchdog waits for the checks too.
                     let confirm = (!args.no_rollback).then(|| {
                         Duration::from_secs(

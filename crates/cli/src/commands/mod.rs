@@ -7,6 +7,7 @@ pub mod completions;
 pub mod hosts;
 pub mod man;
 pub mod plan;
+pub mod reboot;
 pub mod rollback;
 pub mod status;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
         Command::Check(args) => check::run(global, args),
+        Command::Reboot(args) => reboot::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
