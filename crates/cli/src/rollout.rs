@@ -266,6 +266,37 @@ async fn roll_back(
     o
 }
 
+/// The plan's line about `--reboot`: which hosts will reboot after activation.
+pub fn reboot_text(
+    plan: &fleet_planner::Plan,
+    when: Option<crate::args::RebootWhen>,
+    goal: fleet_executor::deploy::Goal,
+) -> String {
+    use fleet_executor::deploy::Goal;
+    use fleet_planner::Action;
+    let Some(when) = when else {
+        return String::new();
+    };
+    if !matches!(goal, Goal::Switch | Goal::Boot) {
+        return "\n--reboot: nothing reboots with this goal (only switch and boot)\n".to_owned();
+    }
+    let hosts: Vec<&str> = plan
+        .hosts
+        .iter()
+        .filter(|h| matches!(h.action, Action::Install | Action::Update))
+        .filter(|h| when == crate::args::RebootWhen::Always || h.reboot)
+        .map(|h| h.name.as_str())
+        .collect();
+    if hosts.is_empty() {
+        return "\n--reboot: no host to change needs a reboot\n".to_owned();
+    }
+    format!(
+        "\nwill reboot after `boot` (one-shot entry where the host has systemd-boot; a warning \
+         where it has not): {}\n",
+        hosts.join(", ")
+    )
+}
+
 /// The waves in words, after the summary (text mode).
 pub fn describe(report: &WavesReport) -> String {
     let mut s = String::new();

@@ -260,3 +260,19 @@ async fn reboot_and_wait(
         spec.timeout.as_secs()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_script_is_posix_sh() {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", super::SCRIPT])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

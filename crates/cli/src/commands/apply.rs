@@ -93,9 +93,10 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
             };
             errp!(
-                "{}{}",
+                "{}{}{}",
                 render(&planned.plan, RenderOptions::default()),
-                checks::plan_text(&hosts, changing)
+                checks::plan_text(&hosts, changing),
+                rollout::reboot_text(&planned.plan, args.reboot, goal)
             );
         }
         let changing = planned
