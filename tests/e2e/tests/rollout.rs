@@ -196,6 +196,14 @@ fn max_failures_stops_after_the_first_bad_host_and_rollback_succeeded_restores_t
     for h in ["bad1", "bad2"] {
         add_checks(&f, h, "commands = [\"exit 7\"]");
     }
+    // `test` leaves the profile alone: rolling back a generation would go too far.
+    let refused = f.fleet(&["apply", "test", "--rollback-succeeded"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("cannot undo `apply test`"),
+        "{}",
+        refused.stderr
+    );
     let run = f.fleet(&[
         "apply",
         "--json",

@@ -47,6 +47,9 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             (goal, Some(plan))
         }
     };
+    if args.rollback_succeeded && goal == args::Goal::Test {
+        return Err(CliError::RollbackSucceededWithTest);
+    }
     let inventory = load::inventory(global)?;
     let mut hosts = load::selected(&inventory, global)?;
     if let Some(plan) = &saved {
