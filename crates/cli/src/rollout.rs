@@ -267,10 +267,13 @@ async fn roll_back(
 }
 
 /// The plan's line about `--reboot`: which hosts will reboot after activation.
-pub fn reboot_text(
+/// `bootloader(name)`: the host's bootloader as its facts say; hosts without one-time boot
+/// (extlinux) get a warning.
+pub fn reboot_text<'a>(
     plan: &fleet_planner::Plan,
     when: Option<crate::args::RebootWhen>,
     goal: fleet_executor::deploy::Goal,
+    bootloader: impl Fn(&str) -> Option<&'a str>,
 ) -> String {
     use fleet_executor::deploy::Goal;
     use fleet_planner::Action;
@@ -290,11 +293,22 @@ pub fn reboot_text(
     if hosts.is_empty() {
         return "\n--reboot: no host to change needs a reboot\n".to_owned();
     }
-    format!(
-        "\nwill reboot after `boot` (one-shot entry where the host has systemd-boot; a warning \
-         where it has not): {}\n",
+    let mut out = format!(
+        "\nwill reboot after `boot` (the new entry booted once first where the host has \
+         systemd-boot): {}\n",
         hosts.join(", ")
-    )
+    );
+    for h in hosts {
+        if bootloader(h) != Some("systemd-boot") {
+            out.push_str(&format!(
+                "warning: {h} has {}: no one-time boot, so its new entry is the default at once; a \
+                 system that does not come up stays the boot default until you choose another \
+                 entry by hand\n",
+                bootloader(h).unwrap_or("no bootloader fleet recognises")
+            ));
+        }
+    }
+    out
 }
 
 /// The waves in words, after the summary (text mode).

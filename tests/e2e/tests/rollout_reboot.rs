@@ -34,23 +34,37 @@ fn a_kernel_change_with_reboot_reboots_waits_verifies_checks_and_confirms() {
     f.edit_toml(|t| {
         format!("{t}\n[hosts.k.checks]\nunits = [\"sshd.service\"]\ncommands = [\"test -e /run/booted-system\"]\n")
     });
-    let (run, served) = with_reboots(&f, &["apply", "--json", "--reboot"]);
+    // Plain output: the plan says who reboots, the progress how.
+    let (run, served) = with_reboots(&f, &["apply", "--reboot"]);
     run.expect_code(0);
-    assert_eq!(run.outcomes()["k"], "applied", "{}", run.stderr);
-    assert_eq!(run.outcomes()["other"], "unchanged");
     assert_eq!(served, 1, "one reboot, of k only");
-    let log: Vec<String> = run
-        .json_lines()
-        .into_iter()
-        .filter(|l| l["host"] == "k" && l["type"] == "log")
-        .map(|l| l["line"].as_str().unwrap_or_default().to_owned())
-        .collect();
     assert!(
-        log.iter().any(
-            |l| l.contains("rebooting into nixos-generation-2.conf once")
-                && l.contains("the default stays nixos-generation-1.conf")
+        run.stderr
+            .contains("will reboot after `boot` (the new entry booted once first where the host has systemd-boot): k\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("warning: k has"), "k has systemd-boot");
+    assert!(
+        run.stderr.contains(
+            "rebooting into nixos-generation-2.conf once (bootctl set-oneshot; the default stays \
+             nixos-generation-1.conf)"
         ),
-        "{log:?}"
+        "{}",
+        run.stderr
+    );
+    let summary_line = |h: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(h))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(summary_line("k").contains("applied"), "{}", run.stdout);
+    assert!(
+        summary_line("other").contains("unchanged"),
+        "{}",
+        run.stdout
     );
     let new = f
         .link("k", "/etc/nixos/current-configuration/system")

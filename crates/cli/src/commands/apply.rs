@@ -99,7 +99,14 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 "{}{}{}",
                 render(&planned.plan, RenderOptions::default()),
                 checks::plan_text(&hosts, changing),
-                rollout::reboot_text(&planned.plan, args.reboot, goal)
+                rollout::reboot_text(&planned.plan, args.reboot, goal, |name| {
+                    planned
+                        .gathered
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, r)| r.as_ref().ok())
+                        .and_then(|r| r.facts.bootloader.as_deref())
+                })
             );
         }
         let changing = planned
