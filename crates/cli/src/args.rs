@@ -80,6 +80,9 @@ pub enum Command {
     /// Reboot the selected hosts into their boot default (the system profile), wait for them,
     /// verify what they booted and run their checks.
     Reboot(RebootArgs),
+    /// Manage the secrets of `[secrets.NAME]` (docs/secrets.md).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -253,6 +256,13 @@ pub struct RollbackArgs {
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Upload the selected hosts' secrets without building or activating (after a reboot
+    /// emptied /run/keys), and delete those that no longer go to them.
+    Push,
 }
 
 #[derive(Debug, Args)]

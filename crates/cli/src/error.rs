@@ -91,6 +91,13 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    #[error("cannot read secret `{name}`: {reason}")]
+    #[diagnostic(
+        code(fleet::secret),
+        help("check `[secrets.{name}]` in fleet.toml: its `source` file or `command` (see docs/secrets.md)")
+    )]
+    Secret { name: String, reason: String },
+
     #[error("cannot write output")]
     #[diagnostic(code(fleet::output))]
     Output(#[source] std::io::Error),
@@ -112,6 +119,7 @@ impl CliError {
             | CliError::Ssh(_)
             | CliError::Runtime(_)
             | CliError::WriteFile { .. }
+            | CliError::Secret { .. }
             | CliError::Output(_) => exit::FAILURE,
         }
     }

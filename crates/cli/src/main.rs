@@ -38,6 +38,7 @@ mod record;
 mod remote;
 mod report;
 mod rollout;
+mod secrets;
 mod signals;
 mod table;
 mod term;

@@ -22,6 +22,7 @@ use crate::deploy::{
 };
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
 use crate::health::{self, HealthSpec};
+use crate::secrets::{self, HostSecret};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -42,6 +43,9 @@ pub struct ApplyHost {
     pub activation: Activation,
     /// Health checks after activation, before confirmation (`switch`, `test`).
     pub checks: Option<HealthSpec>,
+    /// The secrets this host gets (docs/secrets.md); those it had from fleet and no longer
+    /// gets are deleted after its activation.
+    pub secrets: Vec<HostSecret>,
 }
 
 /// Run-wide settings of an apply.
@@ -83,6 +87,7 @@ struct Pending {
     privilege: Privilege,
     activation: Activation,
     checks: Option<HealthSpec>,
+    secrets: Vec<HostSecret>,
     /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
     /// whatever happened (the activation helper drops them too, but a failed or skipped copy
     /// never reaches it, and its garbage must stay collectable).
@@ -143,6 +148,7 @@ pub async fn apply_all(
             zstd,
             activation,
             checks,
+            secrets,
         } = h;
         let (session_tx, session_rx) = oneshot::channel::<StoreSession>();
         let (copied_tx, copied_rx) = oneshot::channel::<Copied>();
@@ -187,6 +193,7 @@ pub async fn apply_all(
                 privilege,
                 activation,
                 checks,
+                secrets,
                 pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
@@ -381,6 +388,7 @@ async fn activate_one(
         conn,
         privilege,
         activation,
+        secrets,
         ..
     } = p;
     if !activation.activate && activation.goal == deploy::Goal::DryActivate {
@@ -390,10 +398,18 @@ async fn activate_one(
     }
     if !activation.activate {
         let _ = ev.phase(Phase::Linking).await;
+        if let Err(e) = secrets::push(conn, privilege, secrets, ev).await {
+            return HostOutcome::failed(&e);
+        }
         return match deploy::link_package(conn, privilege, activation).await {
             Ok(()) => HostOutcome::Applied,
             Err(e) => HostOutcome::failed(&e),
         };
+    }
+    if activation.goal != deploy::Goal::DryActivate {
+        if let Some(failed) = secrets::before_activation(conn, privilege, secrets, ev).await {
+            return failed;
+        }
     }
     let _ = ev.phase(Phase::Activating).await;
     let result = deploy::activate(conn, privilege, activation).await;
@@ -457,6 +473,11 @@ async fn activate_one(
             ..
         } => (failed_units, !pending_confirmation),
     };
+    let confirming = (!done).then(|| activation.confirm_timeout.unwrap_or_default());
+    if let Some(failed) = secrets::after_activation(conn, privilege, secrets, ev, confirming).await
+    {
+        return failed;
+    }
     let active = || {
         if failed_units.is_empty() {
             HostOutcome::Applied

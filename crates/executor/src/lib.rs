@@ -26,6 +26,7 @@ pub mod fanout;
 pub mod health;
 pub mod quote;
 pub mod reboot;
+pub mod secrets;
 pub mod ssh;
 pub mod store;
 pub mod sudo;

@@ -15,6 +15,9 @@ mod health;
 pub use health::{host_port, http_url, DEFAULT_CHECK_TIMEOUT_SECS};
 #[path = "nix_path.rs"]
 mod nix_path;
+#[path = "secrets.rs"]
+mod secrets;
+pub use secrets::{DEFAULT_SECRETS_DIR, DEFAULT_SECRET_MODE};
 
 use crate::types::{
     host_name_problem, BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode,
@@ -40,7 +43,7 @@ pub const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 30;
 /// Largest `confirm-timeout`, in seconds (one day).
 pub const MAX_CONFIRM_TIMEOUT_SECS: u64 = 86_400;
 
-const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts"];
+const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts", "secrets"];
 const PIN_KEYS: &[&str] = &["url", "sha256", "path"];
 const HOST_KEYS: &[&str] = &[
     "address",
@@ -165,12 +168,13 @@ struct Checker<'o, 'a> {
 
 impl Checker<'_, '_> {
     fn document(&mut self, root: &DeTable) -> Inventory {
-        let (mut defaults, mut pins, mut hosts) = (None, None, None);
+        let (mut defaults, mut pins, mut hosts, mut secrets) = (None, None, None, None);
         for (key, value) in entries(root) {
             match key.get_ref().as_ref() {
                 "defaults" => defaults = self.table("defaults", value).map(|t| (key, t)),
                 "pins" => pins = self.table("pins", value),
                 "hosts" => hosts = self.table("hosts", value),
+                "secrets" => secrets = self.table("secrets", value),
                 other => self.unknown_key(other, "the file's top level", key.span(), TOP_KEYS),
             }
         }
@@ -193,10 +197,20 @@ impl Checker<'_, '_> {
                 parsed_hosts.push(host);
             }
         }
-        Inventory {
+        let mut written = Vec::new();
+        for (key, value) in secrets.map(entries).unwrap_or_default() {
+            if let Some(w) = self.secret(key.get_ref().as_ref(), key.span(), value) {
+                written.push(w);
+            }
+        }
+        let mut inventory = Inventory {
             pins: parsed_pins,
             hosts: parsed_hosts,
-        }
+            secrets: Vec::new(),
+        };
+        self.secret_hosts(&inventory, &written);
+        inventory.secrets = written.into_iter().map(|w| w.secret).collect();
+        inventory
     }
 
     fn table<'t, 'i>(

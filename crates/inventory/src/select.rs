@@ -105,6 +105,7 @@ mod tests {
 
     fn fleet() -> Inventory {
         Inventory {
+            secrets: Vec::new(),
             pins: Default::default(),
             hosts: vec![
                 host("pi1", &["pi", "garden"]),

@@ -14,6 +14,9 @@ pub struct Inventory {
     pub pins: BTreeMap<String, Pin>,
     /// Hosts in the order they appear in the file.
     pub hosts: Vec<Host>,
+    /// `[secrets.NAME]`: files uploaded to hosts outside the Nix store, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
 }
 
 impl Inventory {
@@ -32,6 +35,66 @@ impl Inventory {
         tags.sort_unstable();
         tags.dedup();
         tags
+    }
+}
+
+/// A secret: where its content comes from on the deployer and where it goes on hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Secret {
+    pub name: String,
+    pub source: SecretSource,
+    /// Absolute, normalised path on the host (default `/run/keys/NAME`).
+    pub dest: Utf8PathBuf,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, e.g. `0o400`.
+    pub mode: u32,
+    /// A host selector like `--on` (`None`: every host); checked against the hosts.
+    pub hosts: Option<String>,
+    pub when: SecretWhen,
+}
+
+/// Where a secret's content comes from, on the deployer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretSource {
+    /// A file, absolute (fleet.toml's folder joined with what was written).
+    File(Utf8PathBuf),
+    /// A command run with `sh -c` in fleet.toml's folder; its standard output is the content.
+    Command(String),
+}
+
+/// When a secret is uploaded relative to the activation of the host's new system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretWhen {
+    BeforeActivation,
+    AfterActivation,
+}
+
+impl SecretWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretWhen::BeforeActivation => "before-activation",
+            SecretWhen::AfterActivation => "after-activation",
+        }
+    }
+}
+
+impl Inventory {
+    /// The secrets that go to `host`, in file order.
+    pub fn secrets_for(&self, host: &str) -> Vec<&Secret> {
+        self.secrets
+            .iter()
+            .filter(|s| match &s.hosts {
+                None => true,
+                Some(sel) => self
+                    .select(Some(sel))
+                    .map(|hs| hs.iter().any(|h| h.name.as_str() == host))
+                    .unwrap_or(false),
+            })
+            .collect()
     }
 }
 

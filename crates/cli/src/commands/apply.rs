@@ -71,6 +71,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     };
     let dir = fleet_dir(&global.file);
     let provenance = Provenance::now(&dir);
+    let mut secrets = crate::secrets::for_hosts(&inventory, &hosts, &dir)?;
     signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
@@ -81,10 +82,11 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         };
         let options = planning::options(goal, args.specialisation.as_deref());
         let goal = options.goal;
-        let planned = planning::make(
+        let mut planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
         .await?;
+        crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
             outln!("{line}");
@@ -113,7 +115,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             .plan
             .hosts
             .iter()
-            .filter(|h| matches!(h.action, Action::Install | Action::Update))
+            .filter(|h| {
+                matches!(h.action, Action::Install | Action::Update)
+                    || h.secrets
+                        .iter()
+                        .any(|s| s.change != fleet_planner::SecretChange::Unchanged)
+            })
             .count();
         if changing > 0 && !args.yes && term::stdin_is_tty() {
             let question = format!(
@@ -166,8 +173,27 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 )),
                 (Action::Install | Action::Update, None) => None,
             };
+            let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
             match (known, reached) {
                 (Some(k), reached) => {
+                    let k = match (&k.0, &reached) {
+                        // The system is unchanged, its secrets may not be.
+                        (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
+                            let ev = HostEvents::new(&hp.name, start, sink.clone(), cancel.clone());
+                            match fleet_executor::secrets::push(
+                                &r.conn,
+                                &r.privilege,
+                                &host_secrets,
+                                &ev,
+                            )
+                            .await
+                            {
+                                Ok(()) => k,
+                                Err(e) => (HostOutcome::failed(&e), "failed"),
+                            }
+                        }
+                        _ => k,
+                    };
                     if let Ok(r) = reached {
                         if let Some(s) = r.store {
                             let _ = s.close().await;
@@ -242,6 +268,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             activate: hp.activate,
                         },
                         checks,
+                        secrets: std::mem::take(&mut host_secrets),
                     });
                 }
             }

@@ -9,6 +9,7 @@ pub mod man;
 pub mod plan;
 pub mod reboot;
 pub mod rollback;
+pub mod secrets;
 pub mod status;
 
 use crate::args::{Cli, Command};
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback(args) => rollback::run(global, args),
         Command::Check(args) => check::run(global, args),
         Command::Reboot(args) => reboot::run(global, args),
+        Command::Secrets(args) => secrets::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
