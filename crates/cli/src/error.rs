@@ -53,6 +53,13 @@ pub enum CliError {
     )]
     NotInPlan { hosts: String },
 
+    #[error("--rollback-succeeded cannot undo `apply test`")]
+    #[diagnostic(
+        code(fleet::apply::rollback_succeeded),
+        help("`test` leaves the system profile as it is, so going back a generation would go too far; use it with switch or boot")
+    )]
+    RollbackSucceededWithTest,
+
     #[error("{hosts} need a sudo password, and there is no terminal to ask it on")]
     #[diagnostic(
         code(fleet::sudo::no_tty),
@@ -105,6 +112,7 @@ impl CliError {
             | CliError::NoSuchPlan { .. }
             | CliError::BadPlan { .. }
             | CliError::NotInPlan { .. }
+            | CliError::RollbackSucceededWithTest
             | CliError::NoSudoPassword { .. } => exit::USAGE,
             CliError::Interrupted => exit::INTERRUPTED,
             CliError::SudoPassword(_)

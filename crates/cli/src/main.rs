@@ -9,6 +9,9 @@
 //! - `gather`: each host's state over its connection, in parallel.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
 //! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `checks`: fleet.toml's health checks as the executor's probes.
+//! - `waves`: `--canary`, `--batch`: the waves of a rollout.
+//! - `rollout`: an apply in waves: stops on a failed canary or `--max-failures`.
 //! - `record`: what apply records on a host (git commit, dirty, who, when).
 //! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
 //! - `table`: aligned plain-text tables (hosts, status, summaries).
@@ -23,6 +26,7 @@
 #[macro_use]
 mod out;
 mod args;
+mod checks;
 mod commands;
 mod desired;
 mod error;
@@ -33,10 +37,12 @@ mod planning;
 mod record;
 mod remote;
 mod report;
+mod rollout;
 mod secrets;
 mod signals;
 mod table;
 mod term;
+mod waves;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,9 @@ use toml::Spanned;
 
 use crate::checks;
 use crate::error::{InventoryError, Problem};
+#[path = "health.rs"]
+mod health;
+pub use health::{host_port, http_url, DEFAULT_CHECK_TIMEOUT_SECS};
 #[path = "nix_path.rs"]
 mod nix_path;
 #[path = "secrets.rs"]
@@ -57,6 +60,7 @@ const HOST_KEYS: &[&str] = &[
     "known-hosts",
     "confirm-timeout",
     "nix-path",
+    "checks",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -148,6 +152,7 @@ struct Settings {
     known_hosts: Option<At<Utf8PathBuf>>,
     confirm_timeout: Option<At<u64>>,
     nix_path: Option<At<BTreeMap<String, Utf8PathBuf>>>,
+    checks: Option<At<health::CheckSettings>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -449,6 +454,7 @@ impl Checker<'_, '_> {
                 }
                 "confirm-timeout" => out.confirm_timeout = self.confirm_timeout(value),
                 "nix-path" => out.nix_path = self.nix_path(value),
+                "checks" => out.checks = self.checks(value),
                 _ => unreachable_key(known),
             }
         }
@@ -797,9 +803,11 @@ impl Checker<'_, '_> {
             user: user.is_some(),
             port: own.port.is_some() || defaults.port.is_some(),
         };
+        let checks = health::merge(defaults.checks.as_ref(), own.checks.take());
         Some(Host {
             set_in_file,
             nix_path,
+            checks,
             address: own.address.map_or_else(|| name.to_string(), |a| a.value),
             name,
             user: user_name,

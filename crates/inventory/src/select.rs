@@ -97,6 +97,7 @@ mod tests {
             identity_file: None,
             known_hosts: None,
             confirm_timeout: Duration::from_secs(30),
+            checks: None,
             set_in_file: Default::default(),
             nix_path: Default::default(),
         }

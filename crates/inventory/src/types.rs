@@ -142,6 +142,9 @@ pub struct Host {
     /// always the pin and the configuration.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nix_path: BTreeMap<String, Utf8PathBuf>,
+    /// Health checks run after activation, before confirmation (`checks`); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<HealthChecks>,
     /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]
@@ -374,5 +377,42 @@ mod tests {
     fn host_names_deserialize_checked() {
         let ok: Result<HostName, _> = serde_json::from_str("\"pi1\"");
         assert!(ok.is_ok());
+    }
+}
+
+/// A host's health checks (`[hosts.NAME.checks]` merged over `[defaults.checks]`, key by key):
+/// run after activation and before confirmation; a failing one rolls the host back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HealthChecks {
+    /// systemd units that must be active (`systemctl is-active`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+    /// `HOST:PORT` addresses, as seen from the host, that must accept a TCP connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<String>,
+    /// `http://` URLs, as seen from the host, that must answer 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+    /// Shell commands run as root on the host that must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// How long all of them together may take to pass (retried with back-off).
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+}
+
+impl HealthChecks {
+    /// No check at all.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+            && self.tcp.is_empty()
+            && self.http.is_empty()
+            && self.commands.is_empty()
+    }
+
+    /// How many checks there are.
+    pub fn len(&self) -> usize {
+        self.units.len() + self.tcp.len() + self.http.len() + self.commands.len()
     }
 }

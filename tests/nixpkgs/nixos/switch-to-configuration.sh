@@ -231,6 +231,8 @@ done
 started="$(for u in $(echo "$to_start" | tr -d ,); do
   case " $failing_units " in *" $u "*) ;; *) echo "$u" ;; esac; done | join)"
 [ -z "$started" ] || echo "the following new units were started: $started" >&2
+# The units' state, for the stand-in's `systemctl is-active` (sw/bin/systemctl).
+mkdir -p "$log_dir" && printf '%s\n' $failing_units > "$log_dir/failed-units"
 if [ -n "$failing_units" ]; then
   echo "warning: the following units failed: $(printf '%s\n' $failing_units | sort | join)" >&2
   for u in $failing_units; do

@@ -2,10 +2,12 @@
 //! [`CliError`] (whose kind picks the exit code).
 
 pub mod apply;
+pub mod check;
 pub mod completions;
 pub mod hosts;
 pub mod man;
 pub mod plan;
+pub mod reboot;
 pub mod rollback;
 pub mod secrets;
 pub mod status;
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Apply(args) => apply::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
+        Command::Check(args) => check::run(global, args),
+        Command::Reboot(args) => reboot::run(global, args),
         Command::Secrets(args) => secrets::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),

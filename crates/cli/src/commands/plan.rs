@@ -54,12 +54,16 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
     let text = if global.json {
         plan.to_json()
     } else {
+        let changing = |name: &str| {
+            plan.host(name)
+                .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
+        };
         render(
             &plan,
             RenderOptions {
                 color: term::stdout_color(),
             },
-        )
+        ) + &crate::checks::plan_text(&hosts, changing)
     };
     output(std::io::stdout().lock().write_all(text.as_bytes()))?;
     Ok(if plan.hosts.iter().any(|h| h.action == Action::Error) {
