@@ -75,6 +75,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Switch the selected hosts back to their previous generation.
     Rollback(RollbackArgs),
+    /// Run a command on the selected hosts, in parallel.
+    Exec(ExecArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -190,6 +192,23 @@ pub struct RollbackArgs {
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run the command as root (through the host's `sudo` setting; a sudo password is asked
+    /// once for the run).
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// Prefix every output line with the host name instead of grouping output per host.
+    #[arg(long)]
+    pub prefix: bool,
+
+    /// The command and its arguments, after `--`. Each word reaches the remote command as
+    /// one argument (quoted for the remote shell); for a pipeline use `sh -c '...'`.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod completions;
+pub mod exec;
 pub mod hosts;
 pub mod man;
 pub mod plan;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Apply(args) => apply::run(global, args),
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
+        Command::Exec(args) => exec::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
