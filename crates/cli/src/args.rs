@@ -77,6 +77,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Run a command on the selected hosts, in parallel.
     Exec(ExecArgs),
+    /// Show a host's last activation log, or a unit's journal.
+    Logs(LogsArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -209,6 +211,24 @@ pub struct ExecArgs {
     /// one argument (quoted for the remote shell); for a pipeline use `sh -c '...'`.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+
+    /// The log of the last activation (the default).
+    #[arg(long, conflicts_with = "unit")]
+    pub activation: bool,
+
+    /// The journal of this systemd unit (`journalctl -u NAME`) instead.
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+
+    /// How many lines, from the end.
+    #[arg(short = 'n', long, value_name = "LINES", default_value_t = 200)]
+    pub lines: u32,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,17 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    #[error("`{given}` must name one host; it selects {matched}")]
+    #[diagnostic(
+        code(fleet::one_host),
+        help("name one host as fleet.toml does (`fleet hosts` lists them)")
+    )]
+    NotOneHost { given: String, matched: String },
+
+    #[error("{host}: {message}")]
+    #[diagnostic(code(fleet::host))]
+    Host { host: String, message: String },
+
     #[error("cannot write output")]
     #[diagnostic(code(fleet::output))]
     Output(#[source] std::io::Error),
@@ -98,10 +109,12 @@ impl CliError {
             | CliError::NoSuchPlan { .. }
             | CliError::BadPlan { .. }
             | CliError::NotInPlan { .. }
+            | CliError::NotOneHost { .. }
             | CliError::NoSudoPassword { .. } => exit::USAGE,
             CliError::Interrupted => exit::INTERRUPTED,
             CliError::SudoPassword(_)
             | CliError::Ssh(_)
+            | CliError::Host { .. }
             | CliError::Runtime(_)
             | CliError::WriteFile { .. }
             | CliError::Output(_) => exit::FAILURE,

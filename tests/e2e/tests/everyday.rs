@@ -106,3 +106,55 @@ fn exec_runs_quoted_words_everywhere_with_sudo_and_reports_failures() {
         f.assert_sound(h, &[None]);
     }
 }
+
+#[test]
+fn logs_show_the_last_activation_and_say_when_there_is_no_journal() {
+    let f = Fleet::start([HostSpec::new("a"), HostSpec::new("b").sudo_password()]);
+    let run = f.fleet(&["logs", "a"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("no activation log"), "{}", run.stderr);
+
+    f.fleet(&["apply", "--on", "a,b"]).expect_code(0);
+    let system_a = f.link("a", "/run/current-system").unwrap();
+    let system_b = f.link("b", "/run/current-system").unwrap();
+    for h in ["a", "b"] {
+        let run = f.fleet(&["logs", h]);
+        run.expect_code(0);
+        let record: serde_json::Value = serde_json::from_str(&f.sh(
+            h,
+            &fleet_e2e::record_cmd(&f.link(h, "/run/current-system").unwrap()),
+        ))
+        .unwrap();
+        let id = record["id"].as_str().unwrap();
+        assert!(
+            run.stderr.contains(&format!(
+                "{h}: activation {id}, result confirmed, switch by tester@"
+            )),
+            "{}",
+            run.stderr
+        );
+        let log = f.sh(h, &format!("cat /run/fleet/log-{id}"));
+        assert!(!log.is_empty());
+        assert_eq!(run.stdout.trim(), log.trim(), "{h}: the whole log");
+    }
+    // -n: the last lines only.
+    let run = f.fleet(&["logs", "a", "-n", "1"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+
+    // The simulated hosts have no journald: said, not an empty journal.
+    let run = f.fleet(&["logs", "a", "--unit", "sshd.service"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("has no systemd journal"),
+        "{}",
+        run.stderr
+    );
+    // A selector that is not one host.
+    let run = f.fleet(&["logs", "*"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("must name one host"), "{}", run.stderr);
+
+    f.assert_sound("a", &[Some(&system_a)]);
+    f.assert_sound("b", &[Some(&system_b)]);
+}

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod completions;
 pub mod exec;
 pub mod hosts;
+pub mod logs;
 pub mod man;
 pub mod plan;
 pub mod rollback;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status(args) => status::run(global, args),
         Command::Rollback(args) => rollback::run(global, args),
         Command::Exec(args) => exec::run(global, args),
+        Command::Logs(args) => logs::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
