@@ -73,12 +73,16 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what each host runs and whether it matches fleet.toml.
     Status(StatusArgs),
-    /// Switch the selected hosts back to their previous generation.
+    /// Switch the selected hosts back to their previous generation (or `--to GEN`).
     Rollback(RollbackArgs),
     /// Run a command on the selected hosts, in parallel.
     Exec(ExecArgs),
     /// Show a host's last activation log, or a unit's journal.
     Logs(LogsArgs),
+    /// List a host's system generations.
+    Generations(GenerationsArgs),
+    /// Show the package changes between two system generations of a host.
+    Diff(DiffArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -190,6 +194,11 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Go to this system profile generation (`fleet generations HOST` lists them) instead of
+    /// the previous one.
+    #[arg(long, value_name = "GEN")]
+    pub to: Option<u64>,
+
     /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
@@ -229,6 +238,24 @@ pub struct LogsArgs {
     /// How many lines, from the end.
     #[arg(short = 'n', long, value_name = "LINES", default_value_t = 200)]
     pub lines: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerationsArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+    /// The older generation (`fleet generations HOST` lists them).
+    #[arg(value_name = "GEN1")]
+    pub from: u64,
+    /// The newer generation.
+    #[arg(value_name = "GEN2")]
+    pub to: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! The everyday commands end to end: `fleet exec`.
 
-use fleet_e2e::{Fleet, HostSpec};
+use fleet_e2e::{config, Fleet, HostSpec};
 
 fn host<'a>(runs: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     runs.as_array()
@@ -157,4 +157,109 @@ fn logs_show_the_last_activation_and_say_when_there_is_no_journal() {
 
     f.assert_sound("a", &[Some(&system_a)]);
     f.assert_sound("b", &[Some(&system_b)]);
+}
+
+#[test]
+fn generations_diff_and_rollback_to_a_chosen_generation() {
+    let f = Fleet::start([HostSpec::new("a"), HostSpec::new("b").sudo_password()]);
+    let run = f.fleet(&["generations", "a", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.json(), serde_json::json!([]));
+
+    f.fleet(&["apply"]).expect_code(0);
+    let gen1 = f.link("a", "/run/current-system").unwrap();
+    let pkg1 = f.link("a", "/etc/nixos/current-configuration").unwrap();
+    f.set_config("a", &config("a", &["htop", "nano"]));
+    f.set_config("b", &config("b", &["htop", "nano"]));
+    f.fleet(&["apply"]).expect_code(0);
+    let gen2 = f.link("a", "/run/current-system").unwrap();
+    f.set_config("a", &config("a", &["nano"]));
+    f.fleet(&["apply", "--on", "a"]).expect_code(0);
+    let gen3 = f.link("a", "/run/current-system").unwrap();
+
+    let run = f.fleet(&["generations", "a", "--json"]);
+    run.expect_code(0);
+    let g = run.json();
+    let g = g.as_array().unwrap();
+    assert_eq!(g.len(), 3, "{g:?}");
+    for (i, sys) in [&gen1, &gen2, &gen3].into_iter().enumerate() {
+        assert_eq!(g[i]["generation"], i as u64 + 1);
+        assert_eq!(g[i]["system"], sys.as_str());
+        assert!(g[i]["deployed_by"].as_str().unwrap().starts_with("tester@"));
+        assert!(g[i]["date"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(g[2]["current"], true);
+    assert_eq!(g[2]["profile"], true);
+    assert_eq!(g[0]["current"], false);
+    let table = f.fleet(&["generations", "a"]);
+    table.expect_code(0);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("3 ") && l.ends_with("current, default")),
+        "{}",
+        table.stdout
+    );
+
+    // The package diff between generations, as the plan shows it.
+    let run = f.fleet(&["diff", "a", "1", "2", "--json"]);
+    run.expect_code(0);
+    let d = &run.json()["diff"];
+    let names = |k: &str| -> Vec<String> {
+        d[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("added"), ["nano"], "{d}");
+    assert!(names("removed").is_empty(), "{d}");
+    let run = f.fleet(&["diff", "a", "2", "3"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("  - htop"), "{}", run.stdout);
+    let run = f.fleet(&["diff", "a", "1", "7"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("has no system generation 7"),
+        "{}",
+        run.stderr
+    );
+
+    // Back to generation 1 (not the previous one): profile, running system, package.
+    let run = f.fleet(&["rollback", "--on", "a", "--to", "1", "-y"]);
+    run.expect_code(0);
+    assert_eq!(f.link("a", "/run/current-system").unwrap(), gen1);
+    assert_eq!(f.link("a", "/nix/var/nix/profiles/system").unwrap(), gen1);
+    assert_eq!(
+        f.link("a", "/etc/nixos/current-configuration").unwrap(),
+        pkg1
+    );
+    let g = f.fleet(&["generations", "a", "--json"]).json();
+    assert_eq!(g[0]["current"], true);
+    assert_eq!(g[0]["profile"], true);
+    assert_eq!(g[2]["current"], false);
+    // A generation that does not exist: refused, nothing changed.
+    let run = f.fleet(&["rollback", "--on", "a", "--to", "9", "-y"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("no generation 9") || run.stderr.contains("no generation 9"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(f.link("a", "/run/current-system").unwrap(), gen1);
+
+    // b through its sudo password.
+    let b1 = f.fleet(&["generations", "b", "--json"]).json()[0]["system"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b2 = f.link("b", "/run/current-system").unwrap();
+    f.fleet(&["rollback", "--on", "b", "--to", "1", "-y"])
+        .expect_code(0);
+    assert_eq!(f.link("b", "/run/current-system").unwrap(), b1);
+
+    f.assert_sound("a", &[Some(&gen1)]);
+    f.assert_sound("b", &[Some(&b1), Some(&b2)]);
 }

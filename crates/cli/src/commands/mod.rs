@@ -3,7 +3,9 @@
 
 pub mod apply;
 pub mod completions;
+pub mod diff;
 pub mod exec;
+pub mod generations;
 pub mod hosts;
 pub mod logs;
 pub mod man;
@@ -24,6 +26,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rollback(args) => rollback::run(global, args),
         Command::Exec(args) => exec::run(global, args),
         Command::Logs(args) => logs::run(global, args),
+        Command::Generations(args) => generations::run(global, args),
+        Command::Diff(args) => diff::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
