@@ -83,6 +83,8 @@ pub enum Command {
     Generations(GenerationsArgs),
     /// Show the package changes between two system generations of a host.
     Diff(DiffArgs),
+    /// Delete old system generations on the selected hosts and collect garbage.
+    Gc(GcArgs),
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -256,6 +258,18 @@ pub struct DiffArgs {
     /// The newer generation.
     #[arg(value_name = "GEN2")]
     pub to: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep generations younger than this (`30d`, `12h`, `2w`; units s, m, h, d, w). Without
+    /// it every old generation goes, as with `nix-collect-garbage -d`.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+
+    /// Only say which generations would be deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

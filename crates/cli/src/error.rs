@@ -91,6 +91,13 @@ pub enum CliError {
     )]
     NotOneHost { given: String, matched: String },
 
+    #[error("`--older-than {given}` is not an age")]
+    #[diagnostic(
+        code(fleet::gc::age),
+        help("a number and a unit: s, m, h, d or w (e.g. `30d`)")
+    )]
+    BadAge { given: String },
+
     #[error("{host}: {message}")]
     #[diagnostic(code(fleet::host))]
     Host { host: String, message: String },
@@ -110,6 +117,7 @@ impl CliError {
             | CliError::BadPlan { .. }
             | CliError::NotInPlan { .. }
             | CliError::NotOneHost { .. }
+            | CliError::BadAge { .. }
             | CliError::NoSudoPassword { .. } => exit::USAGE,
             CliError::Interrupted => exit::INTERRUPTED,
             CliError::SudoPassword(_)

@@ -263,3 +263,106 @@ fn generations_diff_and_rollback_to_a_chosen_generation() {
     f.assert_sound("a", &[Some(&gen1)]);
     f.assert_sound("b", &[Some(&b1), Some(&b2)]);
 }
+
+#[test]
+fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
+    let f = Fleet::start([HostSpec::new("a"), HostSpec::new("b").sudo_password()]);
+    let mut systems = Vec::new();
+    for pkgs in [
+        &["htop"][..],
+        &["htop", "nano"],
+        &["nano"],
+        &["htop", "nano", "jq"],
+    ] {
+        f.set_config("a", &config("a", pkgs));
+        f.fleet(&["apply", "--on", "a"]).expect_code(0);
+        systems.push(f.link("a", "/run/current-system").unwrap());
+    }
+    f.fleet(&["apply", "--on", "b"]).expect_code(0);
+    let b1 = f.link("b", "/run/current-system").unwrap();
+    // a boots generation 4, then runs generation 2 (switched by hand with `test`).
+    f.tb.reboot("a").unwrap();
+    assert_eq!(
+        f.link("a", "/run/booted-system").as_ref(),
+        Some(&systems[3])
+    );
+    f.sh(
+        "a",
+        &format!("{}/bin/switch-to-configuration test", systems[1]),
+    );
+    let pkg_gens = |h: &str| {
+        f.sh(
+            h,
+            "ls /nix/var/nix/profiles/fleet | grep -c -- '-link$' || true",
+        )
+    };
+    assert_eq!(pkg_gens("a"), "4");
+
+    let run = f.fleet(&["gc", "--dry-run", "--json", "--on", "a"]);
+    run.expect_code(0);
+    let r = &run.json()[0];
+    let mut kept: Vec<(u64, String)> = r["kept_system"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["generation"].as_u64().unwrap(),
+                k["why"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let want: Vec<(u64, String)> = vec![
+        (2, "current".into()),
+        (3, "rollback-target".into()),
+        (4, "default".into()),
+    ];
+    assert_eq!(kept, want, "{r}");
+    assert_eq!(r["deleted_system"], serde_json::json!([1]));
+    assert_eq!(r["deleted_packages"], serde_json::json!([1]));
+    assert!(r["freed"].is_null());
+    // Nothing changed.
+    assert!(f.sh("a", &format!("test -e {} && echo yes", systems[0])) == "yes");
+    assert_eq!(pkg_gens("a"), "4");
+
+    // Young generations are kept with --older-than.
+    let run = f.fleet(&["gc", "--older-than", "30d", "--json"]);
+    run.expect_code(0);
+    for h in run.json().as_array().unwrap() {
+        assert_eq!(h["deleted_system"], serde_json::json!([]), "{h}");
+        assert_eq!(h["deleted_packages"], serde_json::json!([]), "{h}");
+        assert!(h["freed"].as_str().unwrap().contains("freed"), "{h}");
+    }
+    let run = f.fleet(&["gc", "--older-than", "30x"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("is not an age"), "{}", run.stderr);
+
+    // For real: generation 1 and its deployment package go, its system leaves the store.
+    let run = f.fleet(&["gc"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("a: deleted system generations"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("MiB freed"), "{}", run.stdout);
+    assert_eq!(
+        f.sh("a", "ls /nix/var/nix/profiles | grep '^system-'"),
+        "system-2-link\nsystem-3-link\nsystem-4-link"
+    );
+    assert_eq!(
+        f.sh(
+            "a",
+            &format!("test -e {} && echo yes || echo gone", systems[0])
+        ),
+        "gone"
+    );
+    assert_eq!(pkg_gens("a"), "3");
+    // b (sudo with a password) has one generation: kept.
+    assert_eq!(f.link("b", "/nix/var/nix/profiles/system").unwrap(), b1);
+
+    // The running system (not the profile's) is one of the kept ones.
+    f.assert_sound("a", &[Some(&systems[1]), Some(&systems[3])]);
+    f.assert_sound("b", &[Some(&b1)]);
+}

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod completions;
 pub mod diff;
 pub mod exec;
+pub mod gc;
 pub mod generations;
 pub mod hosts;
 pub mod logs;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Logs(args) => logs::run(global, args),
         Command::Generations(args) => generations::run(global, args),
         Command::Diff(args) => diff::run(global, args),
+        Command::Gc(args) => gc::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
