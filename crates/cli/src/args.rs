@@ -32,9 +32,10 @@ pub struct GlobalArgs {
     )]
     pub file: Utf8PathBuf,
 
-    /// Which hosts: comma-separated names, globs (`web-*`, `pi?`) and tags (`@pi`).
-    #[arg(long, global = true, value_name = "SELECTOR")]
-    pub on: Option<String>,
+    /// Which hosts: comma-separated names, globs (`web-*`, `pi?`) and tags (`@pi`); `!term`
+    /// excludes (`@pi,!pi3`). May be repeated: the terms add up.
+    #[arg(long, global = true, value_name = "SELECTOR", action = clap::ArgAction::Append)]
+    pub on: Vec<String>,
 
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
@@ -63,6 +64,13 @@ pub struct GlobalArgs {
     pub accept_new_host_keys: bool,
 }
 
+impl GlobalArgs {
+    /// The `--on` selector (every `--on` joined), or `None` for every host.
+    pub fn selector(&self) -> Option<String> {
+        (!self.on.is_empty()).then(|| self.on.join(","))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the selected hosts with their resolved settings.
@@ -85,11 +93,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Delete old system generations on the selected hosts and collect garbage.
     Gc(GcArgs),
-    /// Print a shell completion script.
-    #[command(hide = true)]
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).
-    #[command(hide = true)]
     Man,
 }
 
@@ -293,10 +299,14 @@ mod tests {
     fn global_flags_work_after_the_command() {
         let cli = Cli::try_parse_from(["fleet", "hosts", "--on", "@pi", "--json", "-f", "x.toml"])
             .unwrap();
-        assert_eq!(cli.global.on.as_deref(), Some("@pi"));
+        assert_eq!(cli.global.selector().as_deref(), Some("@pi"));
         assert!(cli.global.json);
         assert_eq!(cli.global.file, "x.toml");
         assert_eq!(cli.global.parallel, DEFAULT_PARALLEL);
+        let cli = Cli::try_parse_from(["fleet", "hosts", "--on", "@pi", "--on", "!pi3"]).unwrap();
+        assert_eq!(cli.global.selector().as_deref(), Some("@pi,!pi3"));
+        let cli = Cli::try_parse_from(["fleet", "hosts"]).unwrap();
+        assert_eq!(cli.global.selector(), None);
     }
 
     #[test]

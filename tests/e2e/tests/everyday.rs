@@ -85,6 +85,18 @@ fn exec_runs_quoted_words_everywhere_with_sudo_and_reports_failures() {
     assert!(!run.stdout.contains(&password), "{}", run.stdout);
     assert!(!run.stderr.contains(&password));
 
+    // --on repeated, with an exclusion.
+    let run = f.fleet(&["exec", "--on", "a", "--on", "b,!a", "--json", "--", "true"]);
+    run.expect_code(0);
+    let json = run.json();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b"]);
+
     // An unreachable host: reported, the others still run, exit 1.
     f.tb.stop_sshd("a").unwrap();
     let run = f.fleet(&["exec", "--", "true"]);
