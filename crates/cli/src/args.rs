@@ -93,6 +93,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Delete old system generations on the selected hosts and collect garbage.
     Gc(GcArgs),
+    /// Add an existing NixOS machine to fleet.toml (host key, hardware configuration).
+    Add(AddArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -276,6 +278,32 @@ pub struct GcArgs {
     /// Only say which generations would be deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The new host's name in fleet.toml.
+    pub name: String,
+
+    /// Its address (name or IP) for SSH.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: String,
+
+    /// Its Nix system (default: from `uname -m` on the machine).
+    #[arg(long, value_name = "SYSTEM")]
+    pub system: Option<String>,
+
+    /// The SSH login user (default: root, or `~/.ssh/config`).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// The SSH port (default: 22, or `~/.ssh/config`).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Accept the host key shown without asking (check its fingerprint out of band).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -98,6 +98,10 @@ pub enum CliError {
     )]
     BadAge { given: String },
 
+    #[error("fleet add: {0}")]
+    #[diagnostic(code(fleet::add))]
+    Add(String),
+
     #[error("{host}: {message}")]
     #[diagnostic(code(fleet::host))]
     Host { host: String, message: String },
@@ -123,6 +127,7 @@ impl CliError {
             CliError::SudoPassword(_)
             | CliError::Ssh(_)
             | CliError::Host { .. }
+            | CliError::Add(_)
             | CliError::Runtime(_)
             | CliError::WriteFile { .. }
             | CliError::Output(_) => exit::FAILURE,

@@ -1,6 +1,7 @@
 //! One module per command. Each takes the parsed arguments and returns its exit code, or a
 //! [`CliError`] (whose kind picks the exit code).
 
+pub mod add;
 pub mod apply;
 pub mod completions;
 pub mod diff;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Generations(args) => generations::run(global, args),
         Command::Diff(args) => diff::run(global, args),
         Command::Gc(args) => gc::run(global, args),
+        Command::Add(args) => add::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
