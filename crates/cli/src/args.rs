@@ -97,6 +97,9 @@ pub enum Command {
     Add(AddArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Host names and `@tags` of fleet.toml, one a line (for the completion scripts).
+    #[command(name = "__complete-selectors", hide = true)]
+    CompleteSelectors(CompleteSelectorsArgs),
     /// Print the man page (roff).
     Man,
 }
@@ -304,6 +307,13 @@ pub struct AddArgs {
     /// Accept the host key shown without asking (check its fingerprint out of band).
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteSelectorsArgs {
+    /// Host names only, no tags.
+    #[arg(long)]
+    pub names: bool,
 }
 
 #[derive(Debug, Args)]

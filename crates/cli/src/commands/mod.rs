@@ -33,6 +33,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Gc(args) => gc::run(global, args),
         Command::Add(args) => add::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
+        Command::CompleteSelectors(args) => {
+            completions::selectors(global, args).map(|()| crate::exit::OK)
+        }
         Command::Man => man::run().map(|()| crate::exit::OK),
     }
 }
