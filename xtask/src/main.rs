@@ -7,11 +7,13 @@
 //! - `test`: setup, then `cargo test --workspace` (or the packages given with `-p`) with the deployer's `NIX_CONFIG`.
 //! - `demo`: setup, a 3-host simulated fleet, `fleet hosts|plan|apply|status` against it, one
 //!   configuration change and `plan|apply|status` again, teardown.
+//! - `graph`: the crate graph of docs/architecture.md, from `cargo metadata` (module `graph`).
 //! - `bench`: fleet against `nix-copy-closure` (sequential, parallel) and the no-SSH floor on the
 //!   simulated fleet; prints ratios and rewrites the figures of `docs/performance.md`
 //!   (module `bench`).
 
 mod bench;
+mod graph;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,6 +30,9 @@ commands:
                    build the Debian trixie/sid roots of the Nix matrix (cached)
   test [ARGS...]   setup, then `cargo test --workspace ARGS...` (the CI command)
   demo             start a 3-host simulated fleet and run fleet against it
+  graph [--check|--write]
+                   the workspace's crate graph (docs/architecture.md holds it; --check fails when
+                   the document differs, --write updates it)
   bench [--quick]  fleet vs nix-copy-closure vs the floor on a simulated fleet (release build);
                    a full run (about 8 min) rewrites the figures in docs/performance.md,
                    --quick is a 1-minute smoke run that writes nothing";
@@ -41,6 +46,21 @@ fn main() -> ExitCode {
         Some("test") => test(&rest),
         Some("demo") => demo(),
         Some("bench") => bench::run(&rest),
+        Some("graph") => {
+            let rest: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            graph::run(&repo_root(), &rest)
+                .map(|ok| {
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                })
+                .map_err(|e| e.into())
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -56,14 +56,16 @@ impl Diff {
 }
 
 /// Whether a store path takes part in the diff at all: derivations and fetched sources (`source`,
-/// `*-source`: they carry no version, a changed pin shows through the packages) do not, nor do the
-/// paths in `skip` (the toplevels and the deployment package).
+/// `*-source`: they carry no version, a changed pin shows through the packages) do not, nor do a
+/// deployment package's configuration files (`fleet-config`: the plan says "configuration files
+/// changed" for those), nor the paths in `skip` (the toplevels and the deployment package).
 fn counts(path: &str, skip: &BTreeSet<&str>) -> bool {
     let (_, name) = split_hash(path);
     !(skip.contains(path)
         || name.is_empty()
         || name.ends_with(".drv")
         || name == "source"
+        || name == "fleet-config"
         || name.ends_with("-source"))
 }
 
@@ -329,9 +331,10 @@ mod tests {
             top_new.clone(),
             sp("5", "source"),
             sp("6", "nixpkgs-source"),
+            sp("8", "fleet-config"),
             sp("7", "fleet-deploy-pi1"),
         ];
-        let package = after[3].clone();
+        let package = after[4].clone();
         let skip: BTreeSet<&str> = [top_old.as_str(), top_new.as_str(), package.as_str()].into();
         let d = diff_closures(
             before.iter().map(String::as_str),

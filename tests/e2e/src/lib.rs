@@ -288,6 +288,22 @@ pub fn config(name: &str, packages: &[&str]) -> String {
     )
 }
 
+/// The entry called `name` of a JSON list of hosts (`status --json`), or of a document's `hosts`
+/// list (a plan, a summary); panics with the list when there is none.
+#[track_caller]
+pub fn named<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let list = if json.is_array() {
+        json
+    } else {
+        &json["hosts"]
+    };
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list of hosts: {json}"))
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {list}"))
+}
+
 /// A configuration of the stand-in for host `name` with extra lines of Nix.
 pub fn config_with(name: &str, extra: &str) -> String {
     format!("{{ pkgs, ... }}: {{\n  networking.hostName = \"{name}\";\n  {extra}\n}}\n")

@@ -5,16 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fleet_e2e::{config, Fleet, HostSpec};
-
-fn host<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    plan["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in the plan"))
-}
+use fleet_e2e::{config, named as host, Fleet, HostSpec};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);

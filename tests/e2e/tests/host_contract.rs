@@ -10,26 +10,13 @@ use fleet_e2e::{config, config_with, current, planned_target, profile, Fleet, Ho
 use serde_json::Value;
 
 fn status_of(f: &Fleet, host: &str) -> Value {
-    let run = f.fleet(&["status", "--json"]);
-    run.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == host)
-        .cloned()
-        .unwrap_or_else(|| panic!("{host} not in status"))
+    fleet_e2e::named(&f.fleet(&["status", "--json"]).json(), host).clone()
 }
 
 fn plan_of(f: &Fleet, host: &str, goal: &str) -> Value {
     let run = f.fleet(&["plan", "--json", "--goal", goal]);
     run.expect_code(0);
-    run.json()["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == host)
-        .cloned()
-        .unwrap()
+    fleet_e2e::named(&run.json(), host).clone()
 }
 
 /// The processes of a simulated host (its network namespace) as `pid cmdline` lines.

@@ -6,8 +6,7 @@
 //! the Debian registry cannot be reached is skipped, saying so; nothing else is.
 
 use fleet_e2e::matrix::root_or_skip;
-use fleet_e2e::{Fleet, HostSpec, Userland};
-use serde_json::Value;
+use fleet_e2e::{named as find, Fleet, HostSpec, Userland};
 
 /// Generous bound for anything that takes seconds.
 const LONG: std::time::Duration = std::time::Duration::from_secs(180);
@@ -30,14 +29,6 @@ fn run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     format!("{}-{}", t.as_nanos(), std::process::id())
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing in {list}"))
 }
 
 /// The `copied ...` log lines of a `--json` apply.

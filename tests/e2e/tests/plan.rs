@@ -1,15 +1,6 @@
 //! `fleet plan` end to end, and saved plans applied with `fleet apply FILE`.
 
-use fleet_e2e::{config, Fleet, HostSpec, Testbed};
-
-fn host<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    plan["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in the plan"))
-}
+use fleet_e2e::{config, named as host, Fleet, HostSpec, Testbed};
 
 fn names(list: &serde_json::Value) -> Vec<String> {
     list.as_array()

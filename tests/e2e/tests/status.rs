@@ -1,15 +1,6 @@
 //! `fleet status` and `fleet rollback` end to end.
 
-use fleet_e2e::{config, Fleet, HostSpec};
-
-fn host<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in the status"))
-}
+use fleet_e2e::{config, named as host, Fleet, HostSpec};
 
 #[test]
 fn in_sync_then_drifted_then_rolled_back_and_unreachable_shown() {

@@ -1,7 +1,8 @@
 //! Native SSH with russh: one authenticated connection per host, many channels on it.
 //!
 //! Layout:
-//! - [`config`]: the strict `~/.ssh/config` reader (HostName, User, Port, IdentityFile, ProxyJump).
+//! - [`config`]: `~/.ssh/config` resolved like OpenSSH (HostName, User, Port, IdentityFile,
+//!   ProxyJump; `Match`, `Include`).
 //! - `hostkey`: pinned keys and known_hosts (strict; accept-new records, never overrides).
 //! - `auth`: agent, then identity files (encrypted ones decrypted once per run via a prompt).
 //! - `channel`: [`Connection::exec`] (capture) and [`Connection::spawn`] (binary streams),
@@ -70,6 +71,9 @@ pub struct ConnectOptions {
     pub default_user: String,
     /// Home directory for `~` in ssh_config.
     pub home: PathBuf,
+    /// The local user name (`%u`, `Match localuser`, and `%r`/`Match user` when ssh_config sets
+    /// no `User`), as for `ssh`.
+    pub local_user: String,
 }
 
 impl ConnectOptions {
@@ -95,6 +99,7 @@ impl ConnectOptions {
                 .iter()
                 .map(|f| ssh.join(f))
                 .collect(),
+            local_user: default_user.clone(),
             default_user,
             home,
         }
@@ -139,7 +144,7 @@ impl Connector {
         passphrase: Arc<dyn PassphrasePrompt>,
     ) -> Result<Self, ConnectError> {
         let ssh_config = match &options.ssh_config {
-            Some(p) => SshConfig::load(p)?,
+            Some(p) => SshConfig::load(p, &options.home)?,
             None => SshConfig::default(),
         };
         Ok(Connector {
@@ -150,7 +155,7 @@ impl Connector {
         })
     }
 
-    /// Warnings from reading ssh_config (unsupported `Match`/`Include`), for the CLI to show.
+    /// Warnings from reading ssh_config (`Match` criteria fleet does not know), for the CLI.
     pub fn config_warnings(&self) -> &[String] {
         &self.ssh_config.warnings
     }
@@ -159,10 +164,15 @@ impl Connector {
         &self.options
     }
 
-    /// Merges target, ssh_config and defaults.
-    pub fn resolve(&self, target: &SshTarget) -> Resolved {
+    /// Merges target, ssh_config and defaults. Errors: ssh_config cannot be resolved for
+    /// this host (e.g. an unknown `%` token).
+    pub fn resolve(&self, target: &SshTarget) -> Result<Resolved, ConnectError> {
         let o = &self.options;
-        let c = self.ssh_config.host(&target.name, &o.default_user, &o.home);
+        let c = self.ssh_config.host(&config::HostQuery {
+            host: &target.name,
+            local_user: &o.local_user,
+            home: &o.home,
+        })?;
         let identity_files = if let Some(f) = &target.identity_file {
             let mut v = vec![f.clone()];
             v.extend(c.identity_files.iter().filter(|p| *p != f).cloned());
@@ -176,7 +186,7 @@ impl Connector {
                 .cloned()
                 .collect()
         };
-        Resolved {
+        Ok(Resolved {
             host: target
                 .address
                 .clone()
@@ -194,7 +204,7 @@ impl Connector {
                 .known_hosts
                 .clone()
                 .unwrap_or_else(|| o.known_hosts.clone()),
-        }
+        })
     }
 
     /// Connects, verifies the host key and authenticates.
@@ -210,7 +220,7 @@ impl Connector {
         Box<dyn std::future::Future<Output = Result<Connection, ConnectError>> + Send + 'a>,
     > {
         Box::pin(async move {
-            let r = self.resolve(target);
+            let r = self.resolve(target)?;
             if depth > MAX_JUMPS {
                 return Err(ConnectError::JumpLoop {
                     host: target.name.clone(),
