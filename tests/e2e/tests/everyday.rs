@@ -1,14 +1,7 @@
-//! The everyday commands end to end: `fleet exec`.
+//! The everyday commands end to end: `exec`, `logs`, `generations`, `diff`, `rollback --to`,
+//! `gc`, `add`.
 
-use fleet_e2e::{config, Fleet, HostSpec};
-
-fn host<'a>(runs: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    runs.as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {runs}"))
-}
+use fleet_e2e::{config, named as host, Fleet, HostSpec};
 
 #[test]
 fn exec_runs_quoted_words_everywhere_with_sudo_and_reports_failures() {
