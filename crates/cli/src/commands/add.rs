@@ -111,6 +111,9 @@ pub fn run(global: &GlobalArgs, args: &AddArgs) -> Result<u8, CliError> {
     if let Some(u) = &args.user {
         table.insert("user", toml_edit::value(u.as_str()));
     }
+    if let Some(port) = args.port {
+        table.insert("port", toml_edit::value(i64::from(port)));
+    }
     if default_config.is_none() {
         table.insert("config", toml_edit::value(config_rel.as_str()));
     }
