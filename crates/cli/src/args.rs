@@ -95,6 +95,14 @@ pub enum Command {
     Gc(GcArgs),
     /// Add an existing NixOS machine to fleet.toml (host key, hardware configuration).
     Add(AddArgs),
+    /// Run the selected hosts' health checks (fleet.toml's `checks`) without changing anything.
+    Check(CheckArgs),
+    /// Reboot the selected hosts into their boot default (the system profile), wait for them,
+    /// verify what they booted and run their checks.
+    Reboot(RebootArgs),
+    /// Manage the secrets of `[secrets.NAME]` (docs/secrets.md).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Host names and `@tags` of fleet.toml, one a line (for the completion scripts).
@@ -163,6 +171,64 @@ pub struct ApplyArgs {
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
+
+    /// Roll out in waves of N hosts (or N% of the hosts to apply), one wave after the other.
+    #[arg(long, value_name = "N|N%", value_parser = parse_batch)]
+    pub batch: Option<Batch>,
+
+    /// Apply these hosts first, alone (a selector, as `--on`); nothing else starts unless all
+    /// of them succeed, health checks included.
+    #[arg(long, value_name = "SELECTOR")]
+    pub canary: Option<String>,
+
+    /// Stop starting waves once K hosts have failed; the hosts not started are `skipped`.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_failures: Option<u64>,
+
+    /// When the rollout stops early, roll back the hosts it already applied.
+    #[arg(long)]
+    pub rollback_succeeded: bool,
+
+    /// Reboot the hosts whose change needs it (`--reboot`: new kernel, initrd, …, as the plan
+    /// says) or every host applied (`--reboot=always`): the new system becomes the boot default
+    /// (booted once first where systemd-boot allows), the host reboots, fleet waits for it,
+    /// checks that it booted that system, runs its checks, then keeps it.
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "needed")]
+    pub reboot: Option<RebootWhen>,
+
+    /// Seconds to wait for a rebooted host to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub reboot_timeout: u64,
+}
+
+/// Which hosts `fleet apply --reboot` reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RebootWhen {
+    /// Those whose change needs a reboot.
+    Needed,
+    /// Every host applied.
+    Always,
+}
+
+/// The size of a wave: a number of hosts, or a percentage of the hosts to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Hosts(usize),
+    Percent(u8),
+}
+
+fn parse_batch(s: &str) -> Result<Batch, String> {
+    let bad = || format!("`{s}` is not a number of hosts (N >= 1) or a percentage (1% to 100%)");
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Batch::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Batch::Hosts(n)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 /// What `fleet apply` does with the new system.
@@ -216,6 +282,23 @@ pub struct RollbackArgs {
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Upload the selected hosts' secrets without building or activating (after a reboot
+    /// emptied /run/keys), and delete those that no longer go to them.
+    Push,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {}
+
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Seconds to wait for a host to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

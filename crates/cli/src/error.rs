@@ -53,6 +53,13 @@ pub enum CliError {
     )]
     NotInPlan { hosts: String },
 
+    #[error("--rollback-succeeded cannot undo `apply test`")]
+    #[diagnostic(
+        code(fleet::apply::rollback_succeeded),
+        help("`test` leaves the system profile as it is, so going back a generation would go too far; use it with switch or boot")
+    )]
+    RollbackSucceededWithTest,
+
     #[error("{hosts} need a sudo password, and there is no terminal to ask it on")]
     #[diagnostic(
         code(fleet::sudo::no_tty),
@@ -105,6 +112,12 @@ pub enum CliError {
     #[error("{host}: {message}")]
     #[diagnostic(code(fleet::host))]
     Host { host: String, message: String },
+    #[error("cannot read secret `{name}`: {reason}")]
+    #[diagnostic(
+        code(fleet::secret),
+        help("check `[secrets.{name}]` in fleet.toml: its `source` file or `command` (see docs/secrets.md)")
+    )]
+    Secret { name: String, reason: String },
 
     #[error("cannot write output")]
     #[diagnostic(code(fleet::output))]
@@ -122,6 +135,7 @@ impl CliError {
             | CliError::NotInPlan { .. }
             | CliError::NotOneHost { .. }
             | CliError::BadAge { .. }
+            | CliError::RollbackSucceededWithTest
             | CliError::NoSudoPassword { .. } => exit::USAGE,
             CliError::Interrupted => exit::INTERRUPTED,
             CliError::SudoPassword(_)
@@ -130,6 +144,7 @@ impl CliError {
             | CliError::Add(_)
             | CliError::Runtime(_)
             | CliError::WriteFile { .. }
+            | CliError::Secret { .. }
             | CliError::Output(_) => exit::FAILURE,
         }
     }

@@ -10,6 +10,9 @@
 //! - `one_host`: the one host a command names (`logs`, `generations`, `diff`), connected.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
 //! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `checks`: fleet.toml's health checks as the executor's probes.
+//! - `waves`: `--canary`, `--batch`: the waves of a rollout.
+//! - `rollout`: an apply in waves: stops on a failed canary or `--max-failures`.
 //! - `record`: what apply records on a host (git commit, dirty, who, when).
 //! - `signals`: the runtime and Ctrl-C (first: stop new work; second: abort).
 //! - `table`: aligned plain-text tables (hosts, status, summaries).
@@ -24,6 +27,7 @@
 #[macro_use]
 mod out;
 mod args;
+mod checks;
 mod commands;
 mod desired;
 mod error;
@@ -35,9 +39,12 @@ mod planning;
 mod record;
 mod remote;
 mod report;
+mod rollout;
+mod secrets;
 mod signals;
 mod table;
 mod term;
+mod waves;
 
 use std::process::ExitCode;
 

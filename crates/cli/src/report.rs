@@ -147,6 +147,8 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::SettingProfile => "setting profile",
         Phase::Activating => "activating",
         Phase::Linking => "linking package",
+        Phase::Checking => "checking",
+        Phase::Rebooting => "rebooting",
         Phase::Confirming => "confirming",
         Phase::RollingBack => "rolling back",
         Phase::Running => "running",
@@ -272,6 +274,7 @@ pub fn outcome_kind(o: &HostOutcome) -> &'static str {
         HostOutcome::RolledBack { .. } => "rolled-back",
         HostOutcome::Failed { .. } => "failed",
         HostOutcome::Skipped { .. } => "skipped",
+        HostOutcome::CheckFailed { .. } => "check-failed",
         HostOutcome::Ok => "ok",
     }
 }
@@ -282,6 +285,7 @@ fn outcome_text(o: &HostOutcome) -> String {
         HostOutcome::Failed { error } => format!("failed: {}", first_line(error)),
         HostOutcome::Skipped { reason } => format!("skipped: {}", first_line(reason)),
         HostOutcome::UnitsFailed { units } => format!("units-failed: {}", units.join(", ")),
+        HostOutcome::CheckFailed { check, .. } => format!("check-failed: {check}"),
         other => outcome_kind(other).to_owned(),
     }
 }
@@ -359,6 +363,18 @@ pub fn outcome_row(o: &HostOutcome) -> (String, Option<String>, bool) {
         )),
         HostOutcome::RebootRequired { reason } => Some(reason.clone()),
         HostOutcome::DryRun { output } => Some(output.trim_end().to_owned()),
+        HostOutcome::CheckFailed {
+            check,
+            output,
+            rolled_back,
+        } => Some(format!(
+            "{check} failed: {output}; {}",
+            if *rolled_back {
+                "rolled back to the previous system"
+            } else {
+                "left on the new system (--no-rollback)"
+            }
+        )),
         _ => None,
     };
     (outcome_kind(o).to_owned(), detail, o.is_success())

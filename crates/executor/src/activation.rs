@@ -147,7 +147,7 @@ fn script_command(mode: &str, args: &[&str]) -> String {
     cmd
 }
 
-async fn run_script(
+pub(crate) async fn run_script(
     conn: &Connection,
     privilege: &Privilege,
     mode: &str,
@@ -388,6 +388,31 @@ pub async fn rollback_to(
     }
 }
 
+/// What an activation log says about the failure: the lines before fleet's "failed; rolling
+/// back" remark that mention a failure or an error (else the last three of them), joined by
+/// " / ". The rollback's own output after the remark is left out.
+pub(crate) fn failure_lines(log: &str) -> String {
+    let before = log
+        .lines()
+        .take_while(|l| !(l.starts_with("fleet: ") && l.contains(" failed")))
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>();
+    let telling: Vec<&str> = before
+        .iter()
+        .copied()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("fail") || l.contains("error")
+        })
+        .collect();
+    let lines = if telling.is_empty() {
+        &before[before.len().saturating_sub(3)..]
+    } else {
+        &telling[..]
+    };
+    lines.join(" / ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,5 +481,18 @@ mod tests {
                 "{word} {code}"
             );
         }
+    }
+
+    #[test]
+    fn failure_lines_come_from_before_the_rollback() {
+        let log = "activating the configuration...\nwarning: the following units failed: x.service\n\
+                   the following new units were started: y.service\n\
+                   fleet: switch-to-configuration switch failed; rolling back\n\
+                   activating the configuration...\nthe following new units were started: y.service\n";
+        assert_eq!(
+            failure_lines(log),
+            "warning: the following units failed: x.service"
+        );
+        assert_eq!(failure_lines("a\nb\nc\nd\n"), "b / c / d");
     }
 }

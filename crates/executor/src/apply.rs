@@ -16,10 +16,13 @@ use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
+use crate::activation::failure_lines;
 use crate::deploy::{
     self, Activated, Activation, Confirmation, CopyTarget, DeployError, DeployState,
 };
 use crate::fanout::{EventKind, EventSink, HostEvents, HostOutcome, LogStream, Phase};
+use crate::health::{self, HealthSpec};
+use crate::secrets::{self, HostSecret};
 use crate::ssh::error::ExecError;
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -38,6 +41,11 @@ pub struct ApplyHost {
     /// The host has `zstd`: the copy may be compressed.
     pub zstd: bool,
     pub activation: Activation,
+    /// Health checks after activation, before confirmation (`switch`, `test`).
+    pub checks: Option<HealthSpec>,
+    /// The secrets this host gets (docs/secrets.md); those it had from fleet and no longer
+    /// gets are deleted after its activation.
+    pub secrets: Vec<HostSecret>,
 }
 
 /// Run-wide settings of an apply.
@@ -78,6 +86,8 @@ struct Pending {
     conn: Arc<Connection>,
     privilege: Privilege,
     activation: Activation,
+    checks: Option<HealthSpec>,
+    secrets: Vec<HostSecret>,
     /// The compressed copy rooted its paths under `fleet-pending/<id>`: drop them at the end,
     /// whatever happened (the activation helper drops them too, but a failed or skipped copy
     /// never reaches it, and its garbage must stay collectable).
@@ -137,6 +147,8 @@ pub async fn apply_all(
             missing,
             zstd,
             activation,
+            checks,
+            secrets,
         } = h;
         let (session_tx, session_rx) = oneshot::channel::<StoreSession>();
         let (copied_tx, copied_rx) = oneshot::channel::<Copied>();
@@ -180,6 +192,8 @@ pub async fn apply_all(
                 conn,
                 privilege,
                 activation,
+                checks,
+                secrets,
                 pending_roots: import.last().is_some_and(|(k, ..)| *k == i),
             },
             copying.then_some(copied_rx),
@@ -374,6 +388,7 @@ async fn activate_one(
         conn,
         privilege,
         activation,
+        secrets,
         ..
     } = p;
     if !activation.activate && activation.goal == deploy::Goal::DryActivate {
@@ -383,10 +398,18 @@ async fn activate_one(
     }
     if !activation.activate {
         let _ = ev.phase(Phase::Linking).await;
+        if let Err(e) = secrets::push(conn, privilege, secrets, ev).await {
+            return HostOutcome::failed(&e);
+        }
         return match deploy::link_package(conn, privilege, activation).await {
             Ok(()) => HostOutcome::Applied,
             Err(e) => HostOutcome::failed(&e),
         };
+    }
+    if activation.goal != deploy::Goal::DryActivate {
+        if let Some(failed) = secrets::before_activation(conn, privilege, secrets, ev).await {
+            return failed;
+        }
     }
     let _ = ev.phase(Phase::Activating).await;
     let result = deploy::activate(conn, privilege, activation).await;
@@ -450,6 +473,11 @@ async fn activate_one(
             ..
         } => (failed_units, !pending_confirmation),
     };
+    let confirming = (!done).then(|| activation.confirm_timeout.unwrap_or_default());
+    if let Some(failed) = secrets::after_activation(conn, privilege, secrets, ev, confirming).await
+    {
+        return failed;
+    }
     let active = || {
         if failed_units.is_empty() {
             HostOutcome::Applied
@@ -459,6 +487,24 @@ async fn activate_one(
             }
         }
     };
+    if let Some(spec) = &p.checks {
+        let (target, privilege, id, goal) = (
+            &p.target,
+            &p.privilege,
+            &p.activation.record.id,
+            p.activation.goal,
+        );
+        let on = health::OnHost {
+            connector,
+            target,
+            privilege,
+            id,
+            goal,
+        };
+        if let Some(failed) = health::check_host(&on, ev, spec, done).await {
+            return failed;
+        }
+    }
     if done {
         return active();
     }
@@ -576,47 +622,4 @@ async fn copied(ev: &HostEvents, done: &deploy::CopyDone) {
             ),
         )
         .await;
-}
-
-/// What an activation log says about the failure: the lines before fleet's "failed; rolling
-/// back" remark that mention a failure or an error (else the last three of them), joined by
-/// " / ". The rollback's own output after the remark is left out.
-fn failure_lines(log: &str) -> String {
-    let before = log
-        .lines()
-        .take_while(|l| !(l.starts_with("fleet: ") && l.contains(" failed")))
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>();
-    let telling: Vec<&str> = before
-        .iter()
-        .copied()
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("fail") || l.contains("error")
-        })
-        .collect();
-    let lines = if telling.is_empty() {
-        &before[before.len().saturating_sub(3)..]
-    } else {
-        &telling[..]
-    };
-    lines.join(" / ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_lines_come_from_before_the_rollback() {
-        let log = "activating the configuration...\nwarning: the following units failed: x.service\n\
-                   the following new units were started: y.service\n\
-                   fleet: switch-to-configuration switch failed; rolling back\n\
-                   activating the configuration...\nthe following new units were started: y.service\n";
-        assert_eq!(
-            failure_lines(log),
-            "warning: the following units failed: x.service"
-        );
-        assert_eq!(failure_lines("a\nb\nc\nd\n"), "b / c / d");
-    }
 }

@@ -33,6 +33,9 @@ pub struct RemoteFacts {
     pub profile: Option<String>,
     /// The system the bootloader's default entry boots (systemd-boot or extlinux), resolved.
     pub boot_default: Option<String>,
+    /// The bootloader fleet found: `systemd-boot` (one-time boot with `bootctl set-oneshot`)
+    /// or `extlinux` (no one-time boot); `None` when neither.
+    pub bootloader: Option<String>,
     /// The specialisation of the profile's system that runs, if any.
     pub specialisation: Option<String>,
     pub current_boot: BootSpec,
@@ -81,11 +84,13 @@ const FACTS_SCRIPT: &str = r#"set --; keys=
 # The default boot entry's system: systemd-boot (loader.conf -> entry -> init=), extlinux.
 init=
 if [ -r /boot/loader/loader.conf ]; then
+  echo bootloader=systemd-boot
   while read -r k v _; do [ "$k" = default ] && e=$v; done < /boot/loader/loader.conf
   [ -n "${e-}" ] && [ -r "/boot/loader/entries/$e" ] && while read -r k v; do
     [ "$k" = options ] && for o in $v; do case $o in init=*) init=${o#init=};; esac; done
   done < "/boot/loader/entries/$e"
 elif [ -r /boot/extlinux/extlinux.conf ]; then
+  echo bootloader=extlinux
   d=; l=
   while read -r k v; do case $k in
     DEFAULT|default) d=$v;; LABEL|label) l=$v;;
@@ -189,6 +194,7 @@ fn parse_facts(text: &str) -> RemoteFacts {
             "generation" => f.generation = v.parse().ok(),
             "profile" => f.profile = some(),
             "boot_default" => f.boot_default = some(),
+            "bootloader" => f.bootloader = some(),
             "package" => f.package = some(),
             "system" => f.system = some(),
             "systemd" => f.systemd = v == "1",
@@ -264,10 +270,11 @@ mod tests {
     fn a_running_specialisation_is_named() {
         let text = "current=/nix/store/s-gpu\nprofile=/nix/store/base\n\
                     spec:gpu=/nix/store/s-gpu\nspec:kiosk=/nix/store/s-kiosk\n\
-                    boot_default=/nix/store/base\nend=1\n";
+                    boot_default=/nix/store/base\nbootloader=extlinux\nend=1\n";
         let f = parse_facts(text);
         assert_eq!(f.specialisation.as_deref(), Some("gpu"));
         assert_eq!(f.boot_default.as_deref(), Some("/nix/store/base"));
+        assert_eq!(f.bootloader.as_deref(), Some("extlinux"));
         let f = parse_facts("current=/nix/store/base\nspec:gpu=/nix/store/s-gpu\nend=1\n");
         assert_eq!(f.specialisation, None);
     }

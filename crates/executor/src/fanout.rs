@@ -25,6 +25,10 @@ pub enum Phase {
     Activating,
     /// Linking the deployment package only (the host already runs the system).
     Linking,
+    /// Running the host's health checks.
+    Checking,
+    /// Rebooting the host and waiting for it to come back.
+    Rebooting,
     Confirming,
     RollingBack,
     Running,
@@ -68,6 +72,13 @@ pub enum HostOutcome {
     },
     Failed {
         error: String,
+    },
+    /// A health check did not pass after activation. `rolled_back`: the host is back on its
+    /// previous system (else, with `--no-rollback`, it was left on the new one).
+    CheckFailed {
+        check: String,
+        output: String,
+        rolled_back: bool,
     },
     /// Not attempted (cancelled, or excluded).
     Skipped {

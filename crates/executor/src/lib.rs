@@ -13,6 +13,8 @@
 //! - [`deploy`]: the copy (fan-out over store sessions, or compressed).
 //! - [`activation`]: the goal, the helper run as root, its exit codes, confirmation, rollback.
 //! - `compressed`: the compressed copy (segments read and compressed once, broadcast).
+//! - [`health`]: health checks after activation (units, tcp, http, commands), [`health::abort`].
+//! - [`reboot`]: reboot a host into a system (one-shot boot entry), wait, verify, check.
 //! - [`fanout`]: [`run_hosts`], [`Event`], [`HostOutcome`].
 
 pub mod activation;
@@ -21,7 +23,10 @@ mod compressed;
 pub mod deploy;
 pub mod facts;
 pub mod fanout;
+pub mod health;
 pub mod quote;
+pub mod reboot;
+pub mod secrets;
 pub mod ssh;
 pub mod store;
 pub mod sudo;

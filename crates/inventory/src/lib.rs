@@ -21,9 +21,11 @@ pub mod types;
 
 pub use error::{InventoryError, Problem, SelectError};
 pub use parse::{
-    parse, ParseOptions, DEFAULT_CONFIRM_TIMEOUT_SECS, DEFAULT_PORT, DEFAULT_USER,
-    MAX_CONFIRM_TIMEOUT_SECS,
+    host_port, http_url, parse, ParseOptions, DEFAULT_CHECK_TIMEOUT_SECS,
+    DEFAULT_CONFIRM_TIMEOUT_SECS, DEFAULT_PORT, DEFAULT_SECRETS_DIR, DEFAULT_SECRET_MODE,
+    DEFAULT_USER, MAX_CONFIRM_TIMEOUT_SECS,
 };
 pub use types::{
-    BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode, System,
+    BuildMode, HealthChecks, Host, HostName, Inventory, Pin, PinSource, Secret, SecretSource,
+    SecretWhen, SetInFile, SudoMode, System,
 };

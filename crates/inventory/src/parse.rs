@@ -10,8 +10,14 @@ use toml::Spanned;
 
 use crate::checks;
 use crate::error::{InventoryError, Problem};
+#[path = "health.rs"]
+mod health;
+pub use health::{host_port, http_url, DEFAULT_CHECK_TIMEOUT_SECS};
 #[path = "nix_path.rs"]
 mod nix_path;
+#[path = "secrets.rs"]
+mod secrets;
+pub use secrets::{DEFAULT_SECRETS_DIR, DEFAULT_SECRET_MODE};
 
 use crate::types::{
     host_name_problem, BuildMode, Host, HostName, Inventory, Pin, PinSource, SetInFile, SudoMode,
@@ -37,7 +43,7 @@ pub const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 30;
 /// Largest `confirm-timeout`, in seconds (one day).
 pub const MAX_CONFIRM_TIMEOUT_SECS: u64 = 86_400;
 
-const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts"];
+const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts", "secrets"];
 const PIN_KEYS: &[&str] = &["url", "sha256", "path"];
 const HOST_KEYS: &[&str] = &[
     "address",
@@ -54,6 +60,7 @@ const HOST_KEYS: &[&str] = &[
     "known-hosts",
     "confirm-timeout",
     "nix-path",
+    "checks",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -145,6 +152,7 @@ struct Settings {
     known_hosts: Option<At<Utf8PathBuf>>,
     confirm_timeout: Option<At<u64>>,
     nix_path: Option<At<BTreeMap<String, Utf8PathBuf>>>,
+    checks: Option<At<health::CheckSettings>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -160,12 +168,13 @@ struct Checker<'o, 'a> {
 
 impl Checker<'_, '_> {
     fn document(&mut self, root: &DeTable) -> Inventory {
-        let (mut defaults, mut pins, mut hosts) = (None, None, None);
+        let (mut defaults, mut pins, mut hosts, mut secrets) = (None, None, None, None);
         for (key, value) in entries(root) {
             match key.get_ref().as_ref() {
                 "defaults" => defaults = self.table("defaults", value).map(|t| (key, t)),
                 "pins" => pins = self.table("pins", value),
                 "hosts" => hosts = self.table("hosts", value),
+                "secrets" => secrets = self.table("secrets", value),
                 other => self.unknown_key(other, "the file's top level", key.span(), TOP_KEYS),
             }
         }
@@ -188,10 +197,20 @@ impl Checker<'_, '_> {
                 parsed_hosts.push(host);
             }
         }
-        Inventory {
+        let mut written = Vec::new();
+        for (key, value) in secrets.map(entries).unwrap_or_default() {
+            if let Some(w) = self.secret(key.get_ref().as_ref(), key.span(), value) {
+                written.push(w);
+            }
+        }
+        let mut inventory = Inventory {
             pins: parsed_pins,
             hosts: parsed_hosts,
-        }
+            secrets: Vec::new(),
+        };
+        self.secret_hosts(&inventory, &written);
+        inventory.secrets = written.into_iter().map(|w| w.secret).collect();
+        inventory
     }
 
     fn table<'t, 'i>(
@@ -435,6 +454,7 @@ impl Checker<'_, '_> {
                 }
                 "confirm-timeout" => out.confirm_timeout = self.confirm_timeout(value),
                 "nix-path" => out.nix_path = self.nix_path(value),
+                "checks" => out.checks = self.checks(value),
                 _ => unreachable_key(known),
             }
         }
@@ -783,9 +803,11 @@ impl Checker<'_, '_> {
             user: user.is_some(),
             port: own.port.is_some() || defaults.port.is_some(),
         };
+        let checks = health::merge(defaults.checks.as_ref(), own.checks.take());
         Some(Host {
             set_in_file,
             nix_path,
+            checks,
             address: own.address.map_or_else(|| name.to_string(), |a| a.value),
             name,
             user: user_name,

@@ -121,6 +121,7 @@ mod tests {
             identity_file: None,
             known_hosts: None,
             confirm_timeout: Duration::from_secs(30),
+            checks: None,
             set_in_file: Default::default(),
             nix_path: Default::default(),
         }
@@ -128,6 +129,7 @@ mod tests {
 
     fn fleet() -> Inventory {
         Inventory {
+            secrets: Vec::new(),
             pins: Default::default(),
             hosts: vec![
                 host("pi1", &["pi", "garden"]),

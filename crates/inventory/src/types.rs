@@ -14,6 +14,9 @@ pub struct Inventory {
     pub pins: BTreeMap<String, Pin>,
     /// Hosts in the order they appear in the file.
     pub hosts: Vec<Host>,
+    /// `[secrets.NAME]`: files uploaded to hosts outside the Nix store, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
 }
 
 impl Inventory {
@@ -32,6 +35,66 @@ impl Inventory {
         tags.sort_unstable();
         tags.dedup();
         tags
+    }
+}
+
+/// A secret: where its content comes from on the deployer and where it goes on hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Secret {
+    pub name: String,
+    pub source: SecretSource,
+    /// Absolute, normalised path on the host (default `/run/keys/NAME`).
+    pub dest: Utf8PathBuf,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, e.g. `0o400`.
+    pub mode: u32,
+    /// A host selector like `--on` (`None`: every host); checked against the hosts.
+    pub hosts: Option<String>,
+    pub when: SecretWhen,
+}
+
+/// Where a secret's content comes from, on the deployer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretSource {
+    /// A file, absolute (fleet.toml's folder joined with what was written).
+    File(Utf8PathBuf),
+    /// A command run with `sh -c` in fleet.toml's folder; its standard output is the content.
+    Command(String),
+}
+
+/// When a secret is uploaded relative to the activation of the host's new system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretWhen {
+    BeforeActivation,
+    AfterActivation,
+}
+
+impl SecretWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretWhen::BeforeActivation => "before-activation",
+            SecretWhen::AfterActivation => "after-activation",
+        }
+    }
+}
+
+impl Inventory {
+    /// The secrets that go to `host`, in file order.
+    pub fn secrets_for(&self, host: &str) -> Vec<&Secret> {
+        self.secrets
+            .iter()
+            .filter(|s| match &s.hosts {
+                None => true,
+                Some(sel) => self
+                    .select(Some(sel))
+                    .map(|hs| hs.iter().any(|h| h.name.as_str() == host))
+                    .unwrap_or(false),
+            })
+            .collect()
     }
 }
 
@@ -79,6 +142,9 @@ pub struct Host {
     /// always the pin and the configuration.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nix_path: BTreeMap<String, Utf8PathBuf>,
+    /// Health checks run after activation, before confirmation (`checks`); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<HealthChecks>,
     /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]
@@ -311,5 +377,42 @@ mod tests {
     fn host_names_deserialize_checked() {
         let ok: Result<HostName, _> = serde_json::from_str("\"pi1\"");
         assert!(ok.is_ok());
+    }
+}
+
+/// A host's health checks (`[hosts.NAME.checks]` merged over `[defaults.checks]`, key by key):
+/// run after activation and before confirmation; a failing one rolls the host back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HealthChecks {
+    /// systemd units that must be active (`systemctl is-active`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+    /// `HOST:PORT` addresses, as seen from the host, that must accept a TCP connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<String>,
+    /// `http://` URLs, as seen from the host, that must answer 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+    /// Shell commands run as root on the host that must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// How long all of them together may take to pass (retried with back-off).
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+}
+
+impl HealthChecks {
+    /// No check at all.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+            && self.tcp.is_empty()
+            && self.http.is_empty()
+            && self.commands.is_empty()
+    }
+
+    /// How many checks there are.
+    pub fn len(&self) -> usize {
+        self.units.len() + self.tcp.len() + self.http.len() + self.commands.len()
     }
 }

@@ -27,6 +27,7 @@ mod input;
 mod plan;
 mod platform;
 mod render;
+mod secrets;
 mod store_name;
 
 pub use diff::{diff_closures, Change, Diff, Pkg};
@@ -39,4 +40,5 @@ pub use plan::{
     plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT,
 };
 pub use render::{human_size, render, RenderOptions};
+pub use secrets::{SecretChange, SecretPlan};
 pub use store_name::short_path;

@@ -121,6 +121,10 @@ pub struct HostPlan {
     /// NAR size of the pinned nixpkgs when it is part of `copy` (the first deploy from a pin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_bytes: Option<u64>,
+    /// The host's secrets (`[secrets.NAME]`) and what apply does with each; names and paths
+    /// only. Filled by the caller, which asks the host to compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::SecretPlan>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -269,6 +273,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         diff: Diff::default(),
         error: Some(error),
         pin_bytes: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -352,6 +357,7 @@ fn host_plan(
         diff,
         error: None,
         pin_bytes,
+        secrets: Vec::new(),
     }
 }
 

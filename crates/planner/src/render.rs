@@ -184,6 +184,21 @@ fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
             }
         }
     }
+    for s in &host.secrets {
+        let color = match s.change {
+            crate::SecretChange::Create => GREEN,
+            crate::SecretChange::Remove => RED,
+            crate::SecretChange::Change => YELLOW,
+            crate::SecretChange::Unchanged => DIM,
+        };
+        lines.push(format!(
+            "  {} secret {} ({}, {})",
+            p.paint(color, s.change.mark()),
+            s.name,
+            s.dest,
+            s.change.as_str()
+        ));
+    }
     lines
 }
 

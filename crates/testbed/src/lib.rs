@@ -37,6 +37,7 @@ mod host;
 pub mod instance;
 mod prereq;
 mod reboot;
+mod reboot_requests;
 mod testbed;
 mod uname;
 pub mod userland;
@@ -49,6 +50,7 @@ pub use prereq::{
     ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
 };
 pub use reboot::{Booting, Rebooted, BOOT_BREAKS_SSHD_MARKER, DEFAULT_SSHD_DELAY};
+pub use reboot_requests::REQUEST_FILE as REBOOT_REQUEST_FILE;
 pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
 pub use userland::{Root, Userland};
 

@@ -22,7 +22,7 @@ let
     "nixpkgs.pkgs"
     "fleet.bench"
   ];
-  attrsOfPaths = [ "environment.etc" "specialisation" "fleet.packageVersions" "systemd.services" ];
+  attrsOfPaths = [ "environment.etc" "specialisation" "fleet.packageVersions" "systemd.services" "users.users" ];
   isModulePath = path: length path == 3 && head path == "specialisation" && elemAt path 2 == "configuration";
 
   showPath = path: concatStringsSep "." path;

@@ -215,11 +215,24 @@ if [ -n "$systemd" ]; then mkdir -p /run/systemd/system || finish 1; fi
 atomic_link /run/current-system "$toplevel" || finish 1
 echo "setting up /etc..." >&2
 set_network || finish 1
+# users.users: like NixOS's update-users-groups.pl, activation creates the users the new system
+# declares. Simulated hosts share the machine's /etc/passwd, so the user exists on every host
+# from then on (tests use names unique to the run and remove them).
+for u in "$toplevel"/etc/fleet-standin/users/*; do
+  [ -e "$u" ] || continue
+  n="$(basename "$u")"
+  id -u "$n" >/dev/null 2>&1 ||
+    PATH="$PATH:/usr/sbin:/sbin" useradd --system --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin --user-group "$n" >/dev/null 2>&1 ||
+    id -u "$n" >/dev/null 2>&1 || { echo "failed to create user $n" >&2; finish 1; }
+done
 [ -z "$to_restart" ] || echo "restarting the following units: $to_restart" >&2
 [ -z "$to_start" ] || echo "starting the following units: $to_start" >&2
 started="$(for u in $(echo "$to_start" | tr -d ,); do
   case " $failing_units " in *" $u "*) ;; *) echo "$u" ;; esac; done | join)"
 [ -z "$started" ] || echo "the following new units were started: $started" >&2
+# The units' state, for the stand-in's `systemctl is-active` (sw/bin/systemctl).
+mkdir -p "$log_dir" && printf '%s\n' $failing_units > "$log_dir/failed-units"
 if [ -n "$failing_units" ]; then
   echo "warning: the following units failed: $(printf '%s\n' $failing_units | sort | join)" >&2
   for u in $failing_units; do

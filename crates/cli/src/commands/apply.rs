@@ -6,13 +6,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
+use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
 use fleet_executor::facts::RemoteFacts;
+use fleet_executor::reboot::RebootSpec;
 use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
 use fleet_inventory::Host;
 use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
-use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
@@ -22,7 +22,8 @@ use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
 use crate::report::{self, Mode, Row};
-use crate::{exit, load, signals, term};
+use crate::rollout::{self, apply_in_waves, Rollout};
+use crate::{checks, exit, load, signals, term};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let (goal, saved) = match args.target() {
@@ -46,13 +47,31 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             (goal, Some(plan))
         }
     };
+    if args.rollback_succeeded && goal == args::Goal::Test {
+        return Err(CliError::RollbackSucceededWithTest);
+    }
     let inventory = load::inventory(global)?;
     let mut hosts = load::selected(&inventory, global)?;
     if let Some(plan) = &saved {
         hosts = hosts_of_plan(plan, hosts, !global.on.is_empty())?;
     }
+    let mut rollout = Rollout {
+        batch: args.batch,
+        canary: match &args.canary {
+            Some(sel) => inventory
+                .select(Some(sel))?
+                .iter()
+                .map(|h| h.name.to_string())
+                .collect(),
+            None => Vec::new(),
+        },
+        max_failures: args.max_failures,
+        rollback_succeeded: args.rollback_succeeded,
+        reboots: Default::default(),
+    };
     let dir = fleet_dir(&global.file);
     let provenance = Provenance::now(&dir);
+    let mut secrets = crate::secrets::for_hosts(&inventory, &hosts, &dir)?;
     signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
@@ -63,21 +82,45 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         };
         let options = planning::options(goal, args.specialisation.as_deref());
         let goal = options.goal;
-        let planned = planning::make(
+        let mut planned = planning::make(
             global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
         )
         .await?;
+        crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
             let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
             outln!("{line}");
         } else {
-            errp!("{}", render(&planned.plan, RenderOptions::default()));
+            let changing = |name: &str| {
+                planned
+                    .plan
+                    .host(name)
+                    .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
+            };
+            errp!(
+                "{}{}{}",
+                render(&planned.plan, RenderOptions::default()),
+                checks::plan_text(&hosts, changing),
+                rollout::reboot_text(&planned.plan, args.reboot, goal, |name| {
+                    planned
+                        .gathered
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, r)| r.as_ref().ok())
+                        .and_then(|r| r.facts.bootloader.as_deref())
+                })
+            );
         }
         let changing = planned
             .plan
             .hosts
             .iter()
-            .filter(|h| matches!(h.action, Action::Install | Action::Update))
+            .filter(|h| {
+                matches!(h.action, Action::Install | Action::Update)
+                    || h.secrets
+                        .iter()
+                        .any(|s| s.change != fleet_planner::SecretChange::Unchanged)
+            })
             .count();
         if changing > 0 && !args.yes && term::stdin_is_tty() {
             let question = format!(
@@ -130,8 +173,27 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 )),
                 (Action::Install | Action::Update, None) => None,
             };
+            let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
             match (known, reached) {
                 (Some(k), reached) => {
+                    let k = match (&k.0, &reached) {
+                        // The system is unchanged, its secrets may not be.
+                        (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
+                            let ev = HostEvents::new(&hp.name, start, sink.clone(), cancel.clone());
+                            match fleet_executor::secrets::push(
+                                &r.conn,
+                                &r.privilege,
+                                &host_secrets,
+                                &ev,
+                            )
+                            .await
+                            {
+                                Ok(()) => k,
+                                Err(e) => (HostOutcome::failed(&e), "failed"),
+                            }
+                        }
+                        _ => k,
+                    };
                     if let Ok(r) = reached {
                         if let Some(s) = r.store {
                             let _ = s.close().await;
@@ -147,11 +209,33 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         hp.target.clone().unwrap_or_default(),
                         hp.package.clone().unwrap_or_default(),
                     );
+                    let checks = checks::spec(host);
+                    // --reboot: the new system becomes the boot default only (`boot`), then
+                    // the host reboots into it (rollout.rs).
+                    let reboot = matches!(goal, Goal::Switch | Goal::Boot)
+                        && match args.reboot {
+                            Some(args::RebootWhen::Always) => true,
+                            Some(args::RebootWhen::Needed) => hp.reboot,
+                            None => false,
+                        };
+                    let goal = if reboot { Goal::Boot } else { goal };
+                    if reboot {
+                        rollout.reboots.insert(
+                            hp.name.clone(),
+                            RebootSpec {
+                                toplevel: toplevel.clone(),
+                                timeout: Duration::from_secs(args.reboot_timeout),
+                                checks: checks.clone(),
+                                id: deploy::deployment_id(),
+                            },
+                        );
+                    }
+                    // The host's watchdog waits for the checks too.
                     let confirm = (!args.no_rollback).then(|| {
                         Duration::from_secs(
                             args.confirm_timeout
                                 .unwrap_or(host.confirm_timeout.as_secs()),
-                        )
+                        ) + checks.as_ref().map_or(Duration::ZERO, |c| c.timeout)
                     });
                     let missing: BTreeSet<StorePath> = hp
                         .copy
@@ -183,6 +267,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             specialisation: hp.specialisation.clone(),
                             activate: hp.activate,
                         },
+                        checks,
+                        secrets: std::mem::take(&mut host_secrets),
                     });
                 }
             }
@@ -202,9 +288,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             compress: if args.no_compress { None } else { Some(3) },
             ..ApplyOptions::default()
         };
-        let applied = apply_all(
+        let (applied, waves) = apply_in_waves(
             remote.connector.clone(),
-            &LocalStore::system(),
             &planned.desired.infos,
             to_apply,
             &opts,
@@ -213,6 +298,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 sink,
                 start,
             },
+            &rollout,
         )
         .await;
         let tracks = reporter.await.unwrap_or_default();
@@ -256,6 +342,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             })
             .collect();
         report::summary(&rows, global.json);
+        if global.json {
+            let line = serde_json::json!({ "type": "waves", "waves": &waves });
+            outln!("{line}");
+        } else {
+            errp!("{}", rollout::describe(&waves));
+        }
         Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod apply;
+pub mod check;
 pub mod completions;
 pub mod diff;
 pub mod exec;
@@ -12,7 +13,9 @@ pub mod hosts;
 pub mod logs;
 pub mod man;
 pub mod plan;
+pub mod reboot;
 pub mod rollback;
+pub mod secrets;
 pub mod status;
 
 use crate::args::{Cli, Command};
@@ -32,6 +35,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Diff(args) => diff::run(global, args),
         Command::Gc(args) => gc::run(global, args),
         Command::Add(args) => add::run(global, args),
+        Command::Check(args) => check::run(global, args),
+        Command::Reboot(args) => reboot::run(global, args),
+        Command::Secrets(args) => secrets::run(global, args),
         Command::Completions(args) => completions::run(args).map(|()| crate::exit::OK),
         Command::CompleteSelectors(args) => {
             completions::selectors(global, args).map(|()| crate::exit::OK)

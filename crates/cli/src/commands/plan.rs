@@ -18,11 +18,12 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let dir = fleet_dir(&global.file);
+    let secrets = crate::secrets::for_hosts(&inventory, &hosts, &dir)?;
     let planned = signals::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, false).await?;
-        let planned = planning::make(
+        let mut planned = planning::make(
             global,
             &inventory,
             &hosts,
@@ -34,6 +35,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
             &cancel,
         )
         .await?;
+        crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         for (_, reached) in &planned.gathered {
             if let Ok(r) = reached {
                 r.conn.close().await;
@@ -52,12 +54,16 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
     let text = if global.json {
         plan.to_json()
     } else {
+        let changing = |name: &str| {
+            plan.host(name)
+                .is_some_and(|h| matches!(h.action, Action::Install | Action::Update))
+        };
         render(
             &plan,
             RenderOptions {
                 color: term::stdout_color(),
             },
-        )
+        ) + &crate::checks::plan_text(&hosts, changing)
     };
     output(std::io::stdout().lock().write_all(text.as_bytes()))?;
     Ok(if plan.hosts.iter().any(|h| h.action == Action::Error) {

@@ -47,6 +47,10 @@ struct Status {
     /// What fleet recorded when it deployed the running system (`null`: the running system
     /// was not deployed by fleet, e.g. after `nixos-rebuild --rollback`).
     deployed: Option<serde_json::Value>,
+    /// Secrets of fleet.toml that are not on the host as they should be (e.g. after a reboot
+    /// emptied /run/keys): `fleet secrets push`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing_secrets: Vec<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
@@ -109,8 +113,23 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                     generation: None,
                     package: None,
                     deployed: None,
+                    missing_secrets: Vec::new(),
                 },
                 Ok(r) => {
+                    let metas: Vec<_> = inventory
+                        .secrets_for(&name)
+                        .into_iter()
+                        .map(crate::secrets::meta)
+                        .collect();
+                    // Status asks no sudo password: where sudo needs one, what the login user
+                    // can see (a folder it cannot search is "unknown", not "missing").
+                    let check = |p| fleet_executor::secrets::missing(&r.conn, p, &metas);
+                    let missing_secrets = match check(&r.privilege).await {
+                        Ok(m) => m,
+                        Err(_) => check(&fleet_executor::Privilege::None)
+                            .await
+                            .unwrap_or_default(),
+                    };
                     r.conn.close().await;
                     let f = r.facts;
                     let in_sync = desired.as_ref().map(|d| {
@@ -136,6 +155,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                         generation: f.generation,
                         package: f.package,
                         deployed: f.deployment,
+                        missing_secrets,
                     }
                 }
             });
@@ -224,6 +244,15 @@ fn table(statuses: &[Status]) -> String {
                     .as_deref()
                     .map_or("nothing".to_owned(), short_path),
                 s.profile.as_deref().map_or("-".to_owned(), short_path)
+            );
+        }
+        if !s.missing_secrets.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{}: secrets missing: {} (`fleet secrets push --on {}` places them)",
+                s.name,
+                s.missing_secrets.join(", "),
+                s.name
             );
         }
         if let Some(sp) = &s.specialisation {

@@ -17,6 +17,8 @@
 #   link PACKAGE META_JSON   the host runs the system already: link and record the package only.
 #   confirm ID        disarm the watchdog (exit 0, also if it was confirmed already); exit 3 if it
 #                     already rolled back.
+#   abort ID          the health checks failed: claim the deployment from the watchdog and undo it
+#                     now (exit 0; 101 if the undo failed); exit 3 if it is no longer pending.
 #   result ID         print what became of deployment ID.
 #   rollback          switch to the previous system profile generation (fleet rollback).
 #   watchdog ID SECS / watchdog-fire ID   (internal) the magic rollback.
@@ -395,6 +397,19 @@ confirm)
   fi
   # Confirmed already: by an earlier confirm whose answer was lost, or taken over by a later apply.
   [ "$(cat "$state/result-$id" 2>/dev/null)" = confirmed ] && exit 0
+  log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
+abort)
+  id=$1
+  # As the watchdog: never in the middle of an apply.
+  exec 8>"$state/apply.lock"
+  command -v flock >/dev/null 2>&1 && flock -w 900 8
+  if [ -e "$state/pending-$id" ] && rm "$state/pending-$id" 2>/dev/null; then
+    disarm_watchdog
+    . "$state/deploy-$id"
+    log "deployment $id failed its health checks; rolling back"
+    if undo; then set_result rolled-back; exit 0; fi
+    set_result rollback-failed; exit 101
+  fi
   log "deployment $id is not pending (result: $(cat "$state/result-$id" 2>/dev/null || echo unknown))"; exit 3 ;;
 watchdog)
   id=$1; sleep "$2"; fire ;;

@@ -433,6 +433,20 @@ impl Connection {
         self.handle.is_closed()
     }
 
+    /// Opens a TCP connection from the host to `host:port` (as the host sees them) through this
+    /// SSH connection (a `direct-tcpip` channel, as `ssh -L` does): nothing runs on the host.
+    pub async fn open_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<russh::ChannelStream<russh::client::Msg>, russh::Error> {
+        let ch = self
+            .handle
+            .channel_open_direct_tcpip(host.to_owned(), port.into(), "127.0.0.1", 0)
+            .await?;
+        Ok(ch.into_stream())
+    }
+
     /// Says goodbye to the server.
     pub async fn close(&self) {
         let _ = self

@@ -62,6 +62,8 @@ let
       "os-release".text = "NAME=NixOS\nID=nixos\nVERSION_ID=\"${nixos.release}\"\nBUILD_ID=\"${nixos.version}\"\n";
     }
     // lib.mapAttrs' (n: text: { name = "systemd/system/${n}"; value = { inherit text; }; }) units
+    # users.users: the names activation creates (see switch-to-configuration.sh).
+    // lib.mapAttrs' (n: _: { name = "fleet-standin/users/${n}"; value = { text = n + "\n"; }; }) config.users.users
     // lib.filterAttrs (_: e: e.enable or true) config.environment.etc;
   etcNames = builtins.attrNames etcEntries;
   # `text`, or the contents of `source` (a file).

@@ -73,3 +73,33 @@ cat <<EOF
 EOF
 GEN
 chmod +x "$out/bin/nixos-generate-config"
+# Without fleet.systemd: systemctl, reduced to `is-active` (fleet's health checks) and `reboot`.
+# is-active: a unit is active when the current system has its file and switch-to-configuration did
+# not record it as failed; else "failed" (exit 3) or "inactive" (exit 3), as systemctl says.
+# reboot (also bin/reboot): simulated hosts share /bin with the machine, so this never runs the
+# machine's reboot: it leaves a request in /boot that the testbed turns into a simulated reboot.
+if [ -z "${systemdStandin-}" ]; then
+cat > "$out/bin/systemctl" <<'EOF'
+#!/bin/sh
+verb=${1-}
+[ $# -gt 0 ] && shift
+[ "${1-}" = -- ] && shift
+case "$verb" in
+  is-active)
+    rc=0
+    for u in "$@"; do
+      if grep -qxF -- "$u" /run/fleet-standin/failed-units 2>/dev/null; then echo failed; rc=3
+      elif [ -e "/run/current-system/etc/systemd/system/$u" ]; then echo active
+      else echo inactive; rc=3; fi
+    done
+    exit $rc ;;
+  reboot)
+    date +%s > /boot/fleet-standin-reboot-request || exit 1
+    exit 0 ;;
+  *) echo "systemctl (fleet stand-in): only is-active and reboot are supported" >&2; exit 1 ;;
+esac
+EOF
+chmod +x "$out/bin/systemctl"
+printf '#!/bin/sh\nexec "%s/bin/systemctl" reboot\n' "$out" > "$out/bin/reboot"
+chmod +x "$out/bin/reboot"
+fi

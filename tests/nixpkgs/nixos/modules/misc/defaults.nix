@@ -17,6 +17,7 @@ in
   environment.etc = d { };
   systemd.services = d { };
   specialisation = d { };
+  users.users = d { };
 
   hardware.deviceTree.enable = d (config.nixpkgs.hostPlatform.linux-kernel.DTB or false);
   hardware.deviceTree.overlays = d [ ];

@@ -1,0 +1,87 @@
+//! `fleet secrets push`: place the selected hosts' secrets (and delete the stale ones) without
+//! building or activating anything, with apply's progress, summary and exit codes. For hosts
+//! that rebooted and lost `/run/keys` (a tmpfs); `fleet status` shows which miss secrets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fleet_executor::{run_hosts, secrets, CancellationToken, EventSink, HostOutcome, Phase};
+
+use crate::args::{GlobalArgs, SecretsCommand};
+use crate::desired::fleet_dir;
+use crate::error::CliError;
+use crate::remote::{self, Remote};
+use crate::report::{self, Mode, Row};
+use crate::{load, signals};
+
+pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError> {
+    let SecretsCommand::Push = command;
+    let inventory = load::inventory(global)?;
+    let hosts = load::selected(&inventory, global)?;
+    let dir = fleet_dir(&global.file);
+    let mut contents = crate::secrets::for_hosts(&inventory, &hosts, &dir)?;
+    signals::runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        signals::on_ctrl_c(cancel.clone());
+        let remote = Remote::new(global, &hosts, true).await?;
+        let start = Instant::now();
+        let (sink, rx) = EventSink::channel(1024);
+        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
+        let jobs: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let list = contents.remove(h.name.as_str()).unwrap_or_default();
+                (
+                    h.name.to_string(),
+                    (
+                        remote::target(h),
+                        remote.privilege(h),
+                        remote.connector.clone(),
+                        Arc::new(list),
+                    ),
+                )
+            })
+            .collect();
+        let outcomes = run_hosts(
+            jobs,
+            global.parallel,
+            cancel.clone(),
+            sink,
+            |ctx| async move {
+                let (target, privilege, connector, list) = ctx.host;
+                let ev = ctx.events;
+                let _ = ev.phase(Phase::Connecting).await;
+                let conn = match connector.connect(&target).await {
+                    Ok(c) => c,
+                    Err(e) => return HostOutcome::failed(&e),
+                };
+                let r = secrets::push(&conn, &privilege, &list, &ev).await;
+                conn.close().await;
+                match r {
+                    Ok(()) => HostOutcome::Applied,
+                    Err(e) => HostOutcome::failed(&e),
+                }
+            },
+        )
+        .await;
+        let tracks = reporter.await.unwrap_or_default();
+        let rows: Vec<Row> = outcomes
+            .into_iter()
+            .map(|(name, o)| {
+                let (kind, detail, success) = report::outcome_row(&o);
+                Row {
+                    outcome: if success { "pushed".into() } else { kind },
+                    detail,
+                    old: None,
+                    new: None,
+                    seconds: tracks.get(&name).and_then(report::Track::seconds),
+                    success,
+                    name,
+                }
+            })
+            .collect();
+        report::summary(&rows, global.json);
+        Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
+    })
+}
