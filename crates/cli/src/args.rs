@@ -32,9 +32,10 @@ pub struct GlobalArgs {
     )]
     pub file: Utf8PathBuf,
 
-    /// Which hosts: comma-separated names, globs (`web-*`, `pi?`) and tags (`@pi`).
-    #[arg(long, global = true, value_name = "SELECTOR")]
-    pub on: Option<String>,
+    /// Which hosts: comma-separated names, globs (`web-*`, `pi?`) and tags (`@pi`); `!term`
+    /// excludes (`@pi,!pi3`). May be repeated: the terms add up.
+    #[arg(long, global = true, value_name = "SELECTOR", action = clap::ArgAction::Append)]
+    pub on: Vec<String>,
 
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
@@ -63,6 +64,13 @@ pub struct GlobalArgs {
     pub accept_new_host_keys: bool,
 }
 
+impl GlobalArgs {
+    /// The `--on` selector (every `--on` joined), or `None` for every host.
+    pub fn selector(&self) -> Option<String> {
+        (!self.on.is_empty()).then(|| self.on.join(","))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the selected hosts with their resolved settings.
@@ -73,8 +81,20 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what each host runs and whether it matches fleet.toml.
     Status(StatusArgs),
-    /// Switch the selected hosts back to their previous generation.
+    /// Switch the selected hosts back to their previous generation (or `--to GEN`).
     Rollback(RollbackArgs),
+    /// Run a command on the selected hosts, in parallel.
+    Exec(ExecArgs),
+    /// Show a host's last activation log, or a unit's journal.
+    Logs(LogsArgs),
+    /// List a host's system generations.
+    Generations(GenerationsArgs),
+    /// Show the package changes between two system generations of a host.
+    Diff(DiffArgs),
+    /// Delete old system generations on the selected hosts and collect garbage.
+    Gc(GcArgs),
+    /// Add an existing NixOS machine to fleet.toml (host key, hardware configuration).
+    Add(AddArgs),
     /// Run the selected hosts' health checks (fleet.toml's `checks`) without changing anything.
     Check(CheckArgs),
     /// Reboot the selected hosts into their boot default (the system profile), wait for them,
@@ -83,11 +103,12 @@ pub enum Command {
     /// Manage the secrets of `[secrets.NAME]` (docs/secrets.md).
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Print a shell completion script.
-    #[command(hide = true)]
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Host names and `@tags` of fleet.toml, one a line (for the completion scripts).
+    #[command(name = "__complete-selectors", hide = true)]
+    CompleteSelectors(CompleteSelectorsArgs),
     /// Print the man page (roff).
-    #[command(hide = true)]
     Man,
 }
 
@@ -252,6 +273,11 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Go to this system profile generation (`fleet generations HOST` lists them) instead of
+    /// the previous one.
+    #[arg(long, value_name = "GEN")]
+    pub to: Option<u64>,
+
     /// Do not ask for confirmation. On a terminal, fleet shows what it will do and asks once
     /// for all hosts; without a terminal on stdin it never asks.
     #[arg(long, short = 'y')]
@@ -276,6 +302,104 @@ pub struct RebootArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run the command as root (through the host's `sudo` setting; a sudo password is asked
+    /// once for the run).
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// Prefix every output line with the host name instead of grouping output per host.
+    #[arg(long)]
+    pub prefix: bool,
+
+    /// The command and its arguments, after `--`. Each word reaches the remote command as
+    /// one argument (quoted for the remote shell); for a pipeline use `sh -c '...'`.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+
+    /// The log of the last activation (the default).
+    #[arg(long, conflicts_with = "unit")]
+    pub activation: bool,
+
+    /// The journal of this systemd unit (`journalctl -u NAME`) instead.
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+
+    /// How many lines, from the end.
+    #[arg(short = 'n', long, value_name = "LINES", default_value_t = 200)]
+    pub lines: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerationsArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The host (as named in fleet.toml).
+    pub host: String,
+    /// The older generation (`fleet generations HOST` lists them).
+    #[arg(value_name = "GEN1")]
+    pub from: u64,
+    /// The newer generation.
+    #[arg(value_name = "GEN2")]
+    pub to: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep generations younger than this (`30d`, `12h`, `2w`; units s, m, h, d, w). Without
+    /// it every old generation goes, as with `nix-collect-garbage -d`.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+
+    /// Only say which generations would be deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The new host's name in fleet.toml.
+    pub name: String,
+
+    /// Its address (name or IP) for SSH.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: String,
+
+    /// Its Nix system (default: from `uname -m` on the machine).
+    #[arg(long, value_name = "SYSTEM")]
+    pub system: Option<String>,
+
+    /// The SSH login user (default: root, or `~/.ssh/config`).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// The SSH port (default: 22, or `~/.ssh/config`).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Accept the host key shown without asking (check its fingerprint out of band).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteSelectorsArgs {
+    /// Host names only, no tags.
+    #[arg(long)]
+    pub names: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to generate completions for.
     pub shell: clap_complete::Shell,
@@ -296,10 +420,14 @@ mod tests {
     fn global_flags_work_after_the_command() {
         let cli = Cli::try_parse_from(["fleet", "hosts", "--on", "@pi", "--json", "-f", "x.toml"])
             .unwrap();
-        assert_eq!(cli.global.on.as_deref(), Some("@pi"));
+        assert_eq!(cli.global.selector().as_deref(), Some("@pi"));
         assert!(cli.global.json);
         assert_eq!(cli.global.file, "x.toml");
         assert_eq!(cli.global.parallel, DEFAULT_PARALLEL);
+        let cli = Cli::try_parse_from(["fleet", "hosts", "--on", "@pi", "--on", "!pi3"]).unwrap();
+        assert_eq!(cli.global.selector().as_deref(), Some("@pi,!pi3"));
+        let cli = Cli::try_parse_from(["fleet", "hosts"]).unwrap();
+        assert_eq!(cli.global.selector(), None);
     }
 
     #[test]

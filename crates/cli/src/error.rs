@@ -91,6 +91,27 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    #[error("`{given}` must name one host; it selects {matched}")]
+    #[diagnostic(
+        code(fleet::one_host),
+        help("name one host as fleet.toml does (`fleet hosts` lists them)")
+    )]
+    NotOneHost { given: String, matched: String },
+
+    #[error("`--older-than {given}` is not an age")]
+    #[diagnostic(
+        code(fleet::gc::age),
+        help("a number and a unit: s, m, h, d or w (e.g. `30d`)")
+    )]
+    BadAge { given: String },
+
+    #[error("fleet add: {0}")]
+    #[diagnostic(code(fleet::add))]
+    Add(String),
+
+    #[error("{host}: {message}")]
+    #[diagnostic(code(fleet::host))]
+    Host { host: String, message: String },
     #[error("cannot read secret `{name}`: {reason}")]
     #[diagnostic(
         code(fleet::secret),
@@ -112,11 +133,15 @@ impl CliError {
             | CliError::NoSuchPlan { .. }
             | CliError::BadPlan { .. }
             | CliError::NotInPlan { .. }
+            | CliError::NotOneHost { .. }
+            | CliError::BadAge { .. }
             | CliError::RollbackSucceededWithTest
             | CliError::NoSudoPassword { .. } => exit::USAGE,
             CliError::Interrupted => exit::INTERRUPTED,
             CliError::SudoPassword(_)
             | CliError::Ssh(_)
+            | CliError::Host { .. }
+            | CliError::Add(_)
             | CliError::Runtime(_)
             | CliError::WriteFile { .. }
             | CliError::Secret { .. }

@@ -34,5 +34,5 @@ pub fn selected<'i>(
     inventory: &'i Inventory,
     global: &GlobalArgs,
 ) -> Result<Vec<&'i Host>, CliError> {
-    Ok(inventory.select(global.on.as_deref())?)
+    Ok(inventory.select(global.selector().as_deref())?)
 }

@@ -7,6 +7,7 @@
 //! - `desired`: the systems fleet.toml wants (built locally) or a saved plan names, with closures.
 //! - `remote`: the SSH connector, targets, privileges, the sudo password (asked once).
 //! - `gather`: each host's state over its connection, in parallel.
+//! - `one_host`: the one host a command names (`logs`, `generations`, `diff`), connected.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
 //! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
 //! - `checks`: fleet.toml's health checks as the executor's probes.
@@ -33,6 +34,7 @@ mod error;
 mod exit;
 mod gather;
 mod load;
+mod one_host;
 mod planning;
 mod record;
 mod remote;

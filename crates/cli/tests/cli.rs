@@ -174,3 +174,52 @@ fn completions_and_man_page() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH fleet"));
 }
+
+/// The bash completion completes `--on` from fleet.toml (names, tags, after `,` and `!`) and
+/// goals for apply, by calling the real binary.
+#[test]
+fn bash_completion_knows_hosts_tags_and_goals() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_fleet"));
+    let complete = |words: &str, cword: usize| -> Vec<String> {
+        let script = format!(
+            "source <(fleet completions bash)\nCOMP_WORDS=({words}); COMP_CWORD={cword}\n_fleet_dynamic\nprintf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(repo_root())
+            .env("FLEET_FILE", "fleet.example.toml")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        complete("fleet apply --on ''", 3),
+        ["@pi", "@sensors", "@storage", "nas", "pi1", "pi2"]
+    );
+    assert_eq!(
+        complete("fleet exec --on '@pi,!p'", 3),
+        ["@pi,!pi1", "@pi,!pi2"]
+    );
+    assert_eq!(complete("fleet apply dr", 2), ["dry-activate"]);
+    assert_eq!(complete("fleet logs n", 2), ["nas"]);
+}

@@ -364,7 +364,19 @@ pub async fn confirm(
 
 /// Switches the host to its previous system profile generation (`fleet rollback`).
 pub async fn rollback(conn: &Connection, privilege: &Privilege) -> Result<String, DeployError> {
-    let out = run_script(conn, privilege, "rollback", &[]).await?;
+    rollback_to(conn, privilege, None).await
+}
+
+/// Switches the host to system profile generation `to` (`fleet rollback --to`), or to the
+/// previous one: the profile, `switch-to-configuration switch`, the recorded package.
+pub async fn rollback_to(
+    conn: &Connection,
+    privilege: &Privilege,
+    to: Option<u64>,
+) -> Result<String, DeployError> {
+    let to = to.map(|g| g.to_string());
+    let args: Vec<&str> = to.iter().map(String::as_str).collect();
+    let out = run_script(conn, privilege, "rollback", &args).await?;
     if out.success() {
         Ok(out.stderr_lossy())
     } else {

@@ -13,8 +13,9 @@ use fleet_store::serve::{AddEvent, AddSummary};
 use fleet_store::{PathInfo, StorePath};
 
 pub use crate::activation::{
-    activate, confirm, deployment_id, failed_units, link_package, result_of, rollback, Activated,
-    Activation, Confirmation, DeployState, DeploymentRecord, Goal, OnFailedUnits, ACTIVATE_SCRIPT,
+    activate, confirm, deployment_id, failed_units, link_package, result_of, rollback, rollback_to,
+    Activated, Activation, Confirmation, DeployState, DeploymentRecord, Goal, OnFailedUnits,
+    ACTIVATE_SCRIPT,
 };
 use crate::fanout::HostEvents;
 use crate::ssh::error::{ConnectError, ExecError};

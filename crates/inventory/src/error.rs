@@ -209,6 +209,13 @@ pub enum SelectError {
         /// The tags that exist, sorted.
         tags: Vec<String>,
     },
+
+    #[error("`{selector}` excludes every host it selects")]
+    #[diagnostic(
+        code(fleet::select::nothing_left),
+        help("`!term` removes hosts from the selection: `@pi,!pi3` is every pi host but pi3")
+    )]
+    NothingLeft { selector: String },
 }
 
 fn no_match_help(hosts: &[String], tags: &[String]) -> String {

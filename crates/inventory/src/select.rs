@@ -8,7 +8,9 @@ impl Inventory {
     ///
     /// Terms are separated by commas; a term is a host name, a glob over host names (`*` any
     /// run of characters, `?` one character) or `@tag` (the tag may be a glob too). The result is
-    /// the union of the terms. A term that matches no host is an error listing what exists.
+    /// the union of the terms, minus the hosts of the terms written `!term` (`@pi,!pi3`; `!nas`
+    /// alone is every host but nas). A term that matches no host is an error listing what
+    /// exists; so is a selection that excludes every host.
     pub fn select(&self, selector: Option<&str>) -> Result<Vec<&Host>, SelectError> {
         let Some(selector) = selector else {
             return Ok(self.hosts.iter().collect());
@@ -17,22 +19,39 @@ impl Inventory {
         if terms.iter().all(|t| t.is_empty()) {
             return Err(SelectError::Empty);
         }
-        let mut chosen = vec![false; self.hosts.len()];
+        // `!term` excludes (whatever the order of the terms); with no including term, the
+        // exclusions apply to every host.
+        let terms: Vec<(&str, bool)> = terms
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.strip_prefix('!') {
+                Some(rest) => (rest.trim(), false),
+                None => (t, true),
+            })
+            .collect();
+        let includes = terms.iter().any(|(_, keep)| *keep);
+        let mut chosen = vec![!includes; self.hosts.len()];
         let mut unmatched = Vec::new();
-        for term in terms.into_iter().filter(|t| !t.is_empty()) {
-            let mut any = false;
-            for (host, chosen) in self.hosts.iter().zip(chosen.iter_mut()) {
-                let hit = match term.strip_prefix('@') {
-                    Some(tag) => host.tags.iter().any(|t| glob(tag, t)),
-                    None => glob(term, host.name.as_str()),
-                };
-                if hit {
-                    *chosen = true;
-                    any = true;
+        for pass in [true, false] {
+            for (pattern, keep) in terms.iter().filter(|(_, k)| *k == pass) {
+                let mut any = false;
+                for (host, chosen) in self.hosts.iter().zip(chosen.iter_mut()) {
+                    let hit = match pattern.strip_prefix('@') {
+                        Some(tag) => host.tags.iter().any(|t| glob(tag, t)),
+                        None => glob(pattern, host.name.as_str()),
+                    };
+                    if hit {
+                        any = true;
+                        *chosen = *keep;
+                    }
                 }
-            }
-            if !any {
-                unmatched.push(term.to_owned());
+                if !any {
+                    unmatched.push(if *keep {
+                        (*pattern).to_owned()
+                    } else {
+                        format!("!{pattern}")
+                    });
+                }
             }
         }
         if !unmatched.is_empty() {
@@ -40,6 +59,11 @@ impl Inventory {
                 unmatched,
                 hosts: self.hosts.iter().map(|h| h.name.to_string()).collect(),
                 tags: self.tags().into_iter().map(str::to_owned).collect(),
+            });
+        }
+        if !chosen.iter().any(|c| *c) {
+            return Err(SelectError::NothingLeft {
+                selector: selector.to_owned(),
             });
         }
         Ok(self
@@ -160,5 +184,33 @@ mod tests {
             }
         );
         assert_eq!(fleet().select(Some(" , ")).unwrap_err(), SelectError::Empty);
+    }
+
+    #[test]
+    fn exclusions() {
+        assert_eq!(names("@pi,!pi2"), ["pi1"]);
+        assert_eq!(names("!pi2,@pi"), ["pi1"], "order does not matter");
+        assert_eq!(
+            names("!@web"),
+            ["pi1", "pi2", "nas"],
+            "alone: from every host"
+        );
+        assert_eq!(names("web-*,!web-1,nas"), ["web-2", "nas"]);
+        assert_eq!(
+            fleet().select(Some("@pi,!pi9")).unwrap_err(),
+            SelectError::NoMatch {
+                unmatched: vec!["!pi9".into()],
+                hosts: ["pi1", "web-1", "pi2", "web-2", "nas"]
+                    .map(String::from)
+                    .to_vec(),
+                tags: ["garden", "pi", "web"].map(String::from).to_vec(),
+            }
+        );
+        assert_eq!(
+            fleet().select(Some("@pi,!pi*")).unwrap_err(),
+            SelectError::NothingLeft {
+                selector: "@pi,!pi*".into()
+            }
+        );
     }
 }

@@ -132,7 +132,7 @@ fn join_versions(versions: &[&str]) -> String {
 }
 
 /// Diff two closures. `skip` holds store paths left out on both sides.
-pub(crate) fn diff_closures<'a>(
+pub fn diff_closures<'a>(
     before: impl IntoIterator<Item = &'a str>,
     after: impl IntoIterator<Item = &'a str>,
     skip: &BTreeSet<&str>,

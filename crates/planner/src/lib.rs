@@ -30,7 +30,7 @@ mod render;
 mod secrets;
 mod store_name;
 
-pub use diff::{Change, Diff, Pkg};
+pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{

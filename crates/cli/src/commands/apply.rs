@@ -53,7 +53,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     let inventory = load::inventory(global)?;
     let mut hosts = load::selected(&inventory, global)?;
     if let Some(plan) = &saved {
-        hosts = hosts_of_plan(plan, hosts, global.on.is_some())?;
+        hosts = hosts_of_plan(plan, hosts, !global.on.is_empty())?;
     }
     let mut rollout = Rollout {
         batch: args.batch,

@@ -1,4 +1,5 @@
 //! `fleet rollback`: switch the selected hosts to their previous system profile generation
+//! (or `--to GEN`)
 //! (profile + `switch-to-configuration switch`, and the deployment package of that generation
 //! back at `/etc/nixos/current-configuration`), with apply's progress, summary and exit codes.
 
@@ -28,7 +29,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
         if !args.yes && term::stdin_is_tty() {
-            let targets = preview(&remote, &hosts, global.parallel, &cancel).await;
+            let targets = preview(&remote, &hosts, args.to, global.parallel, &cancel).await;
             if cancel.is_cancelled() {
                 return Err(CliError::Interrupted);
             }
@@ -59,6 +60,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
             )
         });
         let seen = systems.clone();
+        let to = args.to;
         let outcomes = run_hosts(jobs, global.parallel, cancel.clone(), sink, move |ctx| {
             let seen = seen.clone();
             async move {
@@ -71,7 +73,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
                 };
                 let before = read_facts(&conn).await.ok().and_then(|f| f.current);
                 let _ = ev.phase(Phase::RollingBack).await;
-                let r = deploy::rollback(&conn, &privilege).await;
+                let r = deploy::rollback_to(&conn, &privilege, to).await;
                 let after = read_facts(&conn).await.ok().and_then(|f| f.current);
                 conn.close().await;
                 seen.lock()
@@ -118,11 +120,16 @@ cur=$(readlink "$p" | sed -n 's/^system-\([0-9]*\)-link$/\1/p')
 prev=$(for l in "$p"-*-link; do echo "${l##*/}"; done | sed -n 's/^system-\([0-9]*\)-link$/\1/p' | sort -n | awk -v c="$cur" '$1 < c { p = $1 } END { print p }')
 [ -n "$prev" ] && echo "$prev $(readlink -f "$p-$prev-link")""#;
 
+/// Generation `$1` of the system profile, if it exists: `GEN STORE-PATH`.
+const CHOSEN: &str = r#"p=/nix/var/nix/profiles/system
+[ -e "$p-$1-link" ] && echo "$1 $(readlink -f "$p-$1-link")""#;
+
 /// Shows what each host would go back to (on stderr) and returns, per host, the previous
 /// generation and its system, or why there is none.
 async fn preview(
     remote: &Remote,
     hosts: &[&fleet_inventory::Host],
+    to: Option<u64>,
     parallel: usize,
     cancel: &CancellationToken,
 ) -> Vec<(String, Result<(String, String), String>)> {
@@ -133,9 +140,13 @@ async fn preview(
         let target = match r {
             Err(e) => Err(e),
             Ok(r) => {
+                let script = match to {
+                    None => PREVIOUS.to_owned(),
+                    Some(g) => format!("sh -c {} sh {g}", fleet_executor::quote(CHOSEN)),
+                };
                 let prev = r
                     .conn
-                    .exec(PREVIOUS, &fleet_executor::Privilege::None, Stdin::None)
+                    .exec(&script, &fleet_executor::Privilege::None, Stdin::None)
                     .await;
                 r.conn.close().await;
                 let now = match (r.facts.generation, &r.facts.current) {
@@ -154,7 +165,10 @@ async fn preview(
                             format!("generation {g} {}", fleet_planner::short_path(sys)),
                         ))
                     }
-                    Ok(_) => Err(format!("{now}, no earlier generation")),
+                    Ok(_) => Err(match to {
+                        None => format!("{now}, no earlier generation"),
+                        Some(g) => format!("{now}, no generation {g}"),
+                    }),
                     Err(e) => Err(e.to_string()),
                 }
             }

@@ -417,8 +417,14 @@ watchdog-fire)
   id=$1; fire ;;
 rollback)
   cur=$(gen_of "$profile") || { log "no system profile"; exit 10; }
-  prev=$(nix-env -p "$profile" --list-generations | awk -v c="$cur" '$1 < c { p = $1 } END { print p }')
-  [ -n "$prev" ] || { log "no generation before $cur to roll back to"; exit 10; }
+  if [ -n "${1:-}" ]; then # `fleet rollback --to GEN`
+    prev=$1
+    case "$prev" in *[!0-9]*) log "not a generation number: $prev"; exit 10 ;; esac
+    [ -e "$profile-$prev-link" ] || { log "$profile has no generation $prev (nix-env -p $profile --list-generations lists them)"; exit 10; }
+  else
+    prev=$(nix-env -p "$profile" --list-generations | awk -v c="$cur" '$1 < c { p = $1 } END { print p }')
+    [ -n "$prev" ] || { log "no generation before $cur to roll back to"; exit 10; }
+  fi
   nix-env -p "$profile" --switch-generation "$prev" >&2 || exit 101
   sys=$(readlink -f "$profile")
   run_stc "$sys" switch; rc=$?
