@@ -380,6 +380,36 @@ pub fn outcome_row(o: &HostOutcome) -> (String, Option<String>, bool) {
     (outcome_kind(o).to_owned(), detail, o.is_success())
 }
 
+/// The summary rows of a command run over hosts: each host's outcome, named `success_word` when
+/// it succeeded (the command's own word: `rolled-back`, `pushed`, `rebooted`; `None` keeps the
+/// outcome's kind), with the systems before and after where `systems` knows them.
+pub fn rows_of(
+    outcomes: Vec<(String, HostOutcome)>,
+    tracks: &BTreeMap<String, Track>,
+    success_word: Option<&str>,
+    systems: impl Fn(&str) -> (Option<String>, Option<String>),
+) -> Vec<Row> {
+    outcomes
+        .into_iter()
+        .map(|(name, o)| {
+            let (kind, detail, success) = outcome_row(&o);
+            let (old, new) = systems(&name);
+            Row {
+                outcome: match success_word {
+                    Some(word) if success => word.to_owned(),
+                    _ => kind,
+                },
+                detail,
+                old,
+                new,
+                seconds: tracks.get(&name).and_then(Track::seconds),
+                success,
+                name,
+            }
+        })
+        .collect()
+}
+
 /// The exit code of a run over hosts (docs/cli.md): 130 when interrupted, else 1 when a host
 /// did not succeed, else 3 when a saved plan was refused for some host, else 0.
 pub fn exit_code(rows: &[Row], interrupted: bool, refused: bool) -> u8 {

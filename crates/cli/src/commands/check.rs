@@ -9,7 +9,7 @@ use fleet_executor::{run_hosts, CancellationToken, EventSink, HostOutcome, LogSt
 use crate::args::{CheckArgs, GlobalArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode, Row};
+use crate::report::{self, Mode};
 use crate::{checks, load, signals};
 
 pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CliError> {
@@ -72,21 +72,7 @@ pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CliError> {
         )
         .await;
         let tracks = reporter.await.unwrap_or_default();
-        let rows: Vec<Row> = outcomes
-            .into_iter()
-            .map(|(name, o)| {
-                let (kind, detail, success) = report::outcome_row(&o);
-                Row {
-                    outcome: kind,
-                    detail,
-                    old: None,
-                    new: None,
-                    seconds: tracks.get(&name).and_then(report::Track::seconds),
-                    success,
-                    name,
-                }
-            })
-            .collect();
+        let rows = report::rows_of(outcomes, &tracks, None, |_| (None, None));
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })

@@ -12,7 +12,7 @@ use fleet_executor::{
 use crate::args::{GlobalArgs, RebootArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode, Row};
+use crate::report::{self, Mode};
 use crate::{checks, load, signals};
 
 pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
@@ -63,21 +63,7 @@ pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
         )
         .await;
         let tracks = reporter.await.unwrap_or_default();
-        let rows: Vec<Row> = outcomes
-            .into_iter()
-            .map(|(name, o)| {
-                let (kind, detail, success) = report::outcome_row(&o);
-                Row {
-                    outcome: if success { "rebooted".into() } else { kind },
-                    detail,
-                    old: None,
-                    new: None,
-                    seconds: tracks.get(&name).and_then(report::Track::seconds),
-                    success,
-                    name,
-                }
-            })
-            .collect();
+        let rows = report::rows_of(outcomes, &tracks, Some("rebooted"), |_| (None, None));
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })

@@ -15,7 +15,7 @@ use fleet_executor::{
 use crate::args::{GlobalArgs, RollbackArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode, Row};
+use crate::report::{self, Mode};
 use crate::{exit, gather, load, signals, term};
 
 /// The current system before and after, per host.
@@ -93,22 +93,9 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
         .await;
         let tracks = reporter.await.unwrap_or_default();
         let systems = systems.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let rows: Vec<Row> = outcomes
-            .into_iter()
-            .map(|(name, o)| {
-                let (kind, detail, success) = report::outcome_row(&o);
-                let (old, new) = systems.get(&name).cloned().unwrap_or_default();
-                Row {
-                    outcome: if success { "rolled-back".into() } else { kind },
-                    detail,
-                    old,
-                    new,
-                    seconds: tracks.get(&name).and_then(report::Track::seconds),
-                    success,
-                    name,
-                }
-            })
-            .collect();
+        let rows = report::rows_of(outcomes, &tracks, Some("rolled-back"), |name| {
+            systems.get(name).cloned().unwrap_or_default()
+        });
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })

@@ -11,7 +11,7 @@ use crate::args::{GlobalArgs, SecretsCommand};
 use crate::desired::fleet_dir;
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode, Row};
+use crate::report::{self, Mode};
 use crate::{load, signals};
 
 pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError> {
@@ -66,21 +66,7 @@ pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError
         )
         .await;
         let tracks = reporter.await.unwrap_or_default();
-        let rows: Vec<Row> = outcomes
-            .into_iter()
-            .map(|(name, o)| {
-                let (kind, detail, success) = report::outcome_row(&o);
-                Row {
-                    outcome: if success { "pushed".into() } else { kind },
-                    detail,
-                    old: None,
-                    new: None,
-                    seconds: tracks.get(&name).and_then(report::Track::seconds),
-                    success,
-                    name,
-                }
-            })
-            .collect();
+        let rows = report::rows_of(outcomes, &tracks, Some("pushed"), |_| (None, None));
         report::summary(&rows, global.json);
         Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
     })
