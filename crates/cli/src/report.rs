@@ -60,6 +60,23 @@ impl Track {
     }
 }
 
+/// Starts reporting a run over `hosts`: when it started (event times are relative to it), the
+/// sink its events go to, and the reporter ([`spawn`], rendering as [`Mode::pick`] says).
+pub fn start_run(
+    json: bool,
+    hosts: &[&fleet_inventory::Host],
+) -> (
+    Instant,
+    fleet_executor::EventSink,
+    JoinHandle<BTreeMap<String, Track>>,
+) {
+    let start = Instant::now();
+    let (sink, rx) = fleet_executor::EventSink::channel(1024);
+    let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+    let reporter = spawn(Mode::pick(json, hosts.len()), names, rx, start);
+    (start, sink, reporter)
+}
+
 /// Drains `rx` until every sender is gone, rendering as `mode`; returns what it saw per host.
 /// `start` is the run's start (event times are relative to it).
 pub fn spawn(

@@ -4,13 +4,13 @@
 //! the exit code says whether any host failed (docs/cli.md).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
 use fleet_executor::facts::RemoteFacts;
 use fleet_executor::reboot::RebootSpec;
-use fleet_executor::{CancellationToken, EventKind, EventSink, HostEvents, HostOutcome};
+use fleet_executor::{CancellationToken, EventKind, HostEvents, HostOutcome};
 use fleet_inventory::Host;
 use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
 use fleet_store::{PathInfo, StorePath};
@@ -21,7 +21,7 @@ use crate::error::CliError;
 use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
-use crate::report::{self, Mode, Row};
+use crate::report::{self, Row};
 use crate::rollout::{self, apply_in_waves, Rollout};
 use crate::{checks, exit, load, signals, term};
 
@@ -133,11 +133,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 return Ok(exit::DECLINED);
             }
         }
-        let start = Instant::now();
-        let mode = Mode::pick(global.json, hosts.len());
-        let (sink, rx) = EventSink::channel(1024);
-        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(mode, names, rx, start);
+        let (start, sink, reporter) = report::start_run(global.json, &hosts);
 
         // Decide per host: apply, or an outcome known now (unchanged, error, refused).
         let mut decided: Vec<Option<(HostOutcome, &'static str)>> = Vec::new();

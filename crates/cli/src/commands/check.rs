@@ -1,15 +1,13 @@
 //! `fleet check`: run the selected hosts' health checks (fleet.toml's `checks`) against what
 //! they run now, without changing anything: `ok`, or `failed` naming the check and its output.
 
-use std::time::Instant;
-
 use fleet_executor::health::run_checks;
-use fleet_executor::{run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase};
+use fleet_executor::{run_hosts, CancellationToken, HostOutcome, LogStream, Phase};
 
 use crate::args::{CheckArgs, GlobalArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode};
+use crate::report::{self};
 use crate::{checks, load, signals};
 
 pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CliError> {
@@ -19,10 +17,7 @@ pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CliError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
-        let start = Instant::now();
-        let (sink, rx) = EventSink::channel(1024);
-        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
+        let (_, sink, reporter) = report::start_run(global.json, &hosts);
         let jobs = hosts.iter().map(|h| {
             (
                 h.name.to_string(),

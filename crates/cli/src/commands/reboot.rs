@@ -2,17 +2,15 @@
 //! system), wait for each to come back, verify that it booted that system, run its health checks.
 //! The order of steps is `fleet apply --reboot`'s (docs/rollout.md).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_executor::reboot::{reboot_into, RebootSpec};
-use fleet_executor::{
-    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, Phase, Privilege, Stdin,
-};
+use fleet_executor::{deploy, run_hosts, CancellationToken, HostOutcome, Phase, Privilege, Stdin};
 
 use crate::args::{GlobalArgs, RebootArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode};
+use crate::report::{self};
 use crate::{checks, load, signals};
 
 pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
@@ -23,10 +21,7 @@ pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
-        let start = Instant::now();
-        let (sink, rx) = EventSink::channel(1024);
-        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
+        let (_, sink, reporter) = report::start_run(global.json, &hosts);
         let jobs = hosts.iter().map(|h| {
             (
                 h.name.to_string(),

@@ -5,17 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use fleet_executor::facts::read_facts;
-use fleet_executor::{
-    deploy, run_hosts, CancellationToken, EventSink, HostOutcome, LogStream, Phase, Stdin,
-};
+use fleet_executor::{deploy, run_hosts, CancellationToken, HostOutcome, LogStream, Phase, Stdin};
 
 use crate::args::{GlobalArgs, RollbackArgs};
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode};
+use crate::report::{self};
 use crate::{exit, gather, load, signals, term};
 
 /// The current system before and after, per host.
@@ -44,10 +41,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
                 return Ok(exit::DECLINED);
             }
         }
-        let start = Instant::now();
-        let (sink, rx) = EventSink::channel(1024);
-        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
+        let (_, sink, reporter) = report::start_run(global.json, &hosts);
         let systems: Systems = Arc::default();
         let jobs = hosts.iter().map(|h| {
             (

@@ -3,15 +3,14 @@
 //! that rebooted and lost `/run/keys` (a tmpfs); `fleet status` shows which miss secrets.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use fleet_executor::{run_hosts, secrets, CancellationToken, EventSink, HostOutcome, Phase};
+use fleet_executor::{run_hosts, secrets, CancellationToken, HostOutcome, Phase};
 
 use crate::args::{GlobalArgs, SecretsCommand};
 use crate::desired::fleet_dir;
 use crate::error::CliError;
 use crate::remote::{self, Remote};
-use crate::report::{self, Mode};
+use crate::report::{self};
 use crate::{load, signals};
 
 pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError> {
@@ -24,10 +23,7 @@ pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
-        let start = Instant::now();
-        let (sink, rx) = EventSink::channel(1024);
-        let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-        let reporter = report::spawn(Mode::pick(global.json, hosts.len()), names, rx, start);
+        let (_, sink, reporter) = report::start_run(global.json, &hosts);
         let jobs: Vec<_> = hosts
             .iter()
             .map(|h| {
