@@ -128,7 +128,7 @@ mod tests {
             "fleet-inventory",
             "fleet-planner",
             "fleet-store",
-            "fleet-build",
+            "fleet-nix-build",
             "fleet-executor",
         ] {
             let deps = &graph[lib];

@@ -1,13 +1,13 @@
-//! The systems fleet.toml wants: evaluated and built on this machine (fleet-build), or taken
+//! The systems fleet.toml wants: evaluated and built on this machine (fleet-nix-build), or taken
 //! from a saved plan, with their closures read from the local store in one query.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use fleet_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
+use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
 use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
@@ -37,7 +37,7 @@ pub fn fleet_dir(file: &Utf8Path) -> Utf8PathBuf {
         .unwrap_or_else(|| Utf8PathBuf::from("."))
 }
 
-/// What fleet-build needs to know about a host.
+/// What fleet-nix-build needs to know about a host.
 pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
     let pin = match inventory.pins.get(&host.pin).map(|p| &p.source) {
         Some(PinSource::Tarball { url, sha256 }) => PinSpec::Tarball {
@@ -137,7 +137,7 @@ pub async fn build(
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
     }
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
-    let built = fleet_build::evaluate_and_build(
+    let built = fleet_nix_build::evaluate_and_build(
         &specs,
         &build_options(inventory, fleet_dir, quiet, show_trace),
     )

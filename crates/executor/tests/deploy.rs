@@ -1,15 +1,15 @@
 //! Copy + activation + confirmation + rollback against the simulated fleet, with systems built
-//! by fleet-build from the nixpkgs stand-in. Needs root and namespaces; never skipped.
+//! by fleet-nix-build from the nixpkgs stand-in. Needs root and namespaces; never skipped.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use camino::Utf8PathBuf;
-use fleet_build::{BuildOptions, HostBuildSpec, PinSpec};
 use fleet_executor::deploy::{self, Activated, Activation, Confirmation, CopyTarget, Goal};
 use fleet_executor::store::StoreSession;
 use fleet_executor::*;
+use fleet_nix_build::{BuildOptions, HostBuildSpec, PinSpec};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::StorePath;
 use fleet_testbed::{HostSpec, Testbed};
@@ -49,7 +49,7 @@ async fn build(tb: &Testbed, dir: &Utf8PathBuf, name: &str, config: &str) -> (St
     };
     let mut opts = BuildOptions::new(dir.clone());
     opts.nix_env = tb.nix_env();
-    let mut r = fleet_build::evaluate_and_build(&[spec], &opts).await;
+    let mut r = fleet_nix_build::evaluate_and_build(&[spec], &opts).await;
     let built = r.remove(0).1.expect("build");
     (built.toplevel, built.package)
 }

@@ -67,7 +67,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
             }
             let specs: Vec<_> = hosts.iter().map(|h| build_spec(&inventory, h)).collect();
             Some(
-                fleet_build::evaluate(
+                fleet_nix_build::evaluate(
                     &specs,
                     &build_options(&inventory, &dir, true, global.show_trace),
                 )

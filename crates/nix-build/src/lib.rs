@@ -1,4 +1,4 @@
-//! fleet-build: evaluate and build NixOS hosts on this machine, the way `nixos-rebuild` does,
+//! fleet-nix-build: evaluate and build NixOS hosts on this machine, the way `nixos-rebuild` does,
 //! from an expression fleet generates.
 //!
 //! For every host: `import "${nixpkgs}/nixos" { configuration; system; }` with the search path
@@ -74,7 +74,7 @@ pub async fn evaluate_and_build(
         .map(|(spec, r)| {
             let r = r.unwrap_or_else(|| {
                 Err(BuildError::Output {
-                    command: "fleet-build".into(),
+                    command: "fleet-nix-build".into(),
                     detail: "host was not processed".into(),
                 })
             });
@@ -168,7 +168,7 @@ async fn check_and_evaluate(
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(BuildError::Output {
-                    command: "fleet-build".into(),
+                    command: "fleet-nix-build".into(),
                     detail: "host was not processed".into(),
                 })
             })

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fleet_build::{evaluate, evaluate_and_build, BuildError};
+use fleet_nix_build::{evaluate, evaluate_and_build, BuildError};
 
 #[tokio::test]
 async fn cross_keeps_an_attrset_host_platform_and_a_mismatch_is_an_error() {

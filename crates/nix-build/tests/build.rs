@@ -1,11 +1,11 @@
-//! fleet-build against the real Nix and the nixpkgs stand-in.
+//! fleet-nix-build against the real Nix and the nixpkgs stand-in.
 
 mod common;
 
 use std::time::Instant;
 
 use common::*;
-use fleet_build::{evaluate_and_build, BuildError, BuildEvent};
+use fleet_nix_build::{evaluate_and_build, BuildError, BuildEvent};
 
 const CONFIG: &str = r#"{ pkgs, ... }: {
   imports = [ ./common.nix ];
@@ -153,10 +153,12 @@ async fn aarch64_without_extra_platforms_gets_remedies() {
         other => panic!("expected CannotBuild, got {other:?}"),
     }
     assert!(results[1].1.is_ok(), "{:?}", results[1].1);
-    assert!(fleet_build::check_can_build("aarch64-linux", &opts.nix_env)
-        .await
-        .is_err());
-    assert!(fleet_build::check_can_build(
+    assert!(
+        fleet_nix_build::check_can_build("aarch64-linux", &opts.nix_env)
+            .await
+            .is_err()
+    );
+    assert!(fleet_nix_build::check_can_build(
         "aarch64-linux",
         &[("NIX_CONFIG".into(), NIX_CONFIG.into())]
     )

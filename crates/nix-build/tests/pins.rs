@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use fleet_build::{evaluate_and_build, PinSpec};
+use fleet_nix_build::{evaluate_and_build, PinSpec};
 
 #[tokio::test]
 async fn a_plain_folder_pin_leaves_git_and_result_links_out() {

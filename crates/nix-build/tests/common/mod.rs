@@ -1,11 +1,11 @@
-//! Helpers for the fleet-build tests: the nixpkgs stand-in, pins, Nix settings, configurations.
+//! Helpers for the fleet-nix-build tests: the nixpkgs stand-in, pins, Nix settings, configurations.
 #![allow(dead_code)]
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use fleet_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
+use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
 
 pub const NIX_CONFIG: &str = "substituters =\nsandbox = false\nextra-platforms = aarch64-linux";
 pub const NIX_CONFIG_NO_EMULATION: &str = "substituters =\nsandbox = false";
