@@ -47,6 +47,8 @@ impl Reached {
             booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
             system: f.system.clone(),
+            zstd: f.zstd,
+            mem_available: f.mem_available,
         }
     }
 }

@@ -94,6 +94,12 @@ pub struct RemoteState {
     /// The Nix system the host runs (`aarch64-linux`), when known.
     #[serde(default)]
     pub system: Option<String>,
+    /// The host has `zstd` (the compressed copy can reach it).
+    #[serde(default)]
+    pub zstd: bool,
+    /// Its `MemAvailable` in bytes, when known.
+    #[serde(default)]
+    pub mem_available: Option<u64>,
 }
 
 /// Facts about a host, or why they could not be read, as a sentence that says which stage

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::{copy_route, CopyRoute, RouteFacts};
 use crate::diff::{diff_closures, Diff};
 use crate::goal::{need, Goal, PlanOptions};
 use crate::input::{BootSpec, DesiredHost, HostInput, RemoteState};
@@ -110,6 +111,9 @@ pub struct HostPlan {
     /// and only the deployment package is copied and linked.
     pub activate: bool,
     pub copy: Copy,
+    /// How `copy` reaches the host (decided from its facts; `apply --no-compress` may override).
+    #[serde(default)]
+    pub route: CopyRoute,
     /// Whether the new system only fully takes effect after a reboot: its boot parts differ
     /// from the booted system's.
     pub reboot: bool,
@@ -268,6 +272,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         generation: facts.and_then(|f| f.generation),
         activate: false,
         copy: Copy::default(),
+        route: CopyRoute::Nothing,
         reboot: false,
         reboot_parts: Vec::new(),
         diff: Diff::default(),
@@ -296,6 +301,15 @@ fn host_plan(
         paths: missing.iter().map(|p| p.path.clone()).collect(),
         bytes: missing.iter().map(|p| p.nar_size).sum(),
     };
+    let sizes: Vec<u64> = missing.iter().map(|p| p.nar_size).collect();
+    let route = copy_route(
+        &sizes,
+        RouteFacts {
+            zstd: facts.zstd,
+            mem_available: facts.mem_available,
+        },
+        true,
+    );
     let pin_bytes = missing
         .iter()
         .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))
@@ -352,6 +366,7 @@ fn host_plan(
         generation: facts.generation,
         activate: need.activate,
         copy,
+        route,
         reboot: !parts.is_empty(),
         reboot_parts: parts,
         diff,

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
-use fleet_executor::facts::RemoteFacts;
 use fleet_executor::reboot::RebootSpec;
 use fleet_executor::{CancellationToken, EventKind, HostEvents, HostOutcome};
 use fleet_inventory::Host;
-use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
-use fleet_store::{PathInfo, StorePath};
+use fleet_planner::{
+    check_still_valid, decide, render, Action, ApplyPolicy, CopyRoute, Decision, HostPolicy, Plan,
+    RebootWhen, RenderOptions,
+};
+use fleet_store::StorePath;
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
@@ -135,7 +137,18 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         }
         let (start, sink, reporter) = report::start_run(global.json, &hosts);
 
-        // Decide per host: apply, or an outcome known now (unchanged, error, refused).
+        // Decide per host (fleet_planner::decide): apply, or an outcome known now (unchanged,
+        // error, refused).
+        let policy = ApplyPolicy {
+            goal,
+            reboot: args.reboot.map(|w| match w {
+                args::RebootWhen::Needed => RebootWhen::Needed,
+                args::RebootWhen::Always => RebootWhen::Always,
+            }),
+            rollback: !args.no_rollback,
+            confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
+            compress: !args.no_compress,
+        };
         let mut decided: Vec<Option<(HostOutcome, &'static str)>> = Vec::new();
         let mut to_apply = Vec::new();
         let mut refused = false;
@@ -150,28 +163,32 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .err(),
                 _ => None,
             };
-            let known = match (hp.action, drift) {
-                (_, Some(drift)) => {
+            let checks = checks::spec(host);
+            let decision = decide(
+                hp,
+                drift,
+                &policy,
+                HostPolicy {
+                    confirm_timeout: host.confirm_timeout,
+                    checks_timeout: checks.as_ref().map(|c| c.timeout),
+                },
+            );
+            // Known now: an outcome. To apply: its steps.
+            let known = match decision {
+                Decision::Refused { drift } => {
                     refused = true;
-                    Some((
-                        HostOutcome::Failed {
-                            error: format!("{drift}; make a new plan"),
-                        },
-                        "refused",
-                    ))
+                    let outcome = HostOutcome::Failed {
+                        error: format!("{drift}; make a new plan"),
+                    };
+                    Ok((outcome, "refused"))
                 }
-                (Action::Unchanged, None) => Some((HostOutcome::Unchanged, "unchanged")),
-                (Action::Error, None) => Some((
-                    HostOutcome::Failed {
-                        error: hp.error.clone().unwrap_or_default(),
-                    },
-                    "failed",
-                )),
-                (Action::Install | Action::Update, None) => None,
+                Decision::Unchanged => Ok((HostOutcome::Unchanged, "unchanged")),
+                Decision::Failed { error } => Ok((HostOutcome::Failed { error }, "failed")),
+                Decision::Apply(steps) => Err(steps),
             };
             let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
             match (known, reached) {
-                (Some(k), reached) => {
+                (Ok(k), reached) => {
                     let k = match (&k.0, &reached) {
                         // The system is unchanged, its secrets may not be.
                         (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
@@ -198,24 +215,17 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     }
                     decided.push(Some(k));
                 }
-                (None, Err(e)) => decided.push(Some((HostOutcome::Failed { error: e }, "failed"))),
-                (None, Ok(r)) => {
+                (Err(_), Err(e)) => {
+                    decided.push(Some((HostOutcome::Failed { error: e }, "failed")))
+                }
+                (Err(steps), Ok(r)) => {
                     decided.push(None);
                     let (toplevel, package) = (
                         hp.target.clone().unwrap_or_default(),
                         hp.package.clone().unwrap_or_default(),
                     );
-                    let checks = checks::spec(host);
-                    // --reboot: the new system becomes the boot default only (`boot`), then
-                    // the host reboots into it (rollout.rs).
-                    let reboot = matches!(goal, Goal::Switch | Goal::Boot)
-                        && match args.reboot {
-                            Some(args::RebootWhen::Always) => true,
-                            Some(args::RebootWhen::Needed) => hp.reboot,
-                            None => false,
-                        };
-                    let goal = if reboot { Goal::Boot } else { goal };
-                    if reboot {
+                    let goal = steps.goal;
+                    if steps.reboot {
                         rollout.reboots.insert(
                             hp.name.clone(),
                             RebootSpec {
@@ -226,13 +236,6 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                             },
                         );
                     }
-                    // The host's watchdog waits for the checks too.
-                    let confirm = (!args.no_rollback).then(|| {
-                        Duration::from_secs(
-                            args.confirm_timeout
-                                .unwrap_or(host.confirm_timeout.as_secs()),
-                        ) + checks.as_ref().map_or(Duration::ZERO, |c| c.timeout)
-                    });
                     let missing: BTreeSet<StorePath> = hp
                         .copy
                         .paths
@@ -245,14 +248,14 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         conn: r.conn,
                         privilege: r.privilege,
                         store: r.store,
-                        zstd: compress_to(&r.facts, &missing, &planned.desired.infos),
+                        zstd: steps.route == CopyRoute::Compressed,
                         missing,
                         activation: Activation {
                             goal,
                             record: record(&provenance, &toplevel, &package, goal),
                             toplevel,
                             package,
-                            confirm_timeout: confirm,
+                            confirm_timeout: steps.confirm_timeout,
                             auto_rollback: !args.no_rollback,
                             on_failed_units: if args.rollback_on_failed_units {
                                 OnFailedUnits::Rollback
@@ -346,22 +349,6 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         }
         Ok(report::exit_code(&rows, cancel.is_cancelled(), refused))
     })
-}
-
-/// Whether the compressed copy (one zstd stream into `nix-store --import`) suits a host: it has
-/// `zstd`, and enough free memory for the largest NAR it lacks, since `nix-store --import` holds
-/// one whole NAR in memory (4× headroom). Otherwise the serve protocol streams NARs into the store.
-fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[PathInfo]) -> bool {
-    let largest = infos
-        .iter()
-        .filter(|i| missing.contains(&i.path))
-        .map(|i| i.nar_size)
-        .max()
-        .unwrap_or(0);
-    facts.zstd
-        && facts
-            .mem_available
-            .is_some_and(|m| largest.saturating_mul(4) <= m)
 }
 
 /// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`
