@@ -187,6 +187,7 @@ mod tests {
             error: None,
             pin_bytes: None,
             secrets: Vec::new(),
+            checks: Vec::new(),
         }
     }
 

@@ -129,6 +129,11 @@ pub struct HostPlan {
     /// only. Filled by the caller, which asks the host to compare.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::SecretPlan>,
+    /// The health checks apply runs after activating the host, before confirming it
+    /// (`unit sshd.service`, `tcp 127.0.0.1:22`); filled by the caller from fleet.toml for the
+    /// hosts apply changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -279,6 +284,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         error: Some(error),
         pin_bytes: None,
         secrets: Vec::new(),
+        checks: Vec::new(),
     }
 }
 
@@ -373,6 +379,7 @@ fn host_plan(
         error: None,
         pin_bytes,
         secrets: Vec::new(),
+        checks: Vec::new(),
     }
 }
 
