@@ -59,6 +59,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub show_trace: bool,
 
+    /// Evaluate every host again, even those whose inputs did not change since their last
+    /// evaluation (see docs/evaluation.md, "The evaluation cache").
+    #[arg(long, global = true)]
+    pub no_eval_cache: bool,
+
     /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,

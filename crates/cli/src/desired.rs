@@ -70,8 +70,10 @@ pub fn build_options(
     fleet_dir: &Utf8Path,
     quiet: bool,
     show_trace: bool,
+    eval_cache: bool,
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
+    opts.eval_cache = eval_cache;
     opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
     if show_trace {
         let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
@@ -91,6 +93,12 @@ pub fn build_options(
         opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
             BuildEvent::EvalStarted { hosts } => {
                 errln!("fleet: evaluating {}", hosts.join(", "));
+            }
+            BuildEvent::EvalCached { hosts } => {
+                errln!(
+                    "fleet: unchanged since their last evaluation: {}",
+                    hosts.join(", ")
+                );
             }
             BuildEvent::EvalBatchFailed { hosts } => errln!(
                 "fleet: evaluating {} together failed; evaluating them one by one",
@@ -132,6 +140,7 @@ pub async fn build(
     fleet_dir: &Utf8Path,
     quiet: bool,
     show_trace: bool,
+    eval_cache: bool,
 ) -> Desired {
     if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
@@ -139,7 +148,7 @@ pub async fn build(
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
     let built = fleet_nix_build::evaluate_and_build(
         &specs,
-        &build_options(inventory, fleet_dir, quiet, show_trace),
+        &build_options(inventory, fleet_dir, quiet, show_trace, eval_cache),
     )
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
@@ -355,8 +364,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(build_options(&inv, dir, true, false).nix_env.is_empty());
-        let opts = build_options(&inv, dir, true, true);
+        assert!(build_options(&inv, dir, true, false, true)
+            .nix_env
+            .is_empty());
+        let opts = build_options(&inv, dir, true, true, true);
         let (k, v) = &opts.nix_env[0];
         assert_eq!(k, "NIX_CONFIG");
         assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");

@@ -72,7 +72,15 @@ pub async fn make(
             d = async {
                 match source {
                     Source::Build => {
-                        desired::build(inventory, hosts, fleet_dir, quiet, global.show_trace).await
+                        desired::build(
+                            inventory,
+                            hosts,
+                            fleet_dir,
+                            quiet,
+                            global.show_trace,
+                            !global.no_eval_cache,
+                        )
+                        .await
                     }
                     Source::Saved(plan) => desired::from_plan(plan, hosts).await,
                 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -12,7 +12,7 @@ use crate::nix;
 use crate::spec::{BuildEvent, BuildOptions};
 
 /// The .drv and output paths of one evaluated host.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Evaluated {
     /// The configuration's `nixpkgs.hostPlatform.system`, when it can be read.

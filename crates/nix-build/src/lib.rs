@@ -20,9 +20,11 @@
 //!   and host's files put in the store before evaluation (the evaluation sees only those).
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
+//! - `cache`: the evaluation cache (`.fleet/eval-cache.json`): unchanged inputs, no evaluation.
 //! - `realise`: the one build, per-host failures, GC roots.
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
+mod cache;
 pub mod capability;
 pub mod error;
 mod eval;
@@ -150,7 +152,7 @@ async fn check_and_evaluate(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let evaluated = eval::evaluate(to_eval, opts).await;
+    let evaluated = cache::evaluate(to_eval, opts).await;
     for (i, r) in eval_index.into_iter().zip(evaluated) {
         // The configuration's own platform must be fleet.toml's: NixOS lets
         // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.

@@ -41,6 +41,9 @@ pub struct HostBuildSpec {
 pub enum BuildEvent {
     /// One Nix process started evaluating these hosts.
     EvalStarted { hosts: Vec<String> },
+    /// These hosts' inputs did not change since their last evaluation: its result is reused
+    /// (the evaluation cache), no Nix process evaluates them.
+    EvalCached { hosts: Vec<String> },
     /// A batch failed as a whole; its hosts are evaluated one by one to find the culprit.
     EvalBatchFailed { hosts: Vec<String> },
     /// Something the user should know about a host that does not stop it (a path its
@@ -79,6 +82,8 @@ pub struct BuildOptions {
     pub max_hosts_per_eval: usize,
     /// At most this many Nix evaluation processes at once (≥ 1).
     pub max_parallel_evals: usize,
+    /// Reuse the last evaluation of hosts whose inputs did not change (`.fleet/eval-cache.json`).
+    pub eval_cache: bool,
     pub on_event: Option<EventSink>,
 }
 
@@ -90,6 +95,7 @@ impl BuildOptions {
             nix_env: Vec::new(),
             max_hosts_per_eval: 32,
             max_parallel_evals: 2,
+            eval_cache: false,
             on_event: None,
         }
     }

@@ -325,3 +325,80 @@ fn a_path_pin_ships_its_tracked_files_once() {
     assert!(!paths.iter().any(|p| p.ends_with("-source")), "{paths:?}");
     assert!(host(&plan.json(), "web1")["pin_bytes"].is_null());
 }
+
+/// The evaluation cache (docs/evaluation.md): a host whose inputs did not change is not
+/// evaluated again; a changed file, `--no-eval-cache` or a collected `.drv` evaluate it again;
+/// and the cached answer is the evaluated one. (Progress, and so the cache's line, is on stderr
+/// without `--json`.)
+#[test]
+fn unchanged_hosts_reuse_their_evaluation_until_an_input_changes() {
+    let f = Fleet::start([HostSpec::new("web1"), HostSpec::new("web2")]);
+    // Plans with and without --json: the hosts the cache answered, and the plan.
+    let plan = |extra: &[&str]| -> (String, serde_json::Value) {
+        let mut args = vec!["plan"];
+        args.extend_from_slice(extra);
+        let text = f.fleet(&args);
+        text.expect_code(0);
+        assert!(
+            text.stderr.contains("fleet: reading the state"),
+            "{}",
+            text.stderr
+        );
+        let cached = text
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("fleet: unchanged since their last evaluation: "))
+            .unwrap_or("")
+            .to_owned();
+        let json = f.fleet(&["plan", "--json"]);
+        json.expect_code(0);
+        (cached, json.json())
+    };
+    let target = |plan: &serde_json::Value, h: &str| host(plan, h)["target"].clone();
+
+    let (cached, first) = plan(&[]);
+    assert_eq!(cached, "");
+    let (cached, again) = plan(&[]);
+    assert_eq!(cached, "web1, web2");
+    for h in ["web1", "web2"] {
+        assert_eq!(target(&first, h), target(&again, h));
+    }
+
+    // A changed file of web2: web2 is evaluated again, web1 still comes from the cache.
+    f.set_config("web2", &config("web2", &["htop", "git"]));
+    let (cached, changed) = plan(&[]);
+    assert_eq!(cached, "web1");
+    assert_ne!(target(&first, "web2"), target(&changed, "web2"));
+
+    // --no-eval-cache evaluates everything.
+    let (cached, _) = plan(&["--no-eval-cache"]);
+    assert_eq!(cached, "");
+
+    // A cached `.drv` the deployer's GC deleted is never used.
+    let package = host(&changed, "web1")["package"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, deriver, _) = sh(&format!("nix-store --query --deriver {package}"));
+    assert!(deriver.ends_with(".drv"), "{deriver}");
+    std::fs::remove_file(f.dir.join(".fleet/gcroots/web1")).unwrap();
+    let (deleted, _, err) = sh(&format!("nix-store --delete {package} {deriver}"));
+    assert!(deleted, "{err}");
+    let (valid, _, _) = sh(&format!("nix-store --check-validity {deriver}"));
+    assert!(!valid, "{deriver} was deleted");
+    let (cached, after_gc) = plan(&[]);
+    assert_eq!(cached, "web2");
+    assert_eq!(target(&changed, "web1"), target(&after_gc, "web1"));
+}

@@ -69,7 +69,13 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
             Some(
                 fleet_nix_build::evaluate(
                     &specs,
-                    &build_options(&inventory, &dir, true, global.show_trace),
+                    &build_options(
+                        &inventory,
+                        &dir,
+                        true,
+                        global.show_trace,
+                        !global.no_eval_cache,
+                    ),
                 )
                 .await,
             )
