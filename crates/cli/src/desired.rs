@@ -62,6 +62,60 @@ pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
     }
 }
 
+/// How this run evaluates (global flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvalSettings {
+    /// `--show-trace`.
+    pub show_trace: bool,
+    /// The evaluation cache (off with `--no-eval-cache`).
+    pub cache: bool,
+    /// `--eval-jobs`.
+    pub jobs: Option<u16>,
+    /// `--eval-max-memory`, bytes.
+    pub max_memory: Option<u64>,
+}
+
+impl EvalSettings {
+    pub fn of(global: &crate::args::GlobalArgs) -> EvalSettings {
+        EvalSettings {
+            show_trace: global.show_trace,
+            cache: !global.no_eval_cache,
+            jobs: global.eval_jobs,
+            max_memory: global.eval_max_memory,
+        }
+    }
+
+    /// Evaluation processes at once and the memory each may use, given the deployer's
+    /// available memory: by default as many processes (at most 2) as there are GiB available,
+    /// sharing three quarters of it; an explicit limit or count is kept as given.
+    pub fn bounds(&self, mem_available: Option<u64>) -> (usize, Option<u64>) {
+        const GIB: u64 = 1 << 30;
+        let jobs = match (self.jobs, mem_available) {
+            (Some(j), _) => usize::from(j),
+            (None, Some(m)) => (m / GIB).clamp(1, 2) as usize,
+            (None, None) => 2,
+        };
+        let max = self
+            .max_memory
+            .or_else(|| mem_available.map(|m| (m / 4 * 3 / jobs as u64).max(GIB / 2)));
+        (jobs, max)
+    }
+}
+
+/// `MemAvailable` of this machine, in bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
 /// (a package never holds another host's files), progress and warnings to stderr, `--show-trace`
 /// as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
@@ -69,11 +123,14 @@ pub fn build_options(
     inventory: &Inventory,
     fleet_dir: &Utf8Path,
     quiet: bool,
-    show_trace: bool,
-    eval_cache: bool,
+    eval: &EvalSettings,
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
-    opts.eval_cache = eval_cache;
+    opts.eval_cache = eval.cache;
+    let (jobs, max_memory) = eval.bounds(mem_available());
+    opts.max_parallel_evals = jobs;
+    opts.eval_max_memory = max_memory;
+    let show_trace = eval.show_trace;
     opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
     if show_trace {
         let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
@@ -90,7 +147,8 @@ pub fn build_options(
             }
         }));
     } else {
-        opts.on_event = Some(Arc::new(|e: BuildEvent| match e {
+        opts.on_event = Some(Arc::new(|e: BuildEvent| {
+            match e {
             BuildEvent::EvalStarted { hosts } => {
                 errln!("fleet: evaluating {}", hosts.join(", "));
             }
@@ -100,6 +158,11 @@ pub fn build_options(
                     hosts.join(", ")
                 );
             }
+            BuildEvent::EvalSplit { hosts, limit } => errln!(
+                "fleet: evaluating {} in one process took more than {}; evaluating them in smaller groups",
+                hosts.join(", "),
+                fleet_nix_build::error::human_bytes(limit)
+            ),
             BuildEvent::EvalBatchFailed { hosts } => errln!(
                 "fleet: evaluating {} together failed; evaluating them one by one",
                 hosts.join(", ")
@@ -127,6 +190,7 @@ pub fn build_options(
                 errln!("fleet: warning: {host}: {message}");
             }
             BuildEvent::EvalFinished { .. } => {}
+        }
         }));
     }
     opts
@@ -139,8 +203,7 @@ pub async fn build(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     quiet: bool,
-    show_trace: bool,
-    eval_cache: bool,
+    eval: &EvalSettings,
 ) -> Desired {
     if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
@@ -148,7 +211,7 @@ pub async fn build(
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
     let built = fleet_nix_build::evaluate_and_build(
         &specs,
-        &build_options(inventory, fleet_dir, quiet, show_trace, eval_cache),
+        &build_options(inventory, fleet_dir, quiet, eval),
     )
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
@@ -353,6 +416,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn evaluation_bounds_follow_the_memory_available_unless_given() {
+        const GIB: u64 = 1 << 30;
+        let auto = EvalSettings::default();
+        assert_eq!(auto.bounds(Some(16 * GIB)), (2, Some(6 * GIB)));
+        // Little memory: one process, a floor of half a GiB.
+        assert_eq!(auto.bounds(Some(GIB / 2)), (1, Some(GIB / 2)));
+        assert_eq!(auto.bounds(None), (2, None));
+        let given = EvalSettings {
+            jobs: Some(4),
+            max_memory: Some(3 * GIB),
+            ..EvalSettings::default()
+        };
+        assert_eq!(given.bounds(Some(16 * GIB)), (4, Some(3 * GIB)));
+    }
+
+    #[test]
     fn show_trace_is_added_to_nix_config() {
         let dir = Utf8Path::new("/tmp");
         let inv = fleet_inventory::parse(
@@ -364,10 +443,18 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(build_options(&inv, dir, true, false, true)
+        assert!(build_options(&inv, dir, true, &EvalSettings::default())
             .nix_env
             .is_empty());
-        let opts = build_options(&inv, dir, true, true, true);
+        let opts = build_options(
+            &inv,
+            dir,
+            true,
+            &EvalSettings {
+                show_trace: true,
+                ..EvalSettings::default()
+            },
+        );
         let (k, v) = &opts.nix_env[0];
         assert_eq!(k, "NIX_CONFIG");
         assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");

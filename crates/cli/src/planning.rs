@@ -77,8 +77,7 @@ pub async fn make(
                             hosts,
                             fleet_dir,
                             quiet,
-                            global.show_trace,
-                            !global.no_eval_cache,
+                            &desired::EvalSettings::of(global),
                         )
                         .await
                     }

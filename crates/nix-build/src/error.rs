@@ -38,6 +38,17 @@ fn failed_list(failed: &[String]) -> String {
     }
 }
 
+/// `1.5 GiB`, `512 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = n as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
 /// How to give an evaluation a `<name>` it looks up.
 pub fn search_path_help(name: &str) -> String {
     match name {
@@ -77,6 +88,15 @@ pub enum BuildError {
     /// Nix could not evaluate the host; `stderr` is Nix's error text.
     #[error("evaluation failed:\n{stderr}")]
     Eval { stderr: String },
+
+    /// Evaluating the host alone took more memory than one evaluation may use.
+    #[error(
+        "evaluating this host alone took more than {} of memory (at {} it was stopped); \
+         allow more with `--eval-max-memory SIZE`",
+        human_bytes(*.limit),
+        human_bytes(*.rss)
+    )]
+    EvalMemory { limit: u64, rss: u64 },
 
     /// Some derivation of the host failed to build.
     #[error("build failed{}\n{stderr}", failed_list(.failed))]

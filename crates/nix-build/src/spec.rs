@@ -44,6 +44,9 @@ pub enum BuildEvent {
     /// These hosts' inputs did not change since their last evaluation: its result is reused
     /// (the evaluation cache), no Nix process evaluates them.
     EvalCached { hosts: Vec<String> },
+    /// Evaluating these hosts in one process went past the memory limit (bytes): they are
+    /// evaluated in smaller groups, and so are the batches after them.
+    EvalSplit { hosts: Vec<String>, limit: u64 },
     /// A batch failed as a whole; its hosts are evaluated one by one to find the culprit.
     EvalBatchFailed { hosts: Vec<String> },
     /// Something the user should know about a host that does not stop it (a path its
@@ -82,6 +85,9 @@ pub struct BuildOptions {
     pub max_hosts_per_eval: usize,
     /// At most this many Nix evaluation processes at once (≥ 1).
     pub max_parallel_evals: usize,
+    /// Resident memory one Nix evaluation process may use, in bytes: a process that grows past
+    /// it is stopped and its hosts are evaluated in smaller groups (`None`: no limit).
+    pub eval_max_memory: Option<u64>,
     /// Reuse the last evaluation of hosts whose inputs did not change (`.fleet/eval-cache.json`).
     pub eval_cache: bool,
     pub on_event: Option<EventSink>,
@@ -95,6 +101,7 @@ impl BuildOptions {
             nix_env: Vec::new(),
             max_hosts_per_eval: 32,
             max_parallel_evals: 2,
+            eval_max_memory: None,
             eval_cache: false,
             on_event: None,
         }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fleet_e2e::{config, named as host, Fleet, HostSpec};
+use fleet_e2e::{config, config_with, named as host, Fleet, HostSpec};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
@@ -401,4 +401,46 @@ fn unchanged_hosts_reuse_their_evaluation_until_an_input_changes() {
     let (cached, after_gc) = plan(&[]);
     assert_eq!(cached, "web2");
     assert_eq!(target(&changed, "web1"), target(&after_gc, "web1"));
+}
+
+/// Bounded evaluation (docs/evaluation.md): an evaluation process that grows past
+/// `--eval-max-memory` is stopped and its hosts are evaluated in smaller groups; a host that
+/// alone needs more fails alone, with the remedy; the others are planned as usual.
+#[test]
+fn an_evaluation_over_its_memory_limit_is_split_and_only_the_host_too_big_fails() {
+    let f = Fleet::start([
+        HostSpec::new("small1"),
+        HostSpec::new("small2"),
+        HostSpec::new("fat"),
+        HostSpec::new("small3"),
+    ]);
+    for h in ["small1", "small2", "small3"] {
+        f.set_config(h, &config_with(h, "fleet.evalMemoryMB = 20;"));
+    }
+    f.set_config("fat", &config_with("fat", "fleet.evalMemoryMB = 200;"));
+    let run = f.fleet(&["plan", "--no-eval-cache", "--eval-max-memory", "150M"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("in smaller groups"),
+        "the batch of four is split: {}",
+        run.stderr
+    );
+    let plan = f.fleet(&["plan", "--json", "--eval-max-memory", "150M"]);
+    let json = plan.json();
+    for h in ["small1", "small2", "small3"] {
+        assert_eq!(host(&json, h)["action"], "install", "{h}: {}", plan.stdout);
+    }
+    let error = host(&json, "fat")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("evaluating this host alone took more than 150 MiB")
+            && error.contains("--eval-max-memory"),
+        "{error}"
+    );
+    // With room enough, everything evaluates (from the cache for the small ones).
+    let roomy = f.fleet(&["plan", "--json", "--eval-max-memory", "1G"]);
+    roomy.expect_code(0);
+    assert_eq!(host(&roomy.json(), "fat")["action"], "install");
 }

@@ -73,8 +73,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                         &inventory,
                         &dir,
                         true,
-                        global.show_trace,
-                        !global.no_eval_cache,
+                        &crate::desired::EvalSettings::of(global),
                     ),
                 )
                 .await,

@@ -8,7 +8,7 @@ let
 
   base = [
     { module = ../modules/misc/defaults.nix; file = toString ../modules/misc/defaults.nix; }
-    { module = { config, ... }: { system.build = build; }; file = toString ./eval-config.nix; }
+    { module = { config, ... }: { system.build = builtins.deepSeq heavy build; }; file = toString ./eval-config.nix; }
   ];
 
   eval = lib.evalModules {
@@ -41,6 +41,15 @@ let
             inherit systemDefault;
           }).config.system.build.toplevel)
         config.specialisation;
+
+  # fleet.evalMemoryMB: a real NixOS evaluation holds 1–4 GB, and nix-instantiate keeps much of
+  # it until it exits. Model it: a list of about that many MB, built from a file of this host's
+  # own (imports are cached for the life of the process, so it stays allocated), forced whenever
+  # the system is.
+  heavy =
+    if config.fleet.evalMemoryMB == 0 then null
+    else import (builtins.toFile "fleet-eval-memory-${config.networking.hostName}.nix"
+      "builtins.genList (i: \"${config.networking.hostName}-\" + toString i) ${toString (config.fleet.evalMemoryMB * 5200)}");
 
   build = import ./build.nix { inherit config pkgs lib specialisations; };
 in
