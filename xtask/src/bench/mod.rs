@@ -25,11 +25,14 @@
 //! - `mod.rs`: options and the scenarios (`Ctx::run_all`).
 //! - `model.rs`: scales, variants, tools and what a run measured.
 //! - `beds.rs`: the testbeds and the tools run on them (fleet, nix-copy-closure, the floor).
+//! - `evaluation.rs`: the no-op re-plan with the evaluation cache, peak memory of heavy
+//!   evaluations with and without `--eval-max-memory`.
 //! - `fleet_output.rs`: fleet's phases, outcomes and bytes from its `apply --json` events.
 //! - `measure.rs`: rusage, `/proc/stat`, veth counters.
 //! - `report.rs`: console tables, ratios, targets, `docs/performance.md`.
 
 mod beds;
+mod evaluation;
 mod fleet_output;
 mod measure;
 mod model;
@@ -364,6 +367,7 @@ impl Ctx {
         }
         short.status_eval = self.fleet_simple(bed, &["status"], "status-eval")?.wall;
         short.apply_eval = self.fleet_simple(bed, &["apply"], "apply-eval")?.wall;
+        short.eval = self.evaluation(bed)?;
         eprintln!(
             "xtask bench: {} hosts: no-op apply (saved plan) {}, status --no-eval {}",
             short.hosts,

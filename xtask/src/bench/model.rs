@@ -26,6 +26,10 @@ pub struct Scale {
     pub many: usize,
     /// Repetitions of the short runs (no-op apply, status); the median is reported.
     pub repeats: usize,
+    /// MB each host's evaluation holds in the heavy-evaluation runs (`fleet.evalMemoryMB`).
+    pub eval_heavy_mb: u32,
+    /// `--eval-max-memory` of the limited heavy run, MB.
+    pub eval_limit_mb: u64,
 }
 
 impl Scale {
@@ -41,6 +45,8 @@ impl Scale {
             series: vec![1, 10, 25, 50],
             many: 50,
             repeats: 5,
+            eval_heavy_mb: 100,
+            eval_limit_mb: 1024,
         }
     }
 
@@ -56,6 +62,8 @@ impl Scale {
             series: vec![1, 3, 6],
             many: 6,
             repeats: 3,
+            eval_heavy_mb: 20,
+            eval_limit_mb: 200,
         }
     }
 
@@ -169,6 +177,8 @@ pub struct Short {
     pub status_eval: Duration,
     pub apply_eval: Duration,
     pub plan_eval: Duration,
+    /// The evaluation cache and bounded evaluation on the same hosts.
+    pub eval: super::evaluation::EvalBench,
 }
 
 /// Everything a run found.
