@@ -233,6 +233,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                                 timeout: Duration::from_secs(args.reboot_timeout),
                                 checks: checks.clone(),
                                 id: deploy::deployment_id(),
+                                undo_profile: true,
                             },
                         );
                     }
