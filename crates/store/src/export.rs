@@ -17,7 +17,7 @@ use crate::{Error, PathInfo, Result};
 
 const EXPORT_MAGIC: u64 = 0x4558_494e;
 
-fn trailer(info: &PathInfo) -> Vec<u8> {
+pub(crate) fn trailer(info: &PathInfo) -> Vec<u8> {
     let mut b = Vec::new();
     put_u64(&mut b, EXPORT_MAGIC);
     put_bytes(&mut b, info.path.as_str().as_bytes());

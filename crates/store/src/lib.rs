@@ -15,6 +15,7 @@
 //! The protocol, transport choice and limits are documented in `docs/store-protocol.md`.
 
 pub mod copy;
+pub mod delta;
 mod error;
 pub mod export;
 pub mod local;
