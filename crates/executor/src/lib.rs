@@ -20,6 +20,7 @@
 pub mod activation;
 pub mod apply;
 mod compressed;
+pub mod delta;
 pub mod deploy;
 pub mod facts;
 pub mod fanout;
