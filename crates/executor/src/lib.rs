@@ -24,6 +24,7 @@ pub mod deploy;
 pub mod facts;
 pub mod fanout;
 pub mod health;
+mod outcome;
 pub mod quote;
 pub mod reboot;
 pub mod secrets;
@@ -35,6 +36,7 @@ pub use fanout::{
     error_chain, run_hosts, Cancelled, Event, EventKind, EventSink, HostCtx, HostEvents,
     HostOutcome, LogStream, Phase,
 };
+pub use outcome::{RebootReason, RollbackReason, SkipReason};
 pub use quote::{command_line, quote};
 pub use ssh::error::{AuthAttempt, ConnectError, ExecError, HostKeyError};
 pub use ssh::{
