@@ -26,8 +26,13 @@ pub const ACTIVATE_SCRIPT: &str = include_str!("remote/activate.sh");
 pub mod exit {
     /// Applied: switch-to-configuration succeeded.
     pub const APPLIED: u32 = 0;
-    /// `confirm` came too late: the watchdog had already rolled back.
+    /// `confirm` came too late: the watchdog had already rolled back. Also `abort` of a
+    /// deployment that is no longer pending ([`NOT_PENDING`]).
     pub const TOO_LATE: u32 = 3;
+    /// `abort`: the pending deployment was undone now.
+    pub const ABORTED: u32 = 0;
+    /// `abort`: the deployment is no longer pending (confirmed, or already undone).
+    pub const NOT_PENDING: u32 = TOO_LATE;
     /// Bad input to the helper (not a NixOS system, unknown goal).
     pub const BAD_INPUT: u32 = 10;
     /// switch-to-configuration failed and the host is back where it was.
@@ -133,8 +138,39 @@ pub fn deployment_id() -> String {
     )
 }
 
+/// The helper's modes: its first argument (`remote/activate.sh` documents each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Activate (`apply`), detached from the SSH session, and wait for its result.
+    Detach,
+    /// Link the deployment package only.
+    Link,
+    /// Print a deployment's result word ([`DeployState`]).
+    Result,
+    /// Disarm a deployment's watchdog.
+    Confirm,
+    /// Undo a pending deployment now (its health checks failed).
+    Abort,
+    /// Switch to the previous (or a given) generation.
+    Rollback,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Detach => "detach",
+            Mode::Link => "link",
+            Mode::Result => "result",
+            Mode::Confirm => "confirm",
+            Mode::Abort => "abort",
+            Mode::Rollback => "rollback",
+        }
+    }
+}
+
 /// The command that installs the helper from stdin and runs `mode args...`.
-fn script_command(mode: &str, args: &[&str]) -> String {
+fn script_command(mode: Mode, args: &[&str]) -> String {
+    let mode = mode.as_str();
     let mut cmd = String::from(
         "umask 077 && mkdir -p /run/fleet && cat > /run/fleet/activate.sh.$$ && \
          mv -f /run/fleet/activate.sh.$$ /run/fleet/activate.sh && exec sh /run/fleet/activate.sh ",
@@ -150,7 +186,7 @@ fn script_command(mode: &str, args: &[&str]) -> String {
 pub(crate) async fn run_script(
     conn: &Connection,
     privilege: &Privilege,
-    mode: &str,
+    mode: Mode,
     args: &[&str],
 ) -> Result<crate::Output, ExecError> {
     conn.exec(
@@ -199,7 +235,7 @@ pub async fn activate(
 ) -> Result<Activated, DeployError> {
     let args = apply_args(a);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_script(conn, privilege, "detach", &args).await?;
+    let out = run_script(conn, privilege, Mode::Detach, &args).await?;
     let log = out.stderr_lossy();
     let pending_confirmation =
         a.goal.activates() && a.confirm_timeout.is_some_and(|t| !t.is_zero());
@@ -261,7 +297,13 @@ pub async fn link_package(
     a: &Activation,
 ) -> Result<(), DeployError> {
     let meta = serde_json::to_string(&a.record).expect("record serializes");
-    let out = run_script(conn, privilege, "link", &[&a.package, &meta, &a.toplevel]).await?;
+    let out = run_script(
+        conn,
+        privilege,
+        Mode::Link,
+        &[&a.package, &meta, &a.toplevel],
+    )
+    .await?;
     if out.success() {
         Ok(())
     } else {
@@ -314,7 +356,7 @@ pub async fn result_of(
     privilege: &Privilege,
     id: &str,
 ) -> Result<DeployState, ExecError> {
-    let out = run_script(conn, privilege, "result", &[id]).await?;
+    let out = run_script(conn, privilege, Mode::Result, &[id]).await?;
     Ok(DeployState::parse(out.stdout_lossy().trim()))
 }
 
@@ -347,7 +389,7 @@ pub async fn confirm(
         }
         let attempt = async {
             let conn = connector.connect(target).await?;
-            let out = run_script(&conn, privilege, "confirm", &[id]).await;
+            let out = run_script(&conn, privilege, Mode::Confirm, &[id]).await;
             conn.close().await;
             Ok::<_, DeployError>(out?)
         };
@@ -376,7 +418,7 @@ pub async fn rollback_to(
 ) -> Result<String, DeployError> {
     let to = to.map(|g| g.to_string());
     let args: Vec<&str> = to.iter().map(String::as_str).collect();
-    let out = run_script(conn, privilege, "rollback", &args).await?;
+    let out = run_script(conn, privilege, Mode::Rollback, &args).await?;
     if out.success() {
         Ok(out.stderr_lossy())
     } else {
@@ -425,9 +467,9 @@ mod tests {
 
     #[test]
     fn script_command_quotes_every_argument() {
-        let c = script_command("apply", &["switch", "/nix/store/x y", "it's"]);
+        let c = script_command(Mode::Detach, &["switch", "/nix/store/x y", "it's"]);
         assert!(
-            c.ends_with("apply switch '/nix/store/x y' 'it'\\''s'"),
+            c.ends_with("detach switch '/nix/store/x y' 'it'\\''s'"),
             "{c}"
         );
     }
@@ -475,6 +517,7 @@ mod tests {
             ("rolled-back) exit", exit::ROLLED_BACK),
             ("rollback-failed) exit", exit::ROLLBACK_FAILED),
             ("failed) exit", exit::FAILED),
+            ("applied) exit", exit::APPLIED),
         ] {
             assert!(
                 ACTIVATE_SCRIPT.contains(&format!("{word} {code} ;;")),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::activation::{run_script, DeployState, Goal};
+use crate::activation::{exit, run_script, DeployState, Goal, Mode};
 use crate::fanout::{HostEvents, HostOutcome, LogStream, Phase};
 use crate::sudo::Privilege;
 use crate::{deploy, quote, Connection, Connector, SshTarget, Stdin};
@@ -310,10 +310,10 @@ pub async fn abort(
     privilege: &Privilege,
     id: &str,
 ) -> Result<bool, crate::deploy::DeployError> {
-    let out = run_script(conn, privilege, "abort", &[id]).await?;
+    let out = run_script(conn, privilege, Mode::Abort, &[id]).await?;
     match out.status {
-        Some(0) => Ok(true),
-        Some(3) => Ok(false),
+        Some(exit::ABORTED) => Ok(true),
+        Some(exit::NOT_PENDING) => Ok(false),
         status => Err(crate::deploy::DeployError::Rollback {
             host: conn.name().to_owned(),
             status,
