@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::DeployError;
+use crate::error::DeployError;
 use crate::ssh::error::ExecError;
 use crate::sudo::Privilege;
 use crate::{quote, Connection, Connector, SshTarget, Stdin};

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::activation::Goal;
+use fleet_planner::Goal;
 
 /// How a host ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,7 +15,8 @@ use super::Copied;
 use crate::activation::{
     Activated, Activation, Confirmation, DeployState, DeploymentRecord, Goal, OnFailedUnits,
 };
-use crate::deploy::{CopyDone, DeployError};
+use crate::copy::CopyDone;
+use crate::error::DeployError;
 use crate::fanout::{HostEvents, HostOutcome};
 use crate::health::HealthSpec;
 use crate::ssh::error::ExecError;

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::activation::{self, Activated, Activation, Confirmation, DeployState, Goal};
-use crate::deploy::{self, DeployError};
+use crate::copy;
+use crate::error::DeployError;
 use crate::fanout::{HostEvents, HostOutcome};
 use crate::health::{self, HealthSpec};
 use crate::secrets::{self, HostSecret};
@@ -149,7 +150,7 @@ impl Host for SshHost {
             }
         }
         if let Some(id) = &self.pending_roots {
-            let _ = deploy::drop_pending_roots(&self.conn, &self.privilege, id).await;
+            let _ = copy::drop_pending_roots(&self.conn, &self.privilege, id).await;
         }
         self.conn.close().await;
     }

@@ -21,7 +21,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use crate::activation::Activation;
-use crate::deploy::CopyDone;
+use crate::copy::CopyDone;
 use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
 use crate::health::HealthSpec;
 use crate::outcome::SkipReason;

@@ -11,7 +11,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use super::Copied;
-use crate::deploy::{self, CopyDone, CopyTarget, ImportTarget};
+use crate::copy::{self, CopyDone, CopyTarget, ImportTarget};
 use crate::fanout::{HostEvents, HostOutcome};
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -131,21 +131,15 @@ impl CopyPhase for SshCopy<'_> {
                 if serve_targets.is_empty() {
                     Vec::new()
                 } else {
-                    deploy::copy_closures_each(store, infos, serve_targets, &on_serve).await
+                    copy::copy_closures_each(store, infos, serve_targets, &on_serve).await
                 }
             };
             let import = async {
                 if import_targets.is_empty() {
                     Vec::new()
                 } else {
-                    deploy::copy_compressed_each(
-                        store,
-                        infos,
-                        import_targets,
-                        zstd_level,
-                        &on_import,
-                    )
-                    .await
+                    copy::copy_compressed_each(store, infos, import_targets, zstd_level, &on_import)
+                        .await
                 }
             };
             tokio::join!(serve, import)
