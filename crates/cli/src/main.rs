@@ -36,6 +36,7 @@ mod gather;
 mod load;
 mod one_host;
 mod planning;
+mod reasons;
 mod record;
 mod remote;
 mod report;

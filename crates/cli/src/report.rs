@@ -148,7 +148,7 @@ fn update(track: &mut Track, ev: &Event) {
 }
 
 fn print_json(ev: &Event) {
-    if let Ok(line) = serde_json::to_string(ev) {
+    if let Ok(line) = serde_json::to_string(&crate::reasons::event_json(ev)) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
     }
@@ -298,9 +298,16 @@ pub fn outcome_kind(o: &HostOutcome) -> &'static str {
 
 fn outcome_text(o: &HostOutcome) -> String {
     match o {
-        HostOutcome::RolledBack { reason } => format!("rolled-back: {}", first_line(reason)),
+        HostOutcome::RolledBack { reason } => {
+            format!(
+                "rolled-back: {}",
+                first_line(&crate::reasons::rollback(reason))
+            )
+        }
         HostOutcome::Failed { error } => format!("failed: {}", first_line(error)),
-        HostOutcome::Skipped { reason } => format!("skipped: {}", first_line(reason)),
+        HostOutcome::Skipped { reason } => {
+            format!("skipped: {}", first_line(&crate::reasons::skip(reason)))
+        }
         HostOutcome::UnitsFailed { units } => format!("units-failed: {}", units.join(", ")),
         HostOutcome::CheckFailed { check, .. } => format!("check-failed: {check}"),
         other => outcome_kind(other).to_owned(),
@@ -370,15 +377,15 @@ pub fn summary(rows: &[Row], json: bool) {
 /// Splits an outcome into the summary's kind and detail.
 pub fn outcome_row(o: &HostOutcome) -> (String, Option<String>, bool) {
     let detail = match o {
-        HostOutcome::RolledBack { reason } => Some(reason.clone()),
+        HostOutcome::RolledBack { reason } => Some(crate::reasons::rollback(reason)),
         HostOutcome::Failed { error } => Some(error.clone()),
-        HostOutcome::Skipped { reason } => Some(reason.clone()),
+        HostOutcome::Skipped { reason } => Some(crate::reasons::skip(reason)),
         HostOutcome::UnitsFailed { units } => Some(format!(
             "the new system is active, but these units failed: {} (kept, as nixos-rebuild \
              does; --rollback-on-failed-units rolls back instead)",
             units.join(", ")
         )),
-        HostOutcome::RebootRequired { reason } => Some(reason.clone()),
+        HostOutcome::RebootRequired { reason } => Some(crate::reasons::reboot(reason)),
         HostOutcome::DryRun { output } => Some(output.trim_end().to_owned()),
         HostOutcome::CheckFailed {
             check,

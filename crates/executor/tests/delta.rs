@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleet_executor::delta::{self, PatchCache};
+use fleet_executor::copy::delta::{self, PatchCache};
 use fleet_executor::deploy::{self, CopyTarget};
 use fleet_executor::store::StoreSession;
 use fleet_executor::*;
