@@ -29,6 +29,8 @@ pub struct Reached {
     pub present: BTreeSet<String>,
     /// The closure of the host's current system (empty when it has none or it was not asked).
     pub current_closure: Vec<String>,
+    /// `substitute = true`: which missing paths its substituters offer (`scale.rs`).
+    pub substitutable: Option<BTreeSet<String>>,
 }
 
 impl Reached {
@@ -47,6 +49,7 @@ impl Reached {
             booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
             system: f.system.clone(),
+            substitutable: self.substitutable.clone(),
         }
     }
 }
@@ -187,6 +190,7 @@ async fn reach(
         store: None,
         present: BTreeSet::new(),
         current_closure: Vec::new(),
+        substitutable: None,
     })
 }
 

@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 
 use camino::Utf8Path;
 
-pub use capability::{check_can_build, NixCapabilities};
+pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
 pub use spec::{BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, HostBuildSpec, PinSpec};
 
@@ -135,7 +135,17 @@ async fn check_and_evaluate(
         let checked = host.and_then(|host| {
             if !spec.cross {
                 match &caps {
-                    Some(Ok(caps)) => caps.check(&spec.system)?,
+                    Some(Ok(caps)) => {
+                        caps.check(&spec.system)?;
+                        match caps.route(&spec.system) {
+                            Some(BuildRoute::Native) | None => {}
+                            Some(route) => opts.emit(BuildEvent::BuildRoute {
+                                host: spec.name.clone(),
+                                system: spec.system.clone(),
+                                route,
+                            }),
+                        }
+                    }
                     Some(Err(e)) => return Err(e.clone()),
                     None => {}
                 }
