@@ -24,6 +24,8 @@
 //! - `setup.rs`: starting one host: network namespace, veth, private mounts, sshd config.
 //! - `sshd.rs`: a host's sshd: start, wait, stop, restart.
 //! - `access.rs`: commands inside a host, stock `ssh`, the deployer's `NIX_CONFIG`, full disks.
+//! - `cache.rs`: a signed binary cache served on the bridge ([`BinaryCache`]), hosts' own
+//!   nix.conf, remote builder lines.
 //! - `fleet_toml.rs`: a `fleet.toml` for the running hosts.
 //! - `reboot.rs`: simulated reboots ([`Testbed::reboot`]): processes end, `/run` empties, the
 //!   default (or one-shot) boot entry boots, sshd comes back.
@@ -36,6 +38,7 @@
 //! - `main.rs`: the `fleet-testbed` binary (start/stop/list/cleanup).
 
 mod access;
+mod cache;
 mod cmd;
 mod error;
 mod fleet_toml;
@@ -53,6 +56,7 @@ pub mod userland;
 use std::path::PathBuf;
 
 pub use access::nix_config;
+pub use cache::{BinaryCache, CacheMode, CACHE_PORT};
 pub use error::{Error, Result};
 pub use fleet_toml::toml_str;
 pub use host::{HostSpec, Login, SimHost};

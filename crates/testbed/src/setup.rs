@@ -156,10 +156,12 @@ impl Testbed {
             None => format!("mount --bind '{}' /nix", dir.join("nix").display()),
         };
         let uname = crate::uname::machine_shim(&dir, &spec.system)?.unwrap_or_default();
+        let etc_nix = crate::cache::etc_nix_mount(&dir, spec.nix_conf.as_deref())?;
         let script = format!(
             "set -e\n\
              {nix_mount}\n\
              {uname}\n\
+             {etc_nix}\n\
              mount -t tmpfs -o mode=0755 fleet-testbed-run /run\n\
              mkdir -p /run/sshd\n\
              mount --bind '{etc}' /etc/nixos\n\
@@ -266,7 +268,7 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(|source| Error::Io {
         action: "writing",
         path: path.into(),
