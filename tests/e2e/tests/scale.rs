@@ -14,7 +14,7 @@ fn bytes_sent(events: &[serde_json::Value], host: &str) -> u64 {
         .iter()
         .filter(|e| e["host"] == host && e["done_bytes"].is_u64())
         .filter_map(|e| e["done_bytes"].as_u64())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 
@@ -62,7 +62,9 @@ fn fill_cache(f: &Fleet, cache: &BinaryCache) -> String {
         .as_str()
         .expect("target")
         .to_owned();
-    cache.push(&[toplevel.clone()], &f.tb.nix_env()).unwrap();
+    cache
+        .push(std::slice::from_ref(&toplevel), &f.tb.nix_env())
+        .unwrap();
     toplevel
 }
 
