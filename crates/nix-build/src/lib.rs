@@ -21,6 +21,7 @@
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `realise`: the one build, per-host failures, GC roots.
+//! - `push`: [`push_to_cache`], built closures to a binary cache (`fleet build --to`).
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
 pub mod capability;
@@ -30,6 +31,7 @@ mod expr;
 pub mod files;
 mod nix;
 mod prepare;
+mod push;
 mod realise;
 mod sources;
 pub mod spec;
@@ -40,6 +42,7 @@ use camino::Utf8Path;
 
 pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
+pub use push::push_to_cache;
 pub use spec::{BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, HostBuildSpec, PinSpec};
 
 /// Evaluate and build `specs`. Returns one result per spec, in the same order.

@@ -173,14 +173,20 @@ impl BinaryCache {
                 "--to",
             ],
         );
-        c.arg(format!(
+        c.arg(self.store_url())
+            .args(paths)
+            .envs(nix_env.iter().map(|(k, v)| (k, v)));
+        run(&mut c).map(drop)
+    }
+
+    /// The Nix store URL that writes into the cache, signing (`file://DIR?secret-key=…`), for
+    /// `nix copy --to` or `fleet build --to`.
+    pub fn store_url(&self) -> String {
+        format!(
             "file://{}?secret-key={}&compression=none",
             self.dir.join("files").display(),
             self.secret_key.display()
-        ))
-        .args(paths)
-        .envs(nix_env.iter().map(|(k, v)| (k, v)));
-        run(&mut c).map(drop)
+        )
     }
 
     /// Changes how the cache answers from now on.

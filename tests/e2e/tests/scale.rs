@@ -54,17 +54,18 @@ fn substituting_fleet(seed: &str) -> (Fleet, BinaryCache) {
     (f, cache)
 }
 
-/// Builds the systems (a plan) and puts web1's system closure in the cache, as CI would; the
-/// deployment package (fleet.toml's files, the pin's source) stays out of it.
+/// Builds web1's system and pushes its closure to the cache (`fleet build --to`), as CI would;
+/// the deployment package (fleet.toml's files, the pin's source) stays out of it.
 fn fill_cache(f: &Fleet, cache: &BinaryCache) -> String {
-    let plan = f.fleet(&["plan", "--json"]).expect_code(0).json();
-    let toplevel = named(&plan, "web1")["target"]
-        .as_str()
-        .expect("target")
+    let run = f.fleet(&["build", "--on", "web1", "--to", &cache.store_url()]);
+    run.expect_code(0);
+    let toplevel = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("web1\t"))
+        .expect("web1's system on stdout")
         .to_owned();
-    cache
-        .push(std::slice::from_ref(&toplevel), &f.tb.nix_env())
-        .unwrap();
+    assert!(toplevel.starts_with("/nix/store/"), "{}", run.stdout);
     toplevel
 }
 
