@@ -174,7 +174,7 @@ mod tests {
         let a = format!("/nix/store/{}-a", "a".repeat(32));
         let b = format!("/nix/store/{}-b", "b".repeat(32));
         let c = format!("/nix/store/{}-c", "c".repeat(32));
-        // Nix 2.8 and 2.26+ (same shape; the sizes' precision differs).
+        // As printed by Nix 2.8 and 2.34 (checked here; the sizes' units differ).
         let text = format!(
             "these 2 paths will be fetched (0.00 MiB download, 0.00 MiB unpacked):\n  {a}\n  {b}\n\
              don't know how to build these paths:\n  {c}\n"
