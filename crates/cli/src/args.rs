@@ -91,6 +91,9 @@ impl GlobalArgs {
 pub enum Command {
     /// List the selected hosts with their resolved settings.
     Hosts(HostsArgs),
+    /// Build the selected hosts here (no host contacted); `--to URL` pushes their systems to a
+    /// binary cache.
+    Build(BuildArgs),
     /// Build the selected hosts and show what `apply` would change.
     Plan(PlanArgs),
     /// Build, copy and activate the selected hosts.
@@ -130,6 +133,15 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct HostsArgs {}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Also copy each built system's closure to this Nix store URL (`nix copy --to`), e.g.
+    /// `file:///srv/cache?secret-key=/etc/nix/cache.key` or `s3://bucket`, for hosts with
+    /// `substitute = true`.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {

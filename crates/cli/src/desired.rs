@@ -132,12 +132,12 @@ pub fn build_options(
     opts.eval_max_memory = max_memory;
     let show_trace = eval.show_trace;
     opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    let mut extra = crate::scale::nix_config_lines(&inventory.build);
     if show_trace {
-        let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
-        if !config.is_empty() && !config.ends_with('\n') {
-            config.push('\n');
-        }
-        config.push_str("show-trace = true\n");
+        extra.push_str("show-trace = true\n");
+    }
+    if !extra.is_empty() {
+        let config = crate::scale::with_nix_config(std::env::var("NIX_CONFIG").ok(), &extra);
         opts.nix_env.push(("NIX_CONFIG".into(), config));
     }
     if quiet {
@@ -189,6 +189,11 @@ pub fn build_options(
             BuildEvent::Warning { host, message } => {
                 errln!("fleet: warning: {host}: {message}");
             }
+            BuildEvent::BuildRoute {
+                host,
+                system,
+                route,
+            } => errln!("fleet: {host} ({system}) builds {route}"),
             BuildEvent::EvalFinished { .. } => {}
         }
         }));

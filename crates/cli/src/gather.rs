@@ -29,6 +29,8 @@ pub struct Reached {
     pub present: BTreeSet<String>,
     /// The closure of the host's current system (empty when it has none or it was not asked).
     pub current_closure: Vec<String>,
+    /// `substitute = true`: which missing paths its substituters offer (`scale.rs`).
+    pub substitutable: Option<BTreeSet<String>>,
 }
 
 impl Reached {
@@ -49,6 +51,7 @@ impl Reached {
             system: f.system.clone(),
             zstd: f.zstd,
             mem_available: f.mem_available,
+            substitutable: self.substitutable.clone(),
         }
     }
 }
@@ -189,6 +192,7 @@ async fn reach(
         store: None,
         present: BTreeSet::new(),
         current_closure: Vec::new(),
+        substitutable: None,
     })
 }
 

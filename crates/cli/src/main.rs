@@ -41,6 +41,7 @@ mod record;
 mod remote;
 mod report;
 mod rollout;
+mod scale;
 mod secrets;
 mod signals;
 mod table;

@@ -108,7 +108,8 @@ pub async fn make(
             return Err(CliError::Interrupted);
         }
     };
-    let gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
+    let mut gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
+    crate::scale::ask_substitutable(&mut gathered, &desired, hosts, global.parallel, quiet).await;
     if cancel.is_cancelled() {
         close_all(gathered).await;
         return Err(CliError::Interrupted);

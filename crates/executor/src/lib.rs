@@ -9,6 +9,7 @@
 //! - [`quote`]: POSIX quoting for every argument put in a remote command line.
 //! - [`facts`]: [`facts::read_facts`], what a host runs (one unprivileged command).
 //! - [`store`]: [`store::StoreSession`], the host's store over `nix-store --serve --write`.
+//! - [`substitute`]: hosts that fetch from their own substituters first (`substitute = true`).
 //! - [`apply`]: [`apply::apply_all`], the apply across planned hosts (copy once, activate, confirm).
 //!   Its modules: the orchestration, `apply::host` (the [`apply::Host`] seam and its SSH side),
 //!   per-host steps, copy routes; `apply::double` is the in-memory host its unit tests use.
@@ -37,6 +38,7 @@ pub mod reboot;
 pub mod secrets;
 pub mod ssh;
 pub mod store;
+pub mod substitute;
 pub mod sudo;
 
 pub use fanout::{

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`types`]: the data ([`Inventory`], [`Host`], [`Pin`], [`HostName`], [`System`], ...).
 //! - `parse`: the checker that walks the TOML tree ([`parse`], [`ParseOptions`]).
+//! - `build`: `[build]` (remote builders, Nix's machine lines) and `substitute`.
 //! - `checks`: shape checks for single values (host keys, hashes, "did you mean").
 //! - `select`: `--on` selectors ([`Inventory::select`]).
 //! - [`error`]: [`InventoryError`], [`Problem`], [`SelectError`].
@@ -26,6 +27,6 @@ pub use parse::{
     DEFAULT_USER, MAX_CONFIRM_TIMEOUT_SECS,
 };
 pub use types::{
-    BuildMode, HealthChecks, Host, HostName, Inventory, Pin, PinSource, Secret, SecretSource,
-    SecretWhen, SetInFile, SudoMode, System,
+    BuildMode, BuildSettings, Builder, HealthChecks, Host, HostName, Inventory, Pin, PinSource,
+    Secret, SecretSource, SecretWhen, SetInFile, SudoMode, System,
 };

@@ -10,6 +10,8 @@ use toml::Spanned;
 
 use crate::checks;
 use crate::error::{InventoryError, Problem};
+#[path = "build.rs"]
+mod build;
 #[path = "health.rs"]
 mod health;
 pub use health::{host_port, http_url, DEFAULT_CHECK_TIMEOUT_SECS};
@@ -43,7 +45,7 @@ pub const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 30;
 /// Largest `confirm-timeout`, in seconds (one day).
 pub const MAX_CONFIRM_TIMEOUT_SECS: u64 = 86_400;
 
-const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts", "secrets"];
+const TOP_KEYS: &[&str] = &["defaults", "pins", "hosts", "secrets", "build"];
 const PIN_KEYS: &[&str] = &["url", "sha256", "path"];
 const HOST_KEYS: &[&str] = &[
     "address",
@@ -61,6 +63,7 @@ const HOST_KEYS: &[&str] = &[
     "confirm-timeout",
     "nix-path",
     "checks",
+    "substitute",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -153,6 +156,7 @@ struct Settings {
     confirm_timeout: Option<At<u64>>,
     nix_path: Option<At<BTreeMap<String, Utf8PathBuf>>>,
     checks: Option<At<health::CheckSettings>>,
+    substitute: Option<At<bool>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -169,12 +173,14 @@ struct Checker<'o, 'a> {
 impl Checker<'_, '_> {
     fn document(&mut self, root: &DeTable) -> Inventory {
         let (mut defaults, mut pins, mut hosts, mut secrets) = (None, None, None, None);
+        let mut build = Default::default();
         for (key, value) in entries(root) {
             match key.get_ref().as_ref() {
                 "defaults" => defaults = self.table("defaults", value).map(|t| (key, t)),
                 "pins" => pins = self.table("pins", value),
                 "hosts" => hosts = self.table("hosts", value),
                 "secrets" => secrets = self.table("secrets", value),
+                "build" => build = self.build_table(value),
                 other => self.unknown_key(other, "the file's top level", key.span(), TOP_KEYS),
             }
         }
@@ -207,6 +213,7 @@ impl Checker<'_, '_> {
             pins: parsed_pins,
             hosts: parsed_hosts,
             secrets: Vec::new(),
+            build,
         };
         self.secret_hosts(&inventory, &written);
         inventory.secrets = written.into_iter().map(|w| w.secret).collect();
@@ -455,6 +462,7 @@ impl Checker<'_, '_> {
                 "confirm-timeout" => out.confirm_timeout = self.confirm_timeout(value),
                 "nix-path" => out.nix_path = self.nix_path(value),
                 "checks" => out.checks = self.checks(value),
+                "substitute" => out.substitute = self.boolean(known, value),
                 _ => unreachable_key(known),
             }
         }
@@ -824,6 +832,7 @@ impl Checker<'_, '_> {
                 },
             ),
             build: pick(own.build, &defaults.build).unwrap_or(BuildMode::Local),
+            substitute: pick(own.substitute, &defaults.substitute).unwrap_or(false),
             host_key: own.host_key.map(|k| k.value),
             identity_file: pick(own.identity_file, &defaults.identity_file),
             known_hosts: pick(own.known_hosts, &defaults.known_hosts),

@@ -122,6 +122,7 @@ mod tests {
             known_hosts: None,
             confirm_timeout: Duration::from_secs(30),
             checks: None,
+            substitute: false,
             set_in_file: Default::default(),
             nix_path: Default::default(),
         }
@@ -130,6 +131,7 @@ mod tests {
     fn fleet() -> Inventory {
         Inventory {
             secrets: Vec::new(),
+            build: Default::default(),
             pins: Default::default(),
             hosts: vec![
                 host("pi1", &["pi", "garden"]),

@@ -22,6 +22,7 @@
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `cache`: the evaluation cache (`.fleet/eval-cache.json`): unchanged inputs, no evaluation.
 //! - `realise`: the one build, per-host failures, GC roots.
+//! - `push`: [`push_to_cache`], built closures to a binary cache (`fleet build --to`).
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
 mod cache;
@@ -32,6 +33,7 @@ mod expr;
 pub mod files;
 mod nix;
 mod prepare;
+mod push;
 mod realise;
 mod sources;
 pub mod spec;
@@ -40,8 +42,9 @@ use std::collections::BTreeSet;
 
 use camino::Utf8Path;
 
-pub use capability::{check_can_build, NixCapabilities};
+pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
+pub use push::push_to_cache;
 pub use spec::{BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, HostBuildSpec, PinSpec};
 
 /// Evaluate and build `specs`. Returns one result per spec, in the same order.
@@ -137,7 +140,17 @@ async fn check_and_evaluate(
         let checked = host.and_then(|host| {
             if !spec.cross {
                 match &caps {
-                    Some(Ok(caps)) => caps.check(&spec.system)?,
+                    Some(Ok(caps)) => {
+                        caps.check(&spec.system)?;
+                        match caps.route(&spec.system) {
+                            Some(BuildRoute::Native) | None => {}
+                            Some(route) => opts.emit(BuildEvent::BuildRoute {
+                                host: spec.name.clone(),
+                                system: spec.system.clone(),
+                                route,
+                            }),
+                        }
+                    }
                     Some(Err(e)) => return Err(e.clone()),
                     None => {}
                 }

@@ -57,6 +57,13 @@ pub enum BuildEvent {
         hosts: Vec<String>,
         failed: Vec<String>,
     },
+    /// Where a host's system gets built, when it is not this machine's own (the plan-time
+    /// capability check's answer: a remote builder, or emulation).
+    BuildRoute {
+        host: String,
+        system: String,
+        route: crate::capability::BuildRoute,
+    },
     /// The one `nix-store --realise` of all hosts' packages started.
     BuildStarted { hosts: Vec<String> },
     /// Nix started building this derivation.

@@ -100,6 +100,10 @@ pub struct RemoteState {
     /// Its `MemAvailable` in bytes, when known.
     #[serde(default)]
     pub mem_available: Option<u64>,
+    /// For a host with `substitute = true`: which of its missing paths its own substituters
+    /// offer (asked at plan time); `None`: not asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitutable: Option<BTreeSet<String>>,
 }
 
 /// Facts about a host, or why they could not be read, as a sentence that says which stage

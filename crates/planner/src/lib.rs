@@ -43,7 +43,8 @@ pub use input::{
     BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,
 };
 pub use plan::{
-    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT,
+    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute,
+    FORMAT,
 };
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};

@@ -54,6 +54,18 @@ pub struct Copy {
     pub paths: Vec<String>,
     /// Sum of the NAR sizes of `paths`.
     pub bytes: u64,
+    /// With `substitute = true`: the part of `paths` the host's own substituters offer; it
+    /// fetches them itself and fleet sends only the rest (all of `paths` if that fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<Substitute>,
+}
+
+/// Paths a host fetches from its own substituters instead of from fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Substitute {
+    pub paths: Vec<String>,
+    /// Sum of their NAR sizes.
+    pub bytes: u64,
 }
 
 /// A part of the boot chain whose change needs a reboot to take effect.
@@ -303,9 +315,20 @@ fn host_plan(
         .iter()
         .filter(|p| !facts.present.contains(&p.path))
         .collect();
+    let substitute = facts.substitutable.as_ref().map(|offered| {
+        let from_cache: Vec<_> = missing
+            .iter()
+            .filter(|p| offered.contains(&p.path))
+            .collect();
+        Substitute {
+            paths: from_cache.iter().map(|p| p.path.clone()).collect(),
+            bytes: from_cache.iter().map(|p| p.nar_size).sum(),
+        }
+    });
     let copy = Copy {
         paths: missing.iter().map(|p| p.path.clone()).collect(),
         bytes: missing.iter().map(|p| p.nar_size).sum(),
+        substitute,
     };
     let sizes: Vec<u64> = missing.iter().map(|p| p.nar_size).collect();
     let route = copy_route(

@@ -283,6 +283,14 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .await;
             }
         }
+        crate::scale::substitute_first(
+            &mut to_apply,
+            &planned.plan,
+            &planned.desired.infos,
+            global.parallel,
+            (start, sink.clone(), cancel.clone()),
+        )
+        .await;
         let opts = ApplyOptions {
             parallel: global.parallel,
             compress: if args.no_compress { None } else { Some(3) },
