@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! - [`types`]: the data ([`Inventory`], [`Host`], [`Pin`], [`HostName`], [`System`], ...).
-//! - `parse`: the checker that walks the TOML tree ([`parse`], [`ParseOptions`]).
+//! - `parse`: the checker that walks the TOML tree ([`parse`], [`ParseOptions`]); its parts: `host`
+//!   (`[hosts.NAME]`, `[defaults]`), `pin` (`[pins.NAME]`), `values` (single values), `health`,
+//!   `nix_path`, `secrets`.
 //! - `checks`: shape checks for single values (host keys, hashes, "did you mean").
 //! - `select`: `--on` selectors ([`Inventory::select`]).
 //! - [`error`]: [`InventoryError`], [`Problem`], [`SelectError`].
