@@ -7,7 +7,7 @@ use std::sync::Arc;
 use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
-use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
+use fleet_nix_build::{BuildEvent, BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
 use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
@@ -39,26 +39,35 @@ pub fn fleet_dir(file: &Utf8Path) -> Utf8PathBuf {
 
 /// What fleet-nix-build needs to know about a host.
 pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
-    let pin = match inventory.pins.get(&host.pin).map(|p| &p.source) {
+    let pin = match host
+        .pin()
+        .and_then(|p| inventory.pins.get(p))
+        .map(|p| &p.source)
+    {
         Some(PinSource::Tarball { url, sha256 }) => PinSpec::Tarball {
             url: url.clone(),
             sha256: sha256.clone(),
         },
         Some(PinSource::Path(p)) => PinSpec::Path(p.clone()),
-        // The inventory refuses hosts whose pin does not exist.
+        // The inventory refuses hosts whose pin does not exist; a flake host has none.
         None => PinSpec::Path(Utf8PathBuf::from("/nonexistent-pin")),
     };
     HostBuildSpec {
         name: host.name.to_string(),
         system: host.system.to_string(),
         pin,
-        config: host.config.clone(),
+        config: host.config().cloned().unwrap_or_default(),
         cross: host.build == BuildMode::Cross,
         nix_path: host
             .nix_path
             .iter()
             .map(|(n, p)| (n.clone(), p.clone()))
             .collect(),
+        flake: host.flake().map(|f| FlakeSpec {
+            reference: f.reference.clone(),
+            attribute: f.attribute.clone(),
+            impure: f.impure,
+        }),
     }
 }
 
@@ -72,7 +81,11 @@ pub fn build_options(
     show_trace: bool,
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
-    opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    opts.all_configs = inventory
+        .hosts
+        .iter()
+        .filter_map(|h| h.config().cloned())
+        .collect();
     if show_trace {
         let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
         if !config.is_empty() && !config.ends_with('\n') {

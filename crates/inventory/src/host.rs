@@ -30,6 +30,8 @@ const HOST_KEYS: &[&str] = &[
     "confirm-timeout",
     "nix-path",
     "checks",
+    "flake",
+    "impure",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -54,6 +56,8 @@ pub(super) struct Settings {
     pub(super) confirm_timeout: Option<At<u64>>,
     pub(super) nix_path: Option<At<BTreeMap<String, Utf8PathBuf>>>,
     pub(super) checks: Option<At<health::CheckSettings>>,
+    pub(super) flake: Option<At<String>>,
+    pub(super) impure: Option<At<bool>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -144,6 +148,8 @@ impl Checker<'_, '_> {
                 "confirm-timeout" => out.confirm_timeout = self.confirm_timeout(value),
                 "nix-path" => out.nix_path = self.nix_path(value),
                 "checks" => out.checks = self.checks(value),
+                "flake" => out.flake = self.flake_ref(value),
+                "impure" => out.impure = self.boolean(known, value),
                 _ => unreachable_key(known),
             }
         }
@@ -210,65 +216,12 @@ impl Checker<'_, '_> {
             ));
         }
 
-        let pin = own.pin.take().or_else(|| defaults.pin.clone()).or_else(|| {
-            // With a single pin, there is nothing to choose.
-            (pin_names.len() == 1 && !written("pin")).then(|| At {
-                value: pin_names[0].clone(),
-                span: key.span(),
-            })
-        });
-        match &pin {
-            Some(p) if !pin_names.contains(&p.value) => {
-                let help = match checks::closest(&p.value, pin_names.iter().map(String::as_str)) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None if pin_names.is_empty() => "define it in a [pins.NAME] table".to_owned(),
-                    None => format!("defined pins: {}", pin_names.join(", ")),
-                };
-                self.problems.push(Problem::UnknownPin {
-                    pin: p.value.clone(),
-                    span: p.span.clone().into(),
-                    help,
-                });
-            }
-            None if !written("pin") => {
-                self.problems.push(missing(
-                    "pin",
-                    format!("set `pin` to one of the [pins] in {table_name} or in [defaults]"),
-                ));
-            }
-            _ => {}
-        }
-
-        let config = own.config.take().or_else(|| defaults.config.clone());
-        let config = match config {
-            Some(c) => {
-                let path = self.resolve(&c.value.replace("{name}", raw_name));
-                if (self.opts.exists)(&path) {
-                    Some(path)
-                } else {
-                    self.problems.push(Problem::MissingPath {
-                        what: "config",
-                        path,
-                        span: c.span.into(),
-                    });
-                    None
-                }
-            }
-            None => {
-                if !written("config") {
-                    self.problems.push(missing(
-                        "config",
-                        format!("set `config` to the host's configuration.nix in {table_name}, or `config = \"hosts/{{name}}/configuration.nix\"` in [defaults]"),
-                    ));
-                }
-                None
-            }
-        };
+        let source = self.host_source(&mut own, defaults, key, pin_names);
 
         if self.problems.len() > errors_before {
             return None;
         }
-        let (name, system, pin, config) = (name?, system?, pin?, config?);
+        let (name, system, source) = (name?, system?, source?);
         // `[defaults]` entries, then the host's own (which win for the same name).
         let mut nix_path = defaults
             .nix_path
@@ -291,8 +244,7 @@ impl Checker<'_, '_> {
             user: user_name,
             port: pick(own.port, &defaults.port).unwrap_or(DEFAULT_PORT),
             system: system.value,
-            pin: pin.value,
-            config,
+            source,
             tags: pick(own.tags, &defaults.tags).unwrap_or_default(),
             sudo: sudo.map(|s| s.value).unwrap_or(
                 if user.is_none() || user.as_ref().is_some_and(|u| u.value == DEFAULT_USER) {

@@ -28,6 +28,6 @@ pub use parse::{
     DEFAULT_USER, MAX_CONFIRM_TIMEOUT_SECS,
 };
 pub use types::{
-    BuildMode, HealthChecks, Host, HostName, Inventory, Pin, PinSource, Secret, SecretSource,
-    SecretWhen, SetInFile, SudoMode, System,
+    BuildMode, Flake, HealthChecks, Host, HostName, HostSource, Inventory, Pin, PinSource, Secret,
+    SecretSource, SecretWhen, SetInFile, SudoMode, System,
 };

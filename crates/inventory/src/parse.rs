@@ -20,6 +20,8 @@ mod nix_path;
 mod pin;
 #[path = "secrets.rs"]
 mod secrets;
+#[path = "source.rs"]
+mod source;
 #[path = "values.rs"]
 mod values;
 pub use secrets::{DEFAULT_SECRETS_DIR, DEFAULT_SECRET_MODE};
