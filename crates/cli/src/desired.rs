@@ -8,7 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
 use fleet_nix_build::{BuildEvent, BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
+use fleet_planner::{BootSpec, ClosurePath, DesiredHost, FlakeLock, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
@@ -174,6 +174,7 @@ pub async fn build(
                     system: host.system.to_string(),
                     toplevel: b.toplevel,
                     package: b.package,
+                    flake: b.flake.and_then(to_planner_lock),
                 });
             (name, r)
         })
@@ -195,6 +196,8 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
                         system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
                         toplevel: t.clone(),
                         package: p.clone(),
+                        // A saved plan keeps the flake's revision, not its whole lock.
+                        flake: None,
                     }),
                     _ => Err(h
                         .error
@@ -212,6 +215,19 @@ struct Wanted {
     system: String,
     toplevel: String,
     package: String,
+    flake: Option<FlakeLock>,
+}
+
+/// A flake lock from fleet-nix-build or a host's record, in the planner's type (same shape).
+fn to_planner_lock(lock: impl serde::Serialize) -> Option<FlakeLock> {
+    serde_json::to_value(lock)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The flake lock a host's deployment record carries (`flake`), if any.
+pub fn recorded_flake(record: Option<&serde_json::Value>) -> Option<FlakeLock> {
+    to_planner_lock(record?.get("flake")?)
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
@@ -282,6 +298,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     package: w.package,
                     closure,
                     nixpkgs,
+                    flake: w.flake,
                 }
             });
             (name, d)

@@ -47,6 +47,7 @@ impl Reached {
             booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
             system: f.system.clone(),
+            flake: crate::desired::recorded_flake(f.deployment.as_ref()),
         }
     }
 }

@@ -66,6 +66,7 @@ fn record(id: &str, toplevel: &str, package: &str) -> deploy::DeploymentRecord {
         goal: Goal::Switch,
         fleet_version: "test".into(),
         id: id.into(),
+        flake: None,
     }
 }
 

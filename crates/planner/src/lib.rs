@@ -22,6 +22,7 @@
 
 mod diff;
 mod drift;
+mod flake;
 mod goal;
 mod input;
 mod plan;
@@ -32,6 +33,7 @@ mod store_name;
 
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
+pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{
     BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,

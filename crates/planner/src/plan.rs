@@ -125,6 +125,9 @@ pub struct HostPlan {
     /// only. Filled by the caller, which asks the host to compare.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::SecretPlan>,
+    /// A flake host: its revision and the inputs changed since its last deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<crate::FlakePlan>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -274,6 +277,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         error: Some(error),
         pin_bytes: None,
         secrets: Vec::new(),
+        flake: None,
     }
 }
 
@@ -358,6 +362,10 @@ fn host_plan(
         error: None,
         pin_bytes,
         secrets: Vec::new(),
+        flake: desired
+            .flake
+            .as_ref()
+            .map(|d| crate::flake_plan(d, facts.flake.as_ref())),
     }
 }
 

@@ -3,10 +3,12 @@
 # switchTemplate, readmeTemplate.
 set -eu
 mkdir -p "$out/inputs"
-# A link to the store copy: `nixos-rebuild switch --flake <package>/flake#ATTR` evaluates the
-# very source fleet evaluated, and its flake.lock resolves to the inputs below (in the store,
-# referenced by this package, so copied with it: no network needed).
-ln -s "$flake" "$out/flake"
+# A copy, not a link, of the store copy fleet evaluated: Nix (2.8) refuses a flake whose path is
+# a symlink. `nixos-rebuild switch --flake <package>/flake#ATTR` evaluates the very same source,
+# and its flake.lock resolves to the inputs below (in the store, referenced by this package, so
+# copied with it: no network needed).
+cp -R "$flake" "$out/flake"
+chmod -R u+w "$out/flake"
 for i in $inputs; do
   n=${i#/nix/store/}
   [ -e "$out/inputs/$n" ] || ln -s "$i" "$out/inputs/$n"
