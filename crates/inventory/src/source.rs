@@ -125,10 +125,7 @@ impl Checker<'_, '_> {
             self.invalid("flake", "nothing follows `#`", written.span);
             return None;
         }
-        let reference = match self.flake_location(reference, written.span.clone()) {
-            Some(r) => r,
-            None => return None,
-        };
+        let reference = self.flake_location(reference, written.span.clone())?;
         Some(HostSource::Flake {
             flake: Flake {
                 reference,

@@ -126,7 +126,12 @@ impl FlakePlan {
         }
         for c in &self.changed {
             let side = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_owned());
-            s.push_str(&format!("; {} {} → {}", c.input, side(&c.from), side(&c.to)));
+            s.push_str(&format!(
+                "; {} {} → {}",
+                c.input,
+                side(&c.from),
+                side(&c.to)
+            ));
         }
         s
     }

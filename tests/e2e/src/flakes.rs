@@ -27,7 +27,14 @@ pub fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(String, String)]
 
 /// `git` in `dir` with a fixed identity.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"];
+    let mut all = vec![
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "-c",
+        "commit.gpgsign=false",
+    ];
     all.extend_from_slice(args);
     run_in(dir, "git", &all, &[])
 }
@@ -38,7 +45,11 @@ pub fn standin_copy(f: &Fleet) -> PathBuf {
     run_in(
         f.dir.parent().unwrap(),
         "cp",
-        &["-r", &fleet_testbed::nixpkgs_standin().display().to_string(), &to.display().to_string()],
+        &[
+            "-r",
+            &fleet_testbed::nixpkgs_standin().display().to_string(),
+            &to.display().to_string(),
+        ],
         &[],
     );
     to
@@ -102,7 +113,10 @@ pub fn flake_hosts(toml: &str, hosts: &[&str]) -> String {
     let mut out = String::new();
     let mut current = String::new();
     for line in toml.lines() {
-        if let Some(name) = line.strip_prefix("[hosts.").and_then(|l| l.strip_suffix(']')) {
+        if let Some(name) = line
+            .strip_prefix("[hosts.")
+            .and_then(|l| l.strip_suffix(']'))
+        {
             current = name.to_owned();
         }
         if line.starts_with("config = ") && hosts.contains(&current.as_str()) {

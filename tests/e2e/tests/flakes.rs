@@ -16,7 +16,11 @@ fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
         HostSpec::new("flk2"),
     ]);
     let nixpkgs = standin_copy(&f);
-    make_flake(&f, &nixpkgs, &[("flk1", "x86_64-linux"), ("flk2", "x86_64-linux")]);
+    make_flake(
+        &f,
+        &nixpkgs,
+        &[("flk1", "x86_64-linux"), ("flk2", "x86_64-linux")],
+    );
     // Not tracked by git: Nix leaves it out of the flake's copy, so of the package.
     std::fs::write(f.dir.join("hosts/flk1/untracked.txt"), "secret notes").unwrap();
     // A change to a tracked file makes the tree dirty (an untracked file does not, for Nix).
@@ -31,19 +35,32 @@ fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
     assert_eq!(flake["dirty"], true, "flake.nix edited: {flake}");
     assert!(named(&plan, "pin1")["flake"].is_null());
     let text = f.fleet(&["plan"]);
-    assert!(text.stdout.contains(&format!("flake {}", f.dir.display())), "{}", text.stdout);
+    assert!(
+        text.stdout.contains(&format!("flake {}", f.dir.display())),
+        "{}",
+        text.stdout
+    );
 
     f.fleet(&["apply"]).expect_code(0);
     let gen1 = current(&f, "flk1").expect("flk1 runs a system");
     assert!(current(&f, "pin1").is_some() && current(&f, "flk2").is_some());
     // The package: the flake's tracked files with its lock, and the inputs.
     let pkg = "/etc/nixos/current-configuration";
-    let listing = f.sh("flk1", &format!("ls {pkg}/flake/ {pkg}/flake/hosts/flk1 {pkg}/inputs"));
-    assert!(listing.contains("flake.lock") && listing.contains("configuration.nix"), "{listing}");
+    let listing = f.sh(
+        "flk1",
+        &format!("ls {pkg}/flake/ {pkg}/flake/hosts/flk1 {pkg}/inputs"),
+    );
+    assert!(
+        listing.contains("flake.lock") && listing.contains("configuration.nix"),
+        "{listing}"
+    );
     assert!(!listing.contains("untracked.txt"), "{listing}");
     assert!(!listing.contains(".fleet"), "{listing}");
     let record = f.sh("flk1", &record_cmd(&gen1));
-    assert!(record.contains("\"flake\"") && record.contains("\"nixpkgs\""), "{record}");
+    assert!(
+        record.contains("\"flake\"") && record.contains("\"nixpkgs\""),
+        "{record}"
+    );
 
     // status: in sync, from the flake, and without evaluation.
     let s = f.fleet(&["status", "--json"]);
@@ -65,7 +82,10 @@ fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
         ),
     );
     std::fs::rename(&away, &nixpkgs).unwrap();
-    assert!(rebuilt.contains(&gen1), "offline rebuild on the host: {rebuilt}");
+    assert!(
+        rebuilt.contains(&gen1),
+        "offline rebuild on the host: {rebuilt}"
+    );
 
     // A new version of the input: the plan names the input and shows the package diff.
     std::fs::remove_file(f.dir.join("hosts/flk1/untracked.txt")).unwrap();
