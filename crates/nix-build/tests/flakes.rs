@@ -118,7 +118,7 @@ async fn one_evaluation_per_flake_tracked_files_only_and_suggestions() {
     assert_eq!(inputs.len(), 1, "the stand-in, referenced");
     let readme = std::fs::read_to_string(pkg.join("README.md")).unwrap();
     assert!(
-        readme.contains("--flake /etc/nixos/current-configuration/flake#web"),
+        readme.contains("--flake \"$(readlink -f /etc/nixos/current-configuration/flake)#web\""),
         "{readme}"
     );
 

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use fleet_e2e::flakes::{git, lock, make_flake, set_default_version, standin_copy};
-use fleet_e2e::{config, current, named, record_cmd, Fleet, HostSpec};
+use fleet_e2e::matrix::root_or_skip;
+use fleet_e2e::{config, current, named, record_cmd, Fleet, HostSpec, Userland};
 
 #[test]
 fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
@@ -78,7 +79,7 @@ fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
         "flk1",
         &format!(
             "NIX_CONFIG='substituters =' nix --extra-experimental-features 'nix-command flakes' \
-             build --no-link --json {pkg}/flake#nixosConfigurations.flk1.config.system.build.toplevel 2>&1"
+             build --no-link --json \"$(readlink -f {pkg}/flake)#nixosConfigurations.flk1.config.system.build.toplevel\" 2>&1"
         ),
     );
     std::fs::rename(&away, &nixpkgs).unwrap();
@@ -122,4 +123,36 @@ fn pinned_and_flake_hosts_plan_apply_status_roll_back_and_rebuild_offline() {
     assert!(all.contains("did you mean `flk1`?"), "{all}");
     let _ = config;
     eprintln!("flakes e2e: {:.1?}", started.elapsed());
+}
+
+/// The package's flake on hosts running Nix 2.26 (trixie) and 2.34 (sid): their Nix evaluates it
+/// offline to the system fleet deployed (the input's folder does not exist in their userland).
+/// The link is resolved first, as the package's README says.
+#[test]
+fn the_package_flake_rebuilds_offline_on_nix_226_and_234() {
+    let started = Instant::now();
+    let hosts: Vec<(&str, Userland)> = [("f226", Userland::Trixie), ("f234", Userland::Sid)]
+        .into_iter()
+        .filter(|(n, u)| root_or_skip(*u, &format!("flake package on {n}")).is_some())
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    let f = Fleet::start(hosts.iter().map(|(n, u)| HostSpec::new(*n).userland(*u)));
+    let nixpkgs = standin_copy(&f);
+    let systems: Vec<(&str, &str)> = hosts.iter().map(|(n, _)| (*n, "x86_64-linux")).collect();
+    make_flake(&f, &nixpkgs, &systems);
+    f.fleet(&["apply"]).expect_code(0);
+    for (h, _) in &hosts {
+        let running = current(&f, h).expect("runs a system");
+        let cmd = format!(
+            "nix --version; NIX_CONFIG=\"$(printf 'substituters =\\nbuild-users-group =')\" \
+             nix --extra-experimental-features 'nix-command flakes' build --no-link --json \
+             \"$(readlink -f /etc/nixos/current-configuration/flake)#nixosConfigurations.{h}.config.system.build.toplevel\" 2>&1"
+        );
+        let o = f.tb.exec(h, &cmd).expect("exec");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(out.contains(&running), "{h}: {out}");
+    }
+    eprintln!("flakes on Nix 2.26/2.34: {:.1?}", started.elapsed());
 }

@@ -3,12 +3,12 @@
 # switchTemplate, readmeTemplate.
 set -eu
 mkdir -p "$out/inputs"
-# A copy, not a link, of the store copy fleet evaluated: Nix (2.8) refuses a flake whose path is
-# a symlink. `nixos-rebuild switch --flake <package>/flake#ATTR` evaluates the very same source,
-# and its flake.lock resolves to the inputs below (in the store, referenced by this package, so
-# copied with it: no network needed).
-cp -R "$flake" "$out/flake"
-chmod -R u+w "$out/flake"
+# A link to the store copy fleet evaluated (a store path of its own): `nixos-rebuild switch
+# --flake "$(readlink -f <package>/flake)#ATTR"` evaluates the very same source, and its
+# flake.lock resolves to the inputs below (in the store, referenced by this package, so copied
+# with it: no network needed). Resolved, because Nix 2.8 refuses a flake path that is a symlink
+# and Nix 2.26+ one through a symlink, and takes a folder inside a store path as that store path.
+ln -s "$flake" "$out/flake"
 for i in $inputs; do
   n=${i#/nix/store/}
   [ -e "$out/inputs/$n" ] || ln -s "$i" "$out/inputs/$n"
