@@ -473,6 +473,21 @@ mod tests {
     }
 
     #[test]
+    fn flakes_enabled_per_call_impure_only_when_asked() {
+        let pure = nix_args(false);
+        assert_eq!(
+            pure[..2],
+            [
+                "--extra-experimental-features".to_owned(),
+                "nix-command flakes".to_owned()
+            ]
+        );
+        assert!(pure.windows(3).any(|w| w == ["--option", "nix-path", ""]));
+        assert!(!pure.contains(&"--impure".to_owned()));
+        assert!(nix_args(true).contains(&"--impure".to_owned()));
+    }
+
+    #[test]
     fn suggestions() {
         let names = vec!["nas".to_owned(), "raspberry".to_owned()];
         assert_eq!(closest("raspbery", &names).as_deref(), Some("raspberry"));
