@@ -7,8 +7,8 @@ use std::sync::Arc;
 use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
-use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
+use fleet_nix_build::{BuildEvent, BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
+use fleet_planner::{BootSpec, ClosurePath, DesiredHost, FlakeLock, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
@@ -39,26 +39,35 @@ pub fn fleet_dir(file: &Utf8Path) -> Utf8PathBuf {
 
 /// What fleet-nix-build needs to know about a host.
 pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
-    let pin = match inventory.pins.get(&host.pin).map(|p| &p.source) {
+    let pin = match host
+        .pin()
+        .and_then(|p| inventory.pins.get(p))
+        .map(|p| &p.source)
+    {
         Some(PinSource::Tarball { url, sha256 }) => PinSpec::Tarball {
             url: url.clone(),
             sha256: sha256.clone(),
         },
         Some(PinSource::Path(p)) => PinSpec::Path(p.clone()),
-        // The inventory refuses hosts whose pin does not exist.
+        // The inventory refuses hosts whose pin does not exist; a flake host has none.
         None => PinSpec::Path(Utf8PathBuf::from("/nonexistent-pin")),
     };
     HostBuildSpec {
         name: host.name.to_string(),
         system: host.system.to_string(),
         pin,
-        config: host.config.clone(),
+        config: host.config().cloned().unwrap_or_default(),
         cross: host.build == BuildMode::Cross,
         nix_path: host
             .nix_path
             .iter()
             .map(|(n, p)| (n.clone(), p.clone()))
             .collect(),
+        flake: host.flake().map(|f| FlakeSpec {
+            reference: f.reference.clone(),
+            attribute: f.attribute.clone(),
+            impure: f.impure,
+        }),
     }
 }
 
@@ -131,7 +140,11 @@ pub fn build_options(
     opts.max_parallel_evals = jobs;
     opts.eval_max_memory = max_memory;
     let show_trace = eval.show_trace;
-    opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    opts.all_configs = inventory
+        .hosts
+        .iter()
+        .filter_map(|h| h.config().cloned())
+        .collect();
     let mut extra = crate::scale::nix_config_lines(&inventory.build);
     if show_trace {
         extra.push_str("show-trace = true\n");
@@ -238,6 +251,7 @@ pub async fn build(
                     system: host.system.to_string(),
                     toplevel: b.toplevel,
                     package: b.package,
+                    flake: b.flake.and_then(to_planner_lock),
                 });
             (name, r)
         })
@@ -259,6 +273,8 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
                         system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
                         toplevel: t.clone(),
                         package: p.clone(),
+                        // A saved plan keeps the flake's revision, not its whole lock.
+                        flake: None,
                     }),
                     _ => Err(h
                         .error
@@ -276,6 +292,19 @@ struct Wanted {
     system: String,
     toplevel: String,
     package: String,
+    flake: Option<FlakeLock>,
+}
+
+/// A flake lock from fleet-nix-build or a host's record, in the planner's type (same shape).
+fn to_planner_lock(lock: impl serde::Serialize) -> Option<FlakeLock> {
+    serde_json::to_value(lock)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The flake lock a host's deployment record carries (`flake`), if any.
+pub fn recorded_flake(record: Option<&serde_json::Value>) -> Option<FlakeLock> {
+    to_planner_lock(record?.get("flake")?)
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
@@ -346,6 +375,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     package: w.package,
                     closure,
                     nixpkgs,
+                    flake: w.flake,
                 }
             });
             (name, d)

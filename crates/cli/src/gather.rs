@@ -52,6 +52,7 @@ impl Reached {
             zstd: f.zstd,
             mem_available: f.mem_available,
             substitutable: self.substitutable.clone(),
+            flake: crate::desired::recorded_flake(f.deployment.as_ref()),
         }
     }
 }

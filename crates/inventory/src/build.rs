@@ -40,7 +40,7 @@ impl Checker<'_, '_> {
         out
     }
 
-    /// A boolean value (`substitute`, `builders-use-substitutes`).
+    /// A boolean value (`substitute`, `impure`, `builders-use-substitutes`).
     pub(super) fn boolean(&mut self, key: &str, value: &Spanned<DeValue>) -> Option<At<bool>> {
         match value.get_ref() {
             DeValue::Boolean(b) => Some(At {

@@ -112,8 +112,10 @@ mod tests {
             user: "root".to_owned(),
             port: 22,
             system: System::new("x86_64-linux").unwrap(),
-            pin: "nixpkgs".to_owned(),
-            config: "/c.nix".into(),
+            source: crate::types::HostSource::Pinned {
+                pin: "nixpkgs".to_owned(),
+                config: "/c.nix".into(),
+            },
             tags: tags.iter().map(|t| t.to_string()).collect(),
             sudo: SudoMode::None,
             build: BuildMode::Local,

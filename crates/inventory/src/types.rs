@@ -182,9 +182,9 @@ pub struct Host {
     pub user: String,
     pub port: u16,
     pub system: System,
-    pub pin: String,
-    /// Absolute path of the host's `configuration.nix`.
-    pub config: Utf8PathBuf,
+    /// Where the host's system comes from: a pin and a `configuration.nix`, or a flake.
+    #[serde(flatten)]
+    pub source: HostSource,
     pub tags: Vec<String>,
     pub sudo: SudoMode,
     pub build: BuildMode,
@@ -211,6 +211,59 @@ pub struct Host {
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]
     pub set_in_file: SetInFile,
+}
+
+/// Where a host's system comes from (serialised flat: `pin` + `config`, or `flake`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HostSource {
+    /// `pin` + `config`: `import "${pin}/nixos" { configuration = config; }`.
+    Pinned {
+        pin: String,
+        /// Absolute path of the host's `configuration.nix`.
+        config: Utf8PathBuf,
+    },
+    /// `flake = "REF#ATTR"`: the flake's `nixosConfigurations.ATTR`.
+    Flake { flake: Flake },
+}
+
+/// A host's flake (`flake = "REF"` or `"REF#ATTR"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flake {
+    /// The flake reference as Nix takes it, without `#ATTR`; a relative path (`.`, `./x`,
+    /// `path:./x`) is made absolute against fleet.toml's folder.
+    pub reference: String,
+    /// The attribute of `nixosConfigurations`: what followed `#`, else the host's name.
+    pub attribute: String,
+    /// Evaluate with `--impure` (`impure = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impure: bool,
+}
+
+impl Host {
+    /// The host's pin, when it is not a flake host.
+    pub fn pin(&self) -> Option<&str> {
+        match &self.source {
+            HostSource::Pinned { pin, .. } => Some(pin),
+            HostSource::Flake { .. } => None,
+        }
+    }
+
+    /// The host's `configuration.nix`, when it is not a flake host.
+    pub fn config(&self) -> Option<&Utf8PathBuf> {
+        match &self.source {
+            HostSource::Pinned { config, .. } => Some(config),
+            HostSource::Flake { .. } => None,
+        }
+    }
+
+    /// The host's flake, when it is a flake host.
+    pub fn flake(&self) -> Option<&Flake> {
+        match &self.source {
+            HostSource::Flake { flake } => Some(flake),
+            HostSource::Pinned { .. } => None,
+        }
+    }
 }
 
 /// Which of `address`, `user` and `port` a host's settings in fleet.toml name explicitly.

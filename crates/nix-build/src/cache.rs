@@ -212,6 +212,7 @@ mod tests {
             toplevel_out: format!("/nix/store/{n}-nixos-system"),
             package: format!("/nix/store/{n}-fleet-deployment.drv"),
             package_out: format!("/nix/store/{n}-fleet-deployment"),
+            flake: None,
         }
     }
 

@@ -86,6 +86,15 @@ pub enum BuildError {
     Files(#[from] crate::files::DiscoverError),
 
     /// Nix could not evaluate the host; `stderr` is Nix's error text.
+    /// A flake host's attribute is not in the flake's `nixosConfigurations`.
+    #[error("{flake} has no nixosConfigurations.{attribute}{}", flake_attribute_help(.available, .suggestion))]
+    FlakeAttribute {
+        flake: String,
+        attribute: String,
+        available: Vec<String>,
+        suggestion: Option<String>,
+    },
+
     #[error("evaluation failed:\n{stderr}")]
     Eval { stderr: String },
 
@@ -132,4 +141,18 @@ pub enum BuildError {
 
     #[error("unexpected output from `{command}`: {detail}")]
     Output { command: String, detail: String },
+}
+
+fn flake_attribute_help(available: &[String], suggestion: &Option<String>) -> String {
+    let mut s = if available.is_empty() {
+        "; it has no nixosConfigurations".to_owned()
+    } else {
+        format!("; it has: {}", available.join(", "))
+    };
+    if let Some(c) = suggestion {
+        s.push_str(&format!(
+            "\ndid you mean `{c}`? (`flake = \"REF#{c}\"` in fleet.toml)"
+        ));
+    }
+    s
 }

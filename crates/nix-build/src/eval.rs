@@ -26,6 +26,9 @@ pub(crate) struct Evaluated {
     pub toplevel_out: String,
     pub package: String,
     pub package_out: String,
+    /// A flake host's lock (not from the expression: from `nix flake metadata`).
+    #[serde(skip)]
+    pub flake: Option<crate::spec::FlakeLock>,
 }
 
 pub(crate) type EvalResult = Result<Evaluated, BuildError>;

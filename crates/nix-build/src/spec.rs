@@ -34,6 +34,53 @@ pub struct HostBuildSpec {
     /// `nixos-config` (the configuration) are always there; nothing else is.
     #[serde(default)]
     pub nix_path: Vec<(String, Utf8PathBuf)>,
+    /// The host's system comes from this flake's `nixosConfigurations` (then `pin`, `config`,
+    /// `cross` and `nix_path` are not used).
+    #[serde(default)]
+    pub flake: Option<FlakeSpec>,
+}
+
+/// A flake host: `nixosConfigurations.<attribute>` of the flake `reference`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlakeSpec {
+    /// A flake reference Nix accepts (`/abs/dir`, `path:…`, `git+file:…`, `github:…`), no `#`.
+    pub reference: String,
+    pub attribute: String,
+    /// Evaluate with `--impure`.
+    #[serde(default)]
+    pub impure: bool,
+}
+
+/// What a flake was locked to when it was evaluated: recorded on the host at each apply and
+/// compared at the next plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakeLock {
+    /// The reference as fleet.toml gives it.
+    pub reference: String,
+    /// The git commit of the flake's tree (none for a `path:` flake or a dirty tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The NAR hash of the flake's source as Nix copied it.
+    pub nar_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<u64>,
+    /// A git tree with uncommitted changes.
+    #[serde(default)]
+    pub dirty: bool,
+    /// The flake's own inputs (the root's, by name), as `flake.lock` locks them.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, LockedInput>,
+}
+
+/// One input as locked in `flake.lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nar_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<u64>,
 }
 
 /// Progress of [`crate::evaluate_and_build`], handed to [`BuildOptions::on_event`].
@@ -156,4 +203,7 @@ pub struct BuiltHost {
     /// The GC root that keeps `package` alive: `<fleet_dir>/.fleet/gcroots/<host>`.
     pub gc_root: Utf8PathBuf,
     pub boot: BootSpec,
+    /// A flake host's lock.
+    #[serde(default)]
+    pub flake: Option<FlakeLock>,
 }

@@ -188,6 +188,7 @@ mod tests {
             pin_bytes: None,
             secrets: Vec::new(),
             checks: Vec::new(),
+            flake: None,
         }
     }
 

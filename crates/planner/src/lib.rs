@@ -25,6 +25,7 @@
 mod decide;
 mod diff;
 mod drift;
+mod flake;
 mod goal;
 mod input;
 mod plan;
@@ -38,6 +39,7 @@ pub use decide::{
 };
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
+pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{
     BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,

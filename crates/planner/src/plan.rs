@@ -146,6 +146,9 @@ pub struct HostPlan {
     /// hosts apply changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// A flake host: its revision and the inputs changed since its last deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<crate::FlakePlan>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -297,6 +300,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         pin_bytes: None,
         secrets: Vec::new(),
         checks: Vec::new(),
+        flake: None,
     }
 }
 
@@ -403,6 +407,10 @@ fn host_plan(
         pin_bytes,
         secrets: Vec::new(),
         checks: Vec::new(),
+        flake: desired
+            .flake
+            .as_ref()
+            .map(|d| crate::flake_plan(d, facts.flake.as_ref())),
     }
 }
 

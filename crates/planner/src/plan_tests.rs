@@ -46,6 +46,7 @@ fn desired() -> DesiredHost {
         boot: boot('k', 'i', 'm'),
         specialisations: vec![],
         nixpkgs: None,
+        flake: None,
     }
 }
 

@@ -143,6 +143,9 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
 
 fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(f) = &host.flake {
+        lines.push(format!("  {}", f.line()));
+    }
     match host.action {
         Action::Error => {
             let message = host.error.as_deref().unwrap_or_default();

@@ -253,7 +253,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         missing,
                         activation: Activation {
                             goal,
-                            record: record(&provenance, &toplevel, &package, goal),
+                            record: record(
+                                &provenance,
+                                &toplevel,
+                                &package,
+                                goal,
+                                planned.desired.get(&hp.name).and_then(|d| d.flake.as_ref()),
+                            ),
                             toplevel,
                             package,
                             confirm_timeout: steps.confirm_timeout,
@@ -379,7 +385,13 @@ fn hosts_of_plan<'i>(
     Ok(in_plan)
 }
 
-fn record(p: &Provenance, toplevel: &str, package: &str, goal: Goal) -> DeploymentRecord {
+fn record(
+    p: &Provenance,
+    toplevel: &str,
+    package: &str,
+    goal: Goal,
+    flake: Option<&fleet_planner::FlakeLock>,
+) -> DeploymentRecord {
     DeploymentRecord {
         commit: p.commit.clone(),
         dirty: p.dirty,
@@ -390,5 +402,6 @@ fn record(p: &Provenance, toplevel: &str, package: &str, goal: Goal) -> Deployme
         goal,
         fleet_version: env!("CARGO_PKG_VERSION").to_owned(),
         id: deploy::deployment_id(),
+        flake: flake.and_then(|f| serde_json::to_value(f).ok()),
     }
 }

@@ -22,6 +22,10 @@ pub struct DeploymentRecord {
     pub goal: Goal,
     pub fleet_version: String,
     pub id: String,
+    /// A flake host: the lock it was evaluated with (reference, revision, whether the tree was
+    /// dirty, its inputs), compared with the next plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<serde_json::Value>,
 }
 
 /// A fresh, unique deployment id (time + pid + counter).

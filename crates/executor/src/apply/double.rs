@@ -212,6 +212,7 @@ pub fn activation(id: &str) -> Activation {
         goal: Goal::Switch,
         fleet_version: "0".into(),
         id: id.into(),
+        flake: None,
     };
     Activation {
         goal: Goal::Switch,

@@ -2,7 +2,7 @@
 # modules plus the stand-in's own (modules/misc/defaults.nix), then the toplevel (build.nix).
 # Specialisations are the same modules plus one more, evaluated again.
 # `systemDefault`: the modules that stand for nixos/default.nix's `system` argument.
-{ modules, isSpecialisation ? false, systemDefault ? [ ] }:
+{ modules, isSpecialisation ? false, systemDefault ? [ ], specialArgs ? { } }:
 let
   lib = import ../../lib;
 
@@ -13,6 +13,7 @@ let
 
   eval = lib.evalModules {
     modules = base ++ modules;
+    inherit specialArgs;
     extraArgs = { inherit pkgs; modulesPath = toString ../modules; };
   };
   inherit (eval) config;
@@ -38,7 +39,7 @@ let
             modules = (if s.inheritParentConfig or true then modules else systemDefault)
               ++ [ { module = s.configuration or { }; file = "specialisation.${name}.configuration"; } ];
             isSpecialisation = true;
-            inherit systemDefault;
+            inherit systemDefault specialArgs;
           }).config.system.build.toplevel)
         config.specialisation;
 
