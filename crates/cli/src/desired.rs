@@ -8,7 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
 use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
+use fleet_planner::{ClosurePath, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
@@ -263,7 +263,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
-                    boot: boot_spec(Utf8Path::new(&w.toplevel)),
+                    boot: fleet_nix_build::boot_spec(&w.toplevel),
                     specialisations: specialisations(Utf8Path::new(&w.toplevel)),
                     toplevel: w.toplevel,
                     package: w.package,
@@ -292,31 +292,6 @@ fn closure_of(
         }
     }
     seen.into_iter().collect()
-}
-
-/// What a built toplevel boots, read from the local store: the targets of its `kernel`,
-/// `initrd`, `kernel-modules`, `dtbs` and `firmware` links and its `kernel-params` and
-/// `init-interface-version` files (the same parts the facts script reads on a host).
-fn boot_spec(toplevel: &Utf8Path) -> BootSpec {
-    let link = |name: &str| {
-        std::fs::read_link(toplevel.join(name))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
-    let file = |name: &str| {
-        std::fs::read_to_string(toplevel.join(name))
-            .ok()
-            .map(|s| s.lines().collect::<String>())
-    };
-    BootSpec {
-        kernel: link("kernel"),
-        initrd: link("initrd"),
-        modules: link("kernel-modules"),
-        kernel_params: file("kernel-params"),
-        dtbs: link("dtbs"),
-        firmware: link("firmware"),
-        init_interface: file("init-interface-version"),
-    }
 }
 
 /// The specialisations of a built toplevel (`specialisation/NAME` links), by name.

@@ -3,7 +3,7 @@
 //! unprivileged command; the store questions (which paths are valid, a closure) go through
 //! [`crate::store::StoreSession`].
 
-use fleet_planner::BootSpec;
+use fleet_types::{BootPart, BootSpec};
 use serde::Serialize;
 
 use crate::ssh::error::ExecError;
@@ -61,11 +61,11 @@ impl RemoteFacts {
     /// The parts of the boot chain that differ between the booted system and the one the next
     /// boot runs (the profile), as NixOS decides a reboot (`system.autoUpgrade`,
     /// nixos-needsreboot). Empty when either is unknown.
-    pub fn reboot_parts(&self) -> Vec<fleet_planner::BootPart> {
+    pub fn reboot_parts(&self) -> Vec<BootPart> {
         if self.booted.is_none() || self.profile.is_none() {
             return Vec::new();
         }
-        fleet_planner::reboot_parts(&self.booted_boot, &self.profile_boot)
+        fleet_types::reboot_parts(&self.booted_boot, &self.profile_boot)
     }
 
     /// Whether the host needs a reboot to run its profile's boot chain.

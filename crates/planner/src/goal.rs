@@ -142,7 +142,8 @@ pub(crate) fn need(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{BootSpec, Specialisation};
+    use crate::input::Specialisation;
+    use fleet_types::BootSpec;
 
     fn desired() -> DesiredHost {
         DesiredHost {

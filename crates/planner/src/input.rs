@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use fleet_types::BootSpec;
 use serde::{Deserialize, Serialize};
 
 /// One store path of a closure with the size of its NAR serialisation.
@@ -12,27 +13,6 @@ pub struct ClosurePath {
     pub path: String,
     /// Size of the path's NAR in bytes (what `nix path-info --json` calls `narSize`).
     pub nar_size: u64,
-}
-
-/// What a system boots: where its `kernel`, `initrd`, `kernel-modules`, `dtbs` and `firmware`
-/// links point, and the contents of its `kernel-params` and `init-interface-version` files.
-/// NixOS needs a reboot for a change of any of them to take effect.
-///
-/// `None` means the system has no such entry (a container; `dtbs` on x86) or it could not be
-/// read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootSpec {
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
-    pub modules: Option<String>,
-    #[serde(default)]
-    pub kernel_params: Option<String>,
-    #[serde(default)]
-    pub dtbs: Option<String>,
-    #[serde(default)]
-    pub firmware: Option<String>,
-    #[serde(default)]
-    pub init_interface: Option<String>,
 }
 
 /// A specialisation of a built system (`TOPLEVEL/specialisation/NAME`).

@@ -16,7 +16,6 @@
 //!   running system, specialisation).
 //! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
 //! - `diff`: closure diffs from store path names ([`Diff`]).
-//! - `store_name`: Nix's `DrvName` rule, output suffixes, short store paths.
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
@@ -28,17 +27,14 @@ mod plan;
 mod platform;
 mod render;
 mod secrets;
-mod store_name;
 
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
-pub use input::{
-    BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,
-};
-pub use plan::{
-    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT,
-};
+pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};
+pub use plan::{plan, Action, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT};
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};
-pub use store_name::short_path;
+
+// The vocabulary of this crate's API (fleet-types), for callers that name only the planner.
+pub use fleet_types::{reboot_parts, short_path, BootPart, BootSpec};

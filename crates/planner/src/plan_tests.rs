@@ -3,6 +3,7 @@ use super::*;
 use crate::check_still_valid;
 use crate::drift::Drift;
 use crate::input::ClosurePath;
+use fleet_types::BootSpec;
 
 fn sp(hash: char, name: &str) -> String {
     format!("/nix/store/{}-{name}", hash.to_string().repeat(32))

@@ -18,7 +18,7 @@ pub(crate) fn mismatch(desired: &DesiredHost, facts: &RemoteState) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::BootSpec;
+    use fleet_types::BootSpec;
 
     fn desired(system: &str) -> DesiredHost {
         DesiredHost {
