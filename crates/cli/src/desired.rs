@@ -8,14 +8,14 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
 use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
-use fleet_planner::{ClosurePath, DesiredHost, Plan, Specialisation};
+use fleet_planner::{ClosurePath, DesiredError, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
 /// Per host the desired system (or why there is none), and the union of all their closures.
 pub struct Desired {
     /// In the order of the hosts given.
-    pub hosts: Vec<(String, Result<DesiredHost, String>)>,
+    pub hosts: Vec<(String, Result<DesiredHost, DesiredError>)>,
     /// Every path of every desired closure, references before referrers.
     pub infos: Vec<PathInfo>,
 }
@@ -144,17 +144,19 @@ pub async fn build(
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
     let plain = quiet || !crate::term::stderr_is_tty();
-    let wanted: Vec<(String, Result<Wanted, String>)> = built
+    let wanted: Vec<(String, Result<Wanted, DesiredError>)> = built
         .into_iter()
         .zip(hosts)
         .map(|((name, r), host)| {
             let r = r
                 .map_err(|e| {
                     let text = error_chain(&e);
-                    if plain {
-                        crate::out::strip_ansi(&text)
-                    } else {
-                        text
+                    DesiredError::Build {
+                        reason: if plain {
+                            crate::out::strip_ansi(&text)
+                        } else {
+                            text
+                        },
                     }
                 })
                 .map(|b| Wanted {
@@ -176,17 +178,16 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
         .map(|host| {
             let name = host.name.to_string();
             let r = match plan.host(&name) {
-                None => Err("not in the saved plan".to_owned()),
+                None => Err(DesiredError::NotInPlan),
                 Some(h) => match (&h.target, &h.package) {
                     (Some(t), Some(p)) => Ok(Wanted {
                         system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
                         toplevel: t.clone(),
                         package: p.clone(),
                     }),
-                    _ => Err(h
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "nothing to apply".to_owned())),
+                    _ => Err(DesiredError::NothingPlanned {
+                        planned: h.error.clone(),
+                    }),
                 },
             };
             (name, r)
@@ -202,19 +203,17 @@ struct Wanted {
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
-async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired {
+async fn with_closures(wanted: Vec<(String, Result<Wanted, DesiredError>)>) -> Desired {
     let store = LocalStore::system();
     let mut roots = BTreeSet::new();
-    type Rooted = Result<(Wanted, StorePath), String>;
+    type Rooted = Result<(Wanted, StorePath), DesiredError>;
     let mut wanted: Vec<(String, Rooted)> = wanted
         .into_iter()
         .map(|(name, r)| {
             let r = r.and_then(|w| {
-                let p = StorePath::new(w.package.clone()).map_err(|e| e.to_string())?;
+                let p = StorePath::new(w.package.clone())?;
                 if !std::path::Path::new(p.as_str()).exists() {
-                    return Err(format!(
-                        "deployment package {p} is not in the local store any more; plan again"
-                    ));
+                    return Err(DesiredError::PackageGone { package: p });
                 }
                 roots.insert(p.clone());
                 Ok((w, p))
@@ -235,7 +234,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
         Err(e) => {
             for (_, r) in &mut wanted {
                 if r.is_ok() {
-                    *r = Err(format!("reading the local closure failed: {e}"));
+                    *r = Err(DesiredError::LocalClosure { reason: e.clone() });
                 }
             }
             Vec::new()

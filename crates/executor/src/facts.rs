@@ -3,6 +3,9 @@
 //! unprivileged command; the store questions (which paths are valid, a closure) go through
 //! [`crate::store::StoreSession`].
 
+use std::collections::BTreeSet;
+
+use fleet_planner::RemoteState;
 use fleet_types::{BootPart, BootSpec};
 use serde::Serialize;
 
@@ -66,6 +69,28 @@ impl RemoteFacts {
             return Vec::new();
         }
         fleet_types::reboot_parts(&self.booted_boot, &self.profile_boot)
+    }
+
+    /// The planner's view of the host: these facts, with what its store said (`present`: the
+    /// paths of the desired closure it has; `current_closure`: its current system's closure).
+    pub fn remote_state(
+        &self,
+        present: BTreeSet<String>,
+        current_closure: Vec<String>,
+    ) -> RemoteState {
+        RemoteState {
+            current: self.current.clone(),
+            booted: self.booted.clone(),
+            generation: self.generation,
+            profile: self.profile.clone(),
+            boot_default: self.boot_default.clone(),
+            specialisation: self.specialisation.clone(),
+            current_closure,
+            current_boot: self.current_boot.clone(),
+            booted_boot: self.booted_boot.clone(),
+            present,
+            system: self.system.clone(),
+        }
     }
 
     /// Whether the host needs a reboot to run its profile's boot chain.

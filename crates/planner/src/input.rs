@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use fleet_types::BootSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::errors::{DesiredError, FactsError};
+
 /// One store path of a closure with the size of its NAR serialisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClosurePath {
@@ -76,9 +78,9 @@ pub struct RemoteState {
     pub system: Option<String>,
 }
 
-/// Facts about a host, or why they could not be read, as a sentence that says which stage
-/// failed (`unreachable: …`, `reading the host's store failed: …`); the plan shows it as is.
-pub type HostFacts = Result<RemoteState, String>;
+/// Facts about a host, or why they could not be read (which stage failed); the plan shows the
+/// error as a sentence (`unreachable: …`, `reading the host's store failed: …`).
+pub type HostFacts = Result<RemoteState, FactsError>;
 
 /// Everything the planner needs to know about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +88,7 @@ pub struct HostInput {
     /// Host name as written in the inventory.
     pub name: String,
     /// The desired system, or why it could not be evaluated or built.
-    pub desired: Result<DesiredHost, String>,
+    pub desired: Result<DesiredHost, DesiredError>,
     /// The host's facts, or why they could not be read (see [`HostFacts`]).
     pub facts: HostFacts,
 }

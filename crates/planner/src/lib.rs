@@ -16,11 +16,13 @@
 //!   running system, specialisation).
 //! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
 //! - `diff`: closure diffs from store path names ([`Diff`]).
+//! - `errors`: why a host has no desired system or no facts ([`DesiredError`], [`FactsError`]).
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
 mod diff;
 mod drift;
+mod errors;
 mod goal;
 mod input;
 mod plan;
@@ -30,6 +32,7 @@ mod secrets;
 
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
+pub use errors::{DesiredError, FactsError};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};
 pub use plan::{plan, Action, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT};

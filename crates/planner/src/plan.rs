@@ -321,7 +321,7 @@ pub fn plan(inputs: &[HostInput], opts: &PlanOptions) -> Plan {
             (Err(eval), Ok(_)) => {
                 error_plan(input, goal, format!("cannot evaluate or build: {eval}"))
             }
-            (Ok(_), Err(reach)) => error_plan(input, goal, reach.clone()),
+            (Ok(_), Err(reach)) => error_plan(input, goal, reach.to_string()),
             (Err(eval), Err(reach)) => error_plan(
                 input,
                 goal,

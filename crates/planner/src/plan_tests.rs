@@ -2,7 +2,20 @@
 use super::*;
 use crate::check_still_valid;
 use crate::drift::Drift;
-use crate::input::ClosurePath;
+use crate::input::{ClosurePath, HostFacts};
+use crate::{DesiredError, FactsError};
+
+fn build_error(reason: &str) -> DesiredError {
+    DesiredError::Build {
+        reason: reason.into(),
+    }
+}
+
+fn unreachable(reason: &str) -> FactsError {
+    FactsError::Unreachable {
+        reason: reason.into(),
+    }
+}
 use fleet_types::BootSpec;
 
 fn sp(hash: char, name: &str) -> String {
@@ -50,7 +63,7 @@ fn desired() -> DesiredHost {
     }
 }
 
-fn input(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String>) -> HostInput {
+fn input(desired: Result<DesiredHost, DesiredError>, facts: HostFacts) -> HostInput {
     HostInput {
         name: "pi1".into(),
         desired,
@@ -58,7 +71,7 @@ fn input(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String
     }
 }
 
-fn one(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String>) -> HostPlan {
+fn one(desired: Result<DesiredHost, DesiredError>, facts: HostFacts) -> HostPlan {
     let mut p = plan(&[input(desired, facts)], &PlanOptions::default());
     assert_eq!(p.format, FORMAT);
     p.hosts.remove(0)
@@ -175,7 +188,10 @@ fn unknown_current_closure_gives_no_diff() {
 
 #[test]
 fn errors_keep_what_is_known() {
-    let h = one(Err("attribute 'foo' missing".into()), Ok(running_old()));
+    let h = one(
+        Err(build_error("attribute 'foo' missing")),
+        Ok(running_old()),
+    );
     assert_eq!(h.action, Action::Error);
     assert_eq!(
         h.error.as_deref(),
@@ -185,13 +201,13 @@ fn errors_keep_what_is_known() {
     assert_eq!(h.target, None);
     assert_eq!(h.system, None);
 
-    let h = one(Ok(desired()), Err("unreachable: connection refused".into()));
+    let h = one(Ok(desired()), Err(unreachable("connection refused")));
     assert_eq!(h.action, Action::Error);
     assert_eq!(h.error.as_deref(), Some("unreachable: connection refused"));
     assert_eq!(h.system.as_deref(), Some("aarch64-linux"));
     assert!(h.copy.paths.is_empty());
 
-    let h = one(Err("x".into()), Err("unreachable: y".into()));
+    let h = one(Err(build_error("x")), Err(unreachable("y")));
     assert_eq!(
         h.error.as_deref(),
         Some("cannot evaluate or build: x; unreachable: y")
@@ -235,7 +251,7 @@ fn hosts_keep_their_order_and_are_counted() {
     let mut inputs = vec![
         input(Ok(desired()), Ok(running_old())),
         input(Ok(desired()), Ok(RemoteState::default())),
-        input(Ok(desired()), Err("timeout".into())),
+        input(Ok(desired()), Err(unreachable("timeout"))),
     ];
     inputs[1].name = "b".into();
     inputs[2].name = "a".into();
@@ -342,7 +358,7 @@ fn saved_plans_refuse_drifted_hosts() {
         Err(Drift::CurrentChanged { planned: None, .. })
     ));
 
-    let saved = one(Ok(desired()), Err("down".into()));
+    let saved = one(Ok(desired()), Err(unreachable("down")));
     assert!(matches!(
         check_still_valid(&saved, &running_old()),
         Err(Drift::NotPlanned { .. })

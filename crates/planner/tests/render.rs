@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use fleet_planner::{
-    plan, render, BootSpec, ClosurePath, DesiredHost, HostInput, Plan, PlanOptions, RemoteState,
-    RenderOptions,
+    plan, render, BootSpec, ClosurePath, DesiredError, DesiredHost, FactsError, HostInput, Plan,
+    PlanOptions, RemoteState, RenderOptions,
 };
 
 /// A store path with a fake but well-formed 32-character hash made from `seed`.
@@ -189,11 +189,15 @@ fn fleet() -> Vec<HostInput> {
         HostInput {
             name: "db1".into(),
             desired: Ok(db1),
-            facts: Err("unreachable: ssh: connect to 10.0.0.5:22: connection refused".into()),
+            facts: Err(FactsError::Unreachable {
+                reason: "ssh: connect to 10.0.0.5:22: connection refused".into(),
+            }),
         },
         HostInput {
             name: "builder".into(),
-            desired: Err("error: attribute 'htpo' missing\n       at /etc/fleet/builder/configuration.nix:4:3:\n            3|   environment.systemPackages = [ pkgs.htpo ];".into()),
+            desired: Err(DesiredError::Build {
+                reason: "error: attribute 'htpo' missing\n       at /etc/fleet/builder/configuration.nix:4:3:\n            3|   environment.systemPackages = [ pkgs.htpo ];".into(),
+            }),
             facts: Ok(RemoteState::default()),
         },
     ]

@@ -198,7 +198,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     }
                     decided.push(Some(k));
                 }
-                (None, Err(e)) => decided.push(Some((HostOutcome::Failed { error: e }, "failed"))),
+                (None, Err(e)) => decided.push(Some((
+                    HostOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                    "failed",
+                ))),
                 (None, Ok(r)) => {
                     decided.push(None);
                     let (toplevel, package) = (

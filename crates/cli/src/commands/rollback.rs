@@ -119,7 +119,7 @@ async fn preview(
     errln!("fleet rollback would switch:");
     for (name, r) in reached {
         let target = match r {
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
             Ok(r) => {
                 let script = match to {
                     None => PREVIOUS.to_owned(),

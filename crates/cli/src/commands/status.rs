@@ -100,7 +100,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                 Err(e) => Status {
                     name,
                     reachable: false,
-                    error: Some(e),
+                    error: Some(e.to_string()),
                     current: None,
                     booted: None,
                     profile: None,
