@@ -17,7 +17,7 @@ use fleet_store::{PathInfo, StorePath};
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
@@ -25,12 +25,12 @@ use crate::report::{self, Row};
 use crate::rollout::{self, apply_in_waves, Rollout};
 use crate::{checks, exit, load, signals, term};
 
-pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
     let (goal, saved) = match args.target() {
         ApplyTarget::Goal(g) => (g, None),
         ApplyTarget::Plan(path) => {
             if !path.is_file() {
-                return Err(CliError::NoSuchPlan { target: path });
+                return Err(CliError::NoSuchPlan { target: path }.into());
             }
             let bad = |source: Box<dyn std::error::Error + Send + Sync>| CliError::BadPlan {
                 path: path.clone(),
@@ -48,7 +48,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         }
     };
     if args.rollback_succeeded && goal == args::Goal::Test {
-        return Err(CliError::RollbackSucceededWithTest);
+        return Err(CliError::RollbackSucceededWithTest.into());
     }
     let inventory = load::inventory(global)?;
     let mut hosts = load::selected(&inventory, global)?;

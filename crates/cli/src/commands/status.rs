@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::desired::{build_options, build_spec, fleet_dir};
-use crate::error::{output, CliError};
+use crate::error::{output, CliError, CommandError};
 use crate::gather::{self, Want};
 use crate::remote::Remote;
 use crate::{exit, load, signals};
@@ -53,7 +53,7 @@ struct Status {
     missing_secrets: Vec<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let dir = fleet_dir(&global.file);
