@@ -11,11 +11,12 @@ use fleet_nix_build::{BuildEvent, BuildOptions, HostBuildSpec, PinSpec};
 use fleet_planner::{ClosurePath, DesiredError, DesiredHost, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
+use fleet_types::{HostName, System};
 
 /// Per host the desired system (or why there is none), and the union of all their closures.
 pub struct Desired {
     /// In the order of the hosts given.
-    pub hosts: Vec<(String, Result<DesiredHost, DesiredError>)>,
+    pub hosts: Vec<(HostName, Result<DesiredHost, DesiredError>)>,
     /// Every path of every desired closure, references before referrers.
     pub infos: Vec<PathInfo>,
 }
@@ -144,10 +145,10 @@ pub async fn build(
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
     let plain = quiet || !crate::term::stderr_is_tty();
-    let wanted: Vec<(String, Result<Wanted, DesiredError>)> = built
+    let wanted: Vec<(HostName, Result<Wanted, DesiredError>)> = built
         .into_iter()
         .zip(hosts)
-        .map(|((name, r), host)| {
+        .map(|((_, r), host)| {
             let r = r
                 .map_err(|e| {
                     let text = error_chain(&e);
@@ -160,11 +161,11 @@ pub async fn build(
                     }
                 })
                 .map(|b| Wanted {
-                    system: host.system.to_string(),
+                    system: host.system.clone(),
                     toplevel: b.toplevel,
                     package: b.package,
                 });
-            (name, r)
+            (host.name.clone(), r)
         })
         .collect();
     with_closures(wanted).await
@@ -176,12 +177,12 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
     let wanted = hosts
         .iter()
         .map(|host| {
-            let name = host.name.to_string();
+            let name = host.name.clone();
             let r = match plan.host(&name) {
                 None => Err(DesiredError::NotInPlan),
                 Some(h) => match (&h.target, &h.package) {
                     (Some(t), Some(p)) => Ok(Wanted {
-                        system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
+                        system: h.system.clone().unwrap_or_else(|| host.system.clone()),
                         toplevel: t.clone(),
                         package: p.clone(),
                     }),
@@ -197,17 +198,17 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
 }
 
 struct Wanted {
-    system: String,
+    system: System,
     toplevel: String,
     package: String,
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
-async fn with_closures(wanted: Vec<(String, Result<Wanted, DesiredError>)>) -> Desired {
+async fn with_closures(wanted: Vec<(HostName, Result<Wanted, DesiredError>)>) -> Desired {
     let store = LocalStore::system();
     let mut roots = BTreeSet::new();
     type Rooted = Result<(Wanted, StorePath), DesiredError>;
-    let mut wanted: Vec<(String, Rooted)> = wanted
+    let mut wanted: Vec<(HostName, Rooted)> = wanted
         .into_iter()
         .map(|(name, r)| {
             let r = r.and_then(|w| {

@@ -11,6 +11,7 @@ use fleet_executor::{error_chain, CancellationToken, Connection, Privilege, SshT
 use fleet_inventory::Host;
 use fleet_planner::{FactsError, RemoteState};
 use fleet_store::StorePath;
+use fleet_types::HostName;
 use futures::StreamExt;
 
 use crate::desired::Desired;
@@ -40,7 +41,7 @@ impl Reached {
 }
 
 /// Per host in input order: reached, or why not (which stage failed).
-pub type Gathered = Vec<(String, Result<Reached, FactsError>)>;
+pub type Gathered = Vec<(HostName, Result<Reached, FactsError>)>;
 
 /// What to read besides the facts.
 #[derive(Clone, Copy)]
@@ -81,7 +82,7 @@ pub async fn connect(
 ) -> Gathered {
     let jobs: Vec<_> = hosts
         .iter()
-        .map(|h| (h.name.to_string(), remote::target(h), remote.privilege(h)))
+        .map(|h| (h.name.clone(), remote::target(h), remote.privilege(h)))
         .collect();
     futures::stream::iter(jobs)
         .map(|(name, target, privilege)| {

@@ -147,8 +147,8 @@ mod tests {
 
     fn desired() -> DesiredHost {
         DesiredHost {
-            name: "pi1".into(),
-            system: "aarch64-linux".into(),
+            name: "pi1".parse().unwrap(),
+            system: "aarch64-linux".parse().unwrap(),
             toplevel: "/nix/store/t".into(),
             package: "/nix/store/p".into(),
             closure: vec![],

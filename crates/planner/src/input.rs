@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use fleet_types::BootSpec;
+use fleet_types::{BootSpec, HostName, System};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{DesiredError, FactsError};
@@ -29,9 +29,9 @@ pub struct Specialisation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredHost {
     /// Host name as written in the inventory.
-    pub name: String,
+    pub name: HostName,
     /// Nix system double of the host, e.g. `aarch64-linux`.
-    pub system: String,
+    pub system: System,
     /// Store path of the NixOS system toplevel.
     pub toplevel: String,
     /// Store path of the deployment package (configuration, pinned nixpkgs, toplevel, `switch`).
@@ -86,7 +86,7 @@ pub type HostFacts = Result<RemoteState, FactsError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInput {
     /// Host name as written in the inventory.
-    pub name: String,
+    pub name: HostName,
     /// The desired system, or why it could not be evaluated or built.
     pub desired: Result<DesiredHost, DesiredError>,
     /// The host's facts, or why they could not be read (see [`HostFacts`]).

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use fleet_types::{reboot_parts, BootPart};
+use fleet_types::{reboot_parts, BootPart, HostName, System};
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{diff_closures, Diff};
@@ -59,7 +59,7 @@ pub struct Copy {
 /// The plan for one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPlan {
-    pub name: String,
+    pub name: HostName,
     pub action: Action,
     /// What apply does with the new system.
     pub goal: Goal,
@@ -75,7 +75,7 @@ pub struct HostPlan {
     /// The desired deployment package, when it was built.
     pub package: Option<String>,
     /// The host's Nix system double, when evaluated.
-    pub system: Option<String>,
+    pub system: Option<System>,
     /// The system profile generation at planning time, when known.
     pub generation: Option<u64>,
     /// Whether apply runs `switch-to-configuration`: `false` when the host already runs the target

@@ -52,8 +52,8 @@ fn desired() -> DesiredHost {
         },
     ];
     DesiredHost {
-        name: "pi1".into(),
-        system: "aarch64-linux".into(),
+        name: "pi1".parse().unwrap(),
+        system: "aarch64-linux".parse().unwrap(),
         toplevel: sp('t', "nixos-system-pi1-24.05"),
         package: sp('p', "fleet-deploy-pi1"),
         closure,
@@ -65,7 +65,7 @@ fn desired() -> DesiredHost {
 
 fn input(desired: Result<DesiredHost, DesiredError>, facts: HostFacts) -> HostInput {
     HostInput {
-        name: "pi1".into(),
+        name: "pi1".parse().unwrap(),
         desired,
         facts,
     }
@@ -253,8 +253,8 @@ fn hosts_keep_their_order_and_are_counted() {
         input(Ok(desired()), Ok(RemoteState::default())),
         input(Ok(desired()), Err(unreachable("timeout"))),
     ];
-    inputs[1].name = "b".into();
-    inputs[2].name = "a".into();
+    inputs[1].name = "b".parse().unwrap();
+    inputs[2].name = "a".parse().unwrap();
     let p = plan(&inputs, &PlanOptions::default());
     let names: Vec<_> = p.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["pi1", "b", "a"]);

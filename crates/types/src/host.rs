@@ -76,6 +76,14 @@ impl fmt::Display for HostName {
     }
 }
 
+/// Reads as the `str` it is (`name.len()`, `&name` where a `&str` is wanted).
+impl std::ops::Deref for HostName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for HostName {
     fn as_ref(&self) -> &str {
         &self.0

@@ -85,6 +85,14 @@ impl fmt::Display for System {
     }
 }
 
+/// Reads as the `str` it is (`name.len()`, `&name` where a `&str` is wanted).
+impl std::ops::Deref for System {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for System {
     fn as_ref(&self) -> &str {
         &self.0

@@ -169,13 +169,18 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                 )),
                 (Action::Install | Action::Update, None) => None,
             };
-            let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
+            let mut host_secrets = secrets.remove(hp.name.as_str()).unwrap_or_default();
             match (known, reached) {
                 (Some(k), reached) => {
                     let k = match (&k.0, &reached) {
                         // The system is unchanged, its secrets may not be.
                         (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
-                            let ev = HostEvents::new(&hp.name, start, sink.clone(), cancel.clone());
+                            let ev = HostEvents::new(
+                                hp.name.as_str(),
+                                start,
+                                sink.clone(),
+                                cancel.clone(),
+                            );
                             match fleet_executor::secrets::push(
                                 &r.conn,
                                 &r.privilege,
@@ -222,7 +227,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                     let goal = if reboot { Goal::Boot } else { goal };
                     if reboot {
                         rollout.reboots.insert(
-                            hp.name.clone(),
+                            hp.name.to_string(),
                             RebootSpec {
                                 toplevel: toplevel.clone(),
                                 timeout: Duration::from_secs(args.reboot_timeout),
@@ -245,7 +250,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                         .filter_map(|p| StorePath::new(p.clone()).ok())
                         .collect();
                     to_apply.push(ApplyHost {
-                        name: hp.name.clone(),
+                        name: hp.name.to_string(),
                         target: r.target,
                         conn: r.conn,
                         privilege: r.privilege,

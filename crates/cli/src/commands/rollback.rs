@@ -160,7 +160,7 @@ async fn preview(
             Ok((now, back)) => errln!("  {name}: {now} → {back}"),
             Err(why) => errln!("  {name}: nothing to roll back to ({why})"),
         }
-        out.push((name, target));
+        out.push((name.to_string(), target));
     }
     out
 }

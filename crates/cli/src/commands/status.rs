@@ -20,7 +20,7 @@ use crate::{exit, load, signals};
 /// One host's status (also the `--json` shape).
 #[derive(Debug, Serialize)]
 struct Status {
-    name: String,
+    name: fleet_types::HostName,
     reachable: bool,
     /// Why the host could not be reached.
     error: Option<String>,
@@ -203,7 +203,7 @@ fn table(statuses: &[Status]) -> String {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                s.name.to_string(),
                 state(s).to_owned(),
                 s.current.as_deref().map_or("-".to_owned(), short_path),
                 s.generation.map_or("-".to_owned(), |g| g.to_string()),
