@@ -7,8 +7,9 @@
 //! humans with [`render`], saved as JSON with [`Plan::to_json`] and read back with
 //! [`Plan::from_json`]; [`check_still_valid`] tells apply whether a host drifted since.
 //!
-//! No I/O, no async, no printing. Host names and store paths are plain strings; the CLI maps its
-//! own types into [`HostInput`]. See `docs/plan.md` for the rules and the JSON format.
+//! No I/O, no async, no printing. Host names and systems are fleet-types' checked newtypes,
+//! store paths in the plan are strings; why a host has no system or no facts is typed
+//! ([`DesiredError`], [`FactsError`]). See `docs/plan.md` for the rules and the JSON format.
 //!
 //! # Layout
 //! - `input`: what the planner is given ([`HostInput`], [`DesiredHost`], [`RemoteState`]).
