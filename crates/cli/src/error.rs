@@ -193,7 +193,8 @@ impl CliError {
 #[derive(Debug)]
 pub struct CommandError {
     kind: ErrorKind,
-    error: CliError,
+    /// Boxed: a command's `Result` stays small.
+    error: Box<CliError>,
     hints: Vec<String>,
 }
 
@@ -228,7 +229,7 @@ impl From<CliError> for CommandError {
         CommandError {
             kind: error.kind(),
             hints: error.hint().into_iter().collect(),
-            error,
+            error: Box::new(error),
         }
     }
 }
