@@ -272,7 +272,7 @@ mod tests {
         assert!(f.zstd && !f.systemd);
         assert_eq!(f.mem_available, Some(2048 * 1024));
         assert_eq!(f.deployment.as_ref().unwrap()["commit"], "abc");
-        assert_eq!(f.reboot_parts(), [fleet_planner::BootPart::Kernel]);
+        assert_eq!(f.reboot_parts(), [BootPart::Kernel]);
     }
 
     #[test]
@@ -284,7 +284,7 @@ mod tests {
                     booted.kernel-params=loglevel=4\nprofile.kernel-params=loglevel=4 quiet\n\
                     current.kernel-params=loglevel=4\nend=1\n";
         let f = parse_facts(text);
-        assert_eq!(f.reboot_parts(), [fleet_planner::BootPart::KernelParams]);
+        assert_eq!(f.reboot_parts(), [BootPart::KernelParams]);
         assert_eq!(
             f.profile_boot.kernel_params.as_deref(),
             Some("loglevel=4 quiet")
@@ -302,6 +302,28 @@ mod tests {
         assert_eq!(f.bootloader.as_deref(), Some("extlinux"));
         let f = parse_facts("current=/nix/store/base\nspec:gpu=/nix/store/s-gpu\nend=1\n");
         assert_eq!(f.specialisation, None);
+    }
+
+    #[test]
+    fn the_planner_sees_the_facts_and_what_the_store_said() {
+        let text = "current=/nix/store/s-gpu\ncurrent.kernel=/nix/store/k2\nbooted=/nix/store/b\n\
+                    booted.kernel=/nix/store/k1\nprofile=/nix/store/base\ngeneration=7\n\
+                    spec:gpu=/nix/store/s-gpu\nboot_default=/nix/store/base\n\
+                    system=aarch64-linux\nend=1\n";
+        let f = parse_facts(text);
+        let present = BTreeSet::from(["/nix/store/p".to_owned()]);
+        let s = f.remote_state(present.clone(), vec!["/nix/store/c".into()]);
+        assert_eq!(s.current.as_deref(), Some("/nix/store/s-gpu"));
+        assert_eq!(s.booted.as_deref(), Some("/nix/store/b"));
+        assert_eq!(s.profile.as_deref(), Some("/nix/store/base"));
+        assert_eq!(s.boot_default.as_deref(), Some("/nix/store/base"));
+        assert_eq!(s.generation, Some(7));
+        assert_eq!(s.specialisation.as_deref(), Some("gpu"));
+        assert_eq!(s.system.as_deref(), Some("aarch64-linux"));
+        assert_eq!(s.current_boot.kernel.as_deref(), Some("/nix/store/k2"));
+        assert_eq!(s.booted_boot.kernel.as_deref(), Some("/nix/store/k1"));
+        assert_eq!(s.present, present);
+        assert_eq!(s.current_closure, ["/nix/store/c"]);
     }
 
     #[test]
