@@ -125,6 +125,7 @@ mod tests {
     fn library_crates_never_depend_on_the_cli_or_the_testbed() {
         let graph = edges(&fleet_testbed::repo_root()).unwrap();
         for lib in [
+            "fleet-types",
             "fleet-inventory",
             "fleet-planner",
             "fleet-store",
@@ -138,9 +139,17 @@ mod tests {
                 "{lib} depends on the testbed"
             );
         }
+        // The vocabulary: every crate may use it, and it uses no workspace crate.
+        assert!(
+            graph["fleet-types"].is_empty(),
+            "fleet-types depends on {:?}",
+            graph["fleet-types"]
+        );
         for pure in ["fleet-inventory", "fleet-planner"] {
             assert!(
-                graph[pure].iter().all(|d| d == "fleet-inventory"),
+                graph[pure]
+                    .iter()
+                    .all(|d| d == "fleet-inventory" || d == "fleet-types"),
                 "{pure} depends on I/O crates: {:?}",
                 graph[pure]
             );

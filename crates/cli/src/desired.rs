@@ -8,14 +8,15 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
 use fleet_nix_build::{BuildEvent, BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, FlakeLock, Plan, Specialisation};
+use fleet_planner::{ClosurePath, DesiredError, DesiredHost, FlakeLock, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
+use fleet_types::{HostName, System};
 
 /// Per host the desired system (or why there is none), and the union of all their closures.
 pub struct Desired {
     /// In the order of the hosts given.
-    pub hosts: Vec<(String, Result<DesiredHost, String>)>,
+    pub hosts: Vec<(HostName, Result<DesiredHost, DesiredError>)>,
     /// Every path of every desired closure, references before referrers.
     pub infos: Vec<PathInfo>,
 }
@@ -234,26 +235,28 @@ pub async fn build(
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
     let plain = quiet || !crate::term::stderr_is_tty();
-    let wanted: Vec<(String, Result<Wanted, String>)> = built
+    let wanted: Vec<(HostName, Result<Wanted, DesiredError>)> = built
         .into_iter()
         .zip(hosts)
-        .map(|((name, r), host)| {
+        .map(|((_, r), host)| {
             let r = r
                 .map_err(|e| {
                     let text = error_chain(&e);
-                    if plain {
-                        crate::out::strip_ansi(&text)
-                    } else {
-                        text
+                    DesiredError::Build {
+                        reason: if plain {
+                            crate::out::strip_ansi(&text)
+                        } else {
+                            text
+                        },
                     }
                 })
                 .map(|b| Wanted {
-                    system: host.system.to_string(),
+                    system: host.system.clone(),
                     toplevel: b.toplevel,
                     package: b.package,
                     flake: b.flake.and_then(to_planner_lock),
                 });
-            (name, r)
+            (host.name.clone(), r)
         })
         .collect();
     with_closures(wanted).await
@@ -265,21 +268,20 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
     let wanted = hosts
         .iter()
         .map(|host| {
-            let name = host.name.to_string();
+            let name = host.name.clone();
             let r = match plan.host(&name) {
-                None => Err("not in the saved plan".to_owned()),
+                None => Err(DesiredError::NotInPlan),
                 Some(h) => match (&h.target, &h.package) {
                     (Some(t), Some(p)) => Ok(Wanted {
-                        system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
+                        system: h.system.clone().unwrap_or_else(|| host.system.clone()),
                         toplevel: t.clone(),
                         package: p.clone(),
                         // A saved plan keeps the flake's revision, not its whole lock.
                         flake: None,
                     }),
-                    _ => Err(h
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "nothing to apply".to_owned())),
+                    _ => Err(DesiredError::NothingPlanned {
+                        planned: h.error.clone(),
+                    }),
                 },
             };
             (name, r)
@@ -289,7 +291,7 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
 }
 
 struct Wanted {
-    system: String,
+    system: System,
     toplevel: String,
     package: String,
     flake: Option<FlakeLock>,
@@ -308,19 +310,17 @@ pub fn recorded_flake(record: Option<&serde_json::Value>) -> Option<FlakeLock> {
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
-async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired {
+async fn with_closures(wanted: Vec<(HostName, Result<Wanted, DesiredError>)>) -> Desired {
     let store = LocalStore::system();
     let mut roots = BTreeSet::new();
-    type Rooted = Result<(Wanted, StorePath), String>;
-    let mut wanted: Vec<(String, Rooted)> = wanted
+    type Rooted = Result<(Wanted, StorePath), DesiredError>;
+    let mut wanted: Vec<(HostName, Rooted)> = wanted
         .into_iter()
         .map(|(name, r)| {
             let r = r.and_then(|w| {
-                let p = StorePath::new(w.package.clone()).map_err(|e| e.to_string())?;
+                let p = StorePath::new(w.package.clone())?;
                 if !std::path::Path::new(p.as_str()).exists() {
-                    return Err(format!(
-                        "deployment package {p} is not in the local store any more; plan again"
-                    ));
+                    return Err(DesiredError::PackageGone { package: p });
                 }
                 roots.insert(p.clone());
                 Ok((w, p))
@@ -341,7 +341,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
         Err(e) => {
             for (_, r) in &mut wanted {
                 if r.is_ok() {
-                    *r = Err(format!("reading the local closure failed: {e}"));
+                    *r = Err(DesiredError::LocalClosure { reason: e.clone() });
                 }
             }
             Vec::new()
@@ -369,7 +369,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                 DesiredHost {
                     name: name.clone(),
                     system: w.system,
-                    boot: boot_spec(Utf8Path::new(&w.toplevel)),
+                    boot: fleet_nix_build::boot_spec(&w.toplevel),
                     specialisations: specialisations(Utf8Path::new(&w.toplevel)),
                     toplevel: w.toplevel,
                     package: w.package,
@@ -399,31 +399,6 @@ fn closure_of(
         }
     }
     seen.into_iter().collect()
-}
-
-/// What a built toplevel boots, read from the local store: the targets of its `kernel`,
-/// `initrd`, `kernel-modules`, `dtbs` and `firmware` links and its `kernel-params` and
-/// `init-interface-version` files (the same parts the facts script reads on a host).
-fn boot_spec(toplevel: &Utf8Path) -> BootSpec {
-    let link = |name: &str| {
-        std::fs::read_link(toplevel.join(name))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
-    let file = |name: &str| {
-        std::fs::read_to_string(toplevel.join(name))
-            .ok()
-            .map(|s| s.lines().collect::<String>())
-    };
-    BootSpec {
-        kernel: link("kernel"),
-        initrd: link("initrd"),
-        modules: link("kernel-modules"),
-        kernel_params: file("kernel-params"),
-        dtbs: link("dtbs"),
-        firmware: link("firmware"),
-        init_interface: file("init-interface-version"),
-    }
 }
 
 /// The specialisations of a built toplevel (`specialisation/NAME` links), by name.

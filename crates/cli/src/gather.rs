@@ -9,8 +9,9 @@ use fleet_executor::facts::{read_facts, RemoteFacts};
 use fleet_executor::store::StoreSession;
 use fleet_executor::{error_chain, CancellationToken, Connection, Privilege, SshTarget};
 use fleet_inventory::Host;
-use fleet_planner::RemoteState;
+use fleet_planner::{FactsError, RemoteState};
 use fleet_store::StorePath;
+use fleet_types::HostName;
 use futures::StreamExt;
 
 use crate::desired::Desired;
@@ -36,30 +37,17 @@ pub struct Reached {
 impl Reached {
     /// The planner's view of this host.
     pub fn remote_state(&self) -> RemoteState {
-        let f = &self.facts;
-        RemoteState {
-            current: f.current.clone(),
-            booted: f.booted.clone(),
-            generation: f.generation,
-            profile: f.profile.clone(),
-            boot_default: f.boot_default.clone(),
-            specialisation: f.specialisation.clone(),
-            current_closure: self.current_closure.clone(),
-            current_boot: f.current_boot.clone(),
-            booted_boot: f.booted_boot.clone(),
-            present: self.present.clone(),
-            system: f.system.clone(),
-            zstd: f.zstd,
-            mem_available: f.mem_available,
-            substitutable: self.substitutable.clone(),
-            flake: crate::desired::recorded_flake(f.deployment.as_ref()),
-        }
+        let mut state = self
+            .facts
+            .remote_state(self.present.clone(), self.current_closure.clone());
+        state.substitutable = self.substitutable.clone();
+        state.flake = crate::desired::recorded_flake(self.facts.deployment.as_ref());
+        state
     }
 }
 
-/// Per host in input order: reached, or why not, saying which stage failed (`unreachable: …`,
-/// `reading the host's state failed: …`, `reading the host's store failed: …`).
-pub type Gathered = Vec<(String, Result<Reached, String>)>;
+/// Per host in input order: reached, or why not (which stage failed).
+pub type Gathered = Vec<(HostName, Result<Reached, FactsError>)>;
 
 /// What to read besides the facts.
 #[derive(Clone, Copy)]
@@ -96,11 +84,11 @@ pub async fn connect(
     hosts: &[&Host],
     parallel: usize,
     cancel: &CancellationToken,
-    on_done: impl Fn(&str, &Result<Reached, String>),
+    on_done: impl Fn(&str, &Result<Reached, FactsError>),
 ) -> Gathered {
     let jobs: Vec<_> = hosts
         .iter()
-        .map(|h| (h.name.to_string(), remote::target(h), remote.privilege(h)))
+        .map(|h| (h.name.clone(), remote::target(h), remote.privilege(h)))
         .collect();
     futures::stream::iter(jobs)
         .map(|(name, target, privilege)| {
@@ -108,11 +96,11 @@ pub async fn connect(
             let cancel = cancel.clone();
             async move {
                 if cancel.is_cancelled() {
-                    return (name, Err("interrupted before connecting".to_owned()));
+                    return (name, Err(FactsError::NotStarted));
                 }
                 let r = tokio::select! {
                     r = reach(&connector, target, privilege) => r,
-                    () = cancel.cancelled() => Err("interrupted".to_owned()),
+                    () = cancel.cancelled() => Err(FactsError::Interrupted),
                 };
                 (name, r)
             }
@@ -154,7 +142,7 @@ pub async fn query_stores(
                     }
                     Err(e) => {
                         reached.conn.close().await;
-                        Err(format!("reading the host's store failed: {e}"))
+                        Err(FactsError::Store { reason: e })
                     }
                 };
                 (name, r)
@@ -169,20 +157,21 @@ async fn reach(
     connector: &fleet_executor::Connector,
     target: SshTarget,
     privilege: Privilege,
-) -> Result<Reached, String> {
+) -> Result<Reached, FactsError> {
     let conn = connector
         .connect(&target)
         .await
-        .map_err(|e| format!("unreachable: {}", error_chain(&e)))?;
+        .map_err(|e| FactsError::Unreachable {
+            reason: error_chain(&e),
+        })?;
     let conn = Arc::new(conn);
     let facts = match read_facts(&conn).await {
         Ok(f) => f,
         Err(e) => {
             conn.close().await;
-            return Err(format!(
-                "reading the host's state failed: {}",
-                error_chain(&e)
-            ));
+            return Err(FactsError::State {
+                reason: error_chain(&e),
+            });
         }
     };
     Ok(Reached {

@@ -18,7 +18,8 @@
 //! - `table`: aligned plain-text tables (hosts, status, summaries).
 //! - `term`: terminal prompts without echo (Ctrl-C at a prompt exits 130), TTY detection.
 //! - `out`: `errln!`/`outln!`, printing that ignores a closed stdout/stderr.
-//! - `error`: [`error::CliError`], whose kind picks the exit code.
+//! - `error`: [`error::CliError`] (what failed) and [`error::CommandError`] (its kind, which
+//!   picks the exit code, and hints), what every command returns.
 //! - `exit`: the named exit codes (documented in docs/cli.md).
 
 // Printing goes through `out` (never panics on a closed pipe); std's print macros are refused.
@@ -57,8 +58,8 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let code = err.exit_code();
-            errln!("{:?}", miette::Report::new(err));
+            let (code, report) = err.report();
+            errln!("{report}");
             ExitCode::from(code)
         }
     }

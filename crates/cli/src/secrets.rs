@@ -114,7 +114,7 @@ pub async fn plan(
     use fleet_planner::{SecretChange, SecretPlan};
     let empty = Vec::new();
     let asks = gathered.iter().map(|(name, reached)| {
-        let list = contents.get(name).unwrap_or(&empty);
+        let list = contents.get(name.as_str()).unwrap_or(&empty);
         async move {
             let r = reached.as_ref().ok()?;
             // Nothing to compare and nothing placed before: no root needed (so `fleet plan`

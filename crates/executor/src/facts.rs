@@ -3,7 +3,10 @@
 //! unprivileged command; the store questions (which paths are valid, a closure) go through
 //! [`crate::store::StoreSession`].
 
-use fleet_planner::BootSpec;
+use std::collections::BTreeSet;
+
+use fleet_planner::RemoteState;
+use fleet_types::{BootPart, BootSpec};
 use serde::Serialize;
 
 use crate::ssh::error::ExecError;
@@ -61,11 +64,38 @@ impl RemoteFacts {
     /// The parts of the boot chain that differ between the booted system and the one the next
     /// boot runs (the profile), as NixOS decides a reboot (`system.autoUpgrade`,
     /// nixos-needsreboot). Empty when either is unknown.
-    pub fn reboot_parts(&self) -> Vec<fleet_planner::BootPart> {
+    pub fn reboot_parts(&self) -> Vec<BootPart> {
         if self.booted.is_none() || self.profile.is_none() {
             return Vec::new();
         }
-        fleet_planner::reboot_parts(&self.booted_boot, &self.profile_boot)
+        fleet_types::reboot_parts(&self.booted_boot, &self.profile_boot)
+    }
+
+    /// The planner's view of the host: these facts, with what its store said (`present`: the
+    /// paths of the desired closure it has; `current_closure`: its current system's closure).
+    pub fn remote_state(
+        &self,
+        present: BTreeSet<String>,
+        current_closure: Vec<String>,
+    ) -> RemoteState {
+        RemoteState {
+            current: self.current.clone(),
+            booted: self.booted.clone(),
+            generation: self.generation,
+            profile: self.profile.clone(),
+            boot_default: self.boot_default.clone(),
+            specialisation: self.specialisation.clone(),
+            current_closure,
+            current_boot: self.current_boot.clone(),
+            booted_boot: self.booted_boot.clone(),
+            present,
+            system: self.system.clone(),
+            zstd: self.zstd,
+            mem_available: self.mem_available,
+            // What the CLI adds: the substituters' answer and the recorded flake lock.
+            substitutable: None,
+            flake: None,
+        }
     }
 
     /// Whether the host needs a reboot to run its profile's boot chain.
@@ -247,7 +277,7 @@ mod tests {
         assert!(f.zstd && !f.systemd);
         assert_eq!(f.mem_available, Some(2048 * 1024));
         assert_eq!(f.deployment.as_ref().unwrap()["commit"], "abc");
-        assert_eq!(f.reboot_parts(), [fleet_planner::BootPart::Kernel]);
+        assert_eq!(f.reboot_parts(), [BootPart::Kernel]);
     }
 
     #[test]
@@ -259,7 +289,7 @@ mod tests {
                     booted.kernel-params=loglevel=4\nprofile.kernel-params=loglevel=4 quiet\n\
                     current.kernel-params=loglevel=4\nend=1\n";
         let f = parse_facts(text);
-        assert_eq!(f.reboot_parts(), [fleet_planner::BootPart::KernelParams]);
+        assert_eq!(f.reboot_parts(), [BootPart::KernelParams]);
         assert_eq!(
             f.profile_boot.kernel_params.as_deref(),
             Some("loglevel=4 quiet")
@@ -277,6 +307,28 @@ mod tests {
         assert_eq!(f.bootloader.as_deref(), Some("extlinux"));
         let f = parse_facts("current=/nix/store/base\nspec:gpu=/nix/store/s-gpu\nend=1\n");
         assert_eq!(f.specialisation, None);
+    }
+
+    #[test]
+    fn the_planner_sees_the_facts_and_what_the_store_said() {
+        let text = "current=/nix/store/s-gpu\ncurrent.kernel=/nix/store/k2\nbooted=/nix/store/b\n\
+                    booted.kernel=/nix/store/k1\nprofile=/nix/store/base\ngeneration=7\n\
+                    spec:gpu=/nix/store/s-gpu\nboot_default=/nix/store/base\n\
+                    system=aarch64-linux\nend=1\n";
+        let f = parse_facts(text);
+        let present = BTreeSet::from(["/nix/store/p".to_owned()]);
+        let s = f.remote_state(present.clone(), vec!["/nix/store/c".into()]);
+        assert_eq!(s.current.as_deref(), Some("/nix/store/s-gpu"));
+        assert_eq!(s.booted.as_deref(), Some("/nix/store/b"));
+        assert_eq!(s.profile.as_deref(), Some("/nix/store/base"));
+        assert_eq!(s.boot_default.as_deref(), Some("/nix/store/base"));
+        assert_eq!(s.generation, Some(7));
+        assert_eq!(s.specialisation.as_deref(), Some("gpu"));
+        assert_eq!(s.system.as_deref(), Some("aarch64-linux"));
+        assert_eq!(s.current_boot.kernel.as_deref(), Some("/nix/store/k2"));
+        assert_eq!(s.booted_boot.kernel.as_deref(), Some("/nix/store/k1"));
+        assert_eq!(s.present, present);
+        assert_eq!(s.current_closure, ["/nix/store/c"]);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The typed inventory: what a valid `fleet.toml` means once defaults are applied.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
+
+// Host names and systems are the vocabulary crate's; re-exported as part of this crate's API.
+pub(crate) use fleet_types::host_name_problem;
+pub use fleet_types::{HostName, InvalidName, System, LINUX_SYSTEMS};
 
 /// A parsed, validated `fleet.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,137 +315,6 @@ impl BuildMode {
             BuildMode::Local => "local",
             BuildMode::Cross => "cross",
         }
-    }
-}
-
-/// A host name: a DNS label (`[a-zA-Z0-9-]`, 1 to 63 characters, no leading or trailing `-`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct HostName(String);
-
-impl HostName {
-    /// Checks `name` against the DNS label rules.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
-        let name = name.into();
-        match host_name_problem(&name) {
-            Some(reason) => Err(InvalidName { name, reason }),
-            None => Ok(HostName(name)),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Why `name` is not a DNS label, if it is not one.
-pub(crate) fn host_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("a host name cannot be empty")
-    } else if name.len() > 63 {
-        Some("a host name is at most 63 characters long")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        Some("a host name may only contain letters, digits and `-`")
-    } else if name.starts_with('-') || name.ends_with('-') {
-        Some("a host name cannot start or end with `-`")
-    } else {
-        None
-    }
-}
-
-/// A value that is not a valid [`HostName`] or [`System`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid name `{name}`: {reason}")]
-pub struct InvalidName {
-    pub name: String,
-    pub reason: &'static str,
-}
-
-impl TryFrom<String> for HostName {
-    type Error = InvalidName;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        HostName::new(s)
-    }
-}
-
-impl From<HostName> for String {
-    fn from(n: HostName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for HostName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The Nix system doubles of Linux hosts (nixpkgs `lib.systems.doubles.linux`).
-pub const LINUX_SYSTEMS: &[&str] = &[
-    "aarch64-linux",
-    "armv5tel-linux",
-    "armv6l-linux",
-    "armv7a-linux",
-    "armv7l-linux",
-    "i686-linux",
-    "loongarch64-linux",
-    "m68k-linux",
-    "microblaze-linux",
-    "microblazeel-linux",
-    "mips-linux",
-    "mips64-linux",
-    "mips64el-linux",
-    "mipsel-linux",
-    "powerpc-linux",
-    "powerpc64-linux",
-    "powerpc64le-linux",
-    "riscv32-linux",
-    "riscv64-linux",
-    "s390-linux",
-    "s390x-linux",
-    "x86_64-linux",
-];
-
-/// A Nix system double of a Linux host, e.g. `aarch64-linux`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct System(String);
-
-impl System {
-    /// Checks `system` against [`LINUX_SYSTEMS`].
-    pub fn new(system: impl Into<String>) -> Result<Self, InvalidName> {
-        let system = system.into();
-        if LINUX_SYSTEMS.contains(&system.as_str()) {
-            Ok(System(system))
-        } else {
-            Err(InvalidName {
-                name: system,
-                reason: "not a Nix system double of Linux",
-            })
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for System {
-    type Error = InvalidName;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        System::new(s)
-    }
-}
-
-impl From<System> for String {
-    fn from(s: System) -> String {
-        s.0
-    }
-}
-
-impl fmt::Display for System {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -42,12 +42,13 @@ pub mod spec;
 use std::collections::BTreeSet;
 
 use camino::Utf8Path;
+use fleet_types::{BootEntry, BootSpec};
 
 pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
 pub use push::push_to_cache;
 pub use spec::{
-    BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, FlakeLock, FlakeSpec, HostBuildSpec,
+    BuildEvent, BuildOptions, BuiltHost, EventSink, FlakeLock, FlakeSpec, HostBuildSpec,
     LockedInput, PinSpec,
 };
 
@@ -317,17 +318,20 @@ async fn after_realise(
     results
 }
 
-/// What a built toplevel would boot: the targets of its `kernel`, `initrd` and `kernel-modules`
-/// links (read from the local store).
+/// What a built toplevel boots, read from the local store: the targets of its `kernel`,
+/// `initrd`, `kernel-modules`, `dtbs` and `firmware` links and its `kernel-params` and
+/// `init-interface-version` files (the same parts the facts script reads on a host).
 pub fn boot_spec(toplevel: &str) -> BootSpec {
-    let link = |name: &str| {
-        std::fs::read_link(Utf8Path::new(toplevel).join(name))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
-    BootSpec {
-        kernel: link("kernel"),
-        initrd: link("initrd"),
-        modules: link("kernel-modules"),
-    }
+    let toplevel = Utf8Path::new(toplevel);
+    BootSpec::from_fn(|part| {
+        let entry = toplevel.join(part.as_str());
+        match part.entry() {
+            BootEntry::Link => std::fs::read_link(entry)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            BootEntry::File => std::fs::read_to_string(entry)
+                .ok()
+                .map(|s| s.lines().collect::<String>()),
+        }
+    })
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
+use fleet_types::BootSpec;
 use serde::{Deserialize, Serialize};
 
 /// Where a host's nixpkgs comes from.
@@ -179,16 +180,6 @@ impl std::fmt::Debug for BuildOptions {
             .field("on_event", &self.on_event.as_ref().map(|_| "<callback>"))
             .finish()
     }
-}
-
-/// What the boot loader would boot: the targets of the toplevel's `kernel`, `initrd` and
-/// `kernel-modules` links (`None` when the toplevel has no such link, e.g. a container).
-/// A change in any of them means the host needs a reboot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootSpec {
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
-    pub modules: Option<String>,
 }
 
 /// A host that evaluated and built.

@@ -168,7 +168,7 @@ mod tests {
 
     fn planned(action: Action) -> HostPlan {
         HostPlan {
-            name: "pi".into(),
+            name: "pi".parse().unwrap(),
             action,
             goal: Goal::Switch,
             current: Some("/nix/store/a-nixos-system-pi-1".into()),
@@ -176,7 +176,7 @@ mod tests {
             specialisation: None,
             target: Some("/nix/store/b-nixos-system-pi-2".into()),
             package: Some("/nix/store/c-fleet-deployment-pi".into()),
-            system: Some("aarch64-linux".into()),
+            system: Some(fleet_types::System::new("aarch64-linux").unwrap()),
             generation: Some(3),
             activate: true,
             copy: Copy::default(),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store_name::{parse_name, split_hash};
+use fleet_types::store_name::{parse_name, split_hash};
 
 /// A package (one name at one version) that was added or removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,20 +57,20 @@ fn show_gen(generation: &Option<u64>) -> String {
 pub fn check_still_valid(saved: &HostPlan, now: &RemoteState) -> Result<(), Drift> {
     if saved.action == Action::Error {
         return Err(Drift::NotPlanned {
-            host: saved.name.clone(),
+            host: saved.name.to_string(),
             reason: saved.error.clone().unwrap_or_else(|| "error".to_owned()),
         });
     }
     if saved.current != now.current {
         return Err(Drift::CurrentChanged {
-            host: saved.name.clone(),
+            host: saved.name.to_string(),
             planned: saved.current.clone(),
             now: now.current.clone(),
         });
     }
     if saved.generation != now.generation {
         return Err(Drift::GenerationChanged {
-            host: saved.name.clone(),
+            host: saved.name.to_string(),
             planned: saved.generation,
             now: now.generation,
         });

@@ -142,12 +142,13 @@ pub(crate) fn need(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{BootSpec, Specialisation};
+    use crate::input::Specialisation;
+    use fleet_types::BootSpec;
 
     fn desired() -> DesiredHost {
         DesiredHost {
-            name: "pi1".into(),
-            system: "aarch64-linux".into(),
+            name: "pi1".parse().unwrap(),
+            system: "aarch64-linux".parse().unwrap(),
             toplevel: "/nix/store/t".into(),
             package: "/nix/store/p".into(),
             closure: vec![],

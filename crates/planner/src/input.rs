@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use fleet_types::{BootSpec, HostName, System};
 use serde::{Deserialize, Serialize};
+
+use crate::errors::{DesiredError, FactsError};
 
 /// One store path of a closure with the size of its NAR serialisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,27 +15,6 @@ pub struct ClosurePath {
     pub path: String,
     /// Size of the path's NAR in bytes (what `nix path-info --json` calls `narSize`).
     pub nar_size: u64,
-}
-
-/// What a system boots: where its `kernel`, `initrd`, `kernel-modules`, `dtbs` and `firmware`
-/// links point, and the contents of its `kernel-params` and `init-interface-version` files.
-/// NixOS needs a reboot for a change of any of them to take effect.
-///
-/// `None` means the system has no such entry (a container; `dtbs` on x86) or it could not be
-/// read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootSpec {
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
-    pub modules: Option<String>,
-    #[serde(default)]
-    pub kernel_params: Option<String>,
-    #[serde(default)]
-    pub dtbs: Option<String>,
-    #[serde(default)]
-    pub firmware: Option<String>,
-    #[serde(default)]
-    pub init_interface: Option<String>,
 }
 
 /// A specialisation of a built system (`TOPLEVEL/specialisation/NAME`).
@@ -47,9 +29,9 @@ pub struct Specialisation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredHost {
     /// Host name as written in the inventory.
-    pub name: String,
+    pub name: HostName,
     /// Nix system double of the host, e.g. `aarch64-linux`.
-    pub system: String,
+    pub system: System,
     /// Store path of the NixOS system toplevel.
     pub toplevel: String,
     /// Store path of the deployment package (configuration, pinned nixpkgs, toplevel, `switch`).
@@ -112,17 +94,17 @@ pub struct RemoteState {
     pub flake: Option<crate::FlakeLock>,
 }
 
-/// Facts about a host, or why they could not be read, as a sentence that says which stage
-/// failed (`unreachable: …`, `reading the host's store failed: …`); the plan shows it as is.
-pub type HostFacts = Result<RemoteState, String>;
+/// Facts about a host, or why they could not be read (which stage failed); the plan shows the
+/// error as a sentence (`unreachable: …`, `reading the host's store failed: …`).
+pub type HostFacts = Result<RemoteState, FactsError>;
 
 /// Everything the planner needs to know about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInput {
     /// Host name as written in the inventory.
-    pub name: String,
+    pub name: HostName,
     /// The desired system, or why it could not be evaluated or built.
-    pub desired: Result<DesiredHost, String>,
+    pub desired: Result<DesiredHost, DesiredError>,
     /// The host's facts, or why they could not be read (see [`HostFacts`]).
     pub facts: HostFacts,
 }

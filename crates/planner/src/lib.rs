@@ -7,8 +7,9 @@
 //! humans with [`render`], saved as JSON with [`Plan::to_json`] and read back with
 //! [`Plan::from_json`]; [`check_still_valid`] tells apply whether a host drifted since.
 //!
-//! No I/O, no async, no printing. Host names and store paths are plain strings; the CLI maps its
-//! own types into [`HostInput`]. See `docs/plan.md` for the rules and the JSON format.
+//! No I/O, no async, no printing. Host names and systems are fleet-types' checked newtypes,
+//! store paths in the plan are strings; why a host has no system or no facts is typed
+//! ([`DesiredError`], [`FactsError`]). See `docs/plan.md` for the rules and the JSON format.
 //!
 //! # Layout
 //! - `input`: what the planner is given ([`HostInput`], [`DesiredHost`], [`RemoteState`]).
@@ -18,13 +19,14 @@
 //! - `decide`: what apply does with each planned host ([`decide`], [`Decision`]) and how its
 //!   paths travel ([`CopyRoute`]).
 //! - `diff`: closure diffs from store path names ([`Diff`]).
-//! - `store_name`: Nix's `DrvName` rule, output suffixes, short store paths.
+//! - `errors`: why a host has no desired system or no facts ([`DesiredError`], [`FactsError`]).
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
 mod decide;
 mod diff;
 mod drift;
+mod errors;
 mod flake;
 mod goal;
 mod input;
@@ -32,22 +34,19 @@ mod plan;
 mod platform;
 mod render;
 mod secrets;
-mod store_name;
 
 pub use decide::{
     copy_route, decide, ApplyPolicy, CopyRoute, Decision, HostPolicy, RebootWhen, RouteFacts, Steps,
 };
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
+pub use errors::{DesiredError, FactsError};
 pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
-pub use input::{
-    BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,
-};
-pub use plan::{
-    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute,
-    FORMAT,
-};
+pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};
+pub use plan::{plan, Action, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute, FORMAT};
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};
-pub use store_name::short_path;
+
+// The vocabulary of this crate's API (fleet-types), for callers that name only the planner.
+pub use fleet_types::{reboot_parts, short_path, BootPart, BootSpec};

@@ -3,12 +3,13 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use fleet_types::{reboot_parts, BootPart, HostName, System};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{copy_route, CopyRoute, RouteFacts};
 use crate::diff::{diff_closures, Diff};
 use crate::goal::{need, Goal, PlanOptions};
-use crate::input::{BootSpec, DesiredHost, HostInput, RemoteState};
+use crate::input::{DesiredHost, HostInput, RemoteState};
 
 /// Version of the plan's JSON format. Bumped on any incompatible change; [`Plan::from_json`]
 /// refuses other versions.
@@ -68,39 +69,10 @@ pub struct Substitute {
     pub bytes: u64,
 }
 
-/// A part of the boot chain whose change needs a reboot to take effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootPart {
-    Kernel,
-    Initrd,
-    KernelModules,
-    KernelParams,
-    /// Device trees (Raspberry Pis and other boards).
-    Dtbs,
-    Firmware,
-    /// The init interface version (a new one needs a reboot; switch-to-configuration exits 100).
-    InitInterface,
-}
-
-impl BootPart {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootPart::Kernel => "kernel",
-            BootPart::Initrd => "initrd",
-            BootPart::KernelModules => "kernel-modules",
-            BootPart::KernelParams => "kernel-params",
-            BootPart::Dtbs => "dtbs",
-            BootPart::Firmware => "firmware",
-            BootPart::InitInterface => "init-interface-version",
-        }
-    }
-}
-
 /// The plan for one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPlan {
-    pub name: String,
+    pub name: HostName,
     pub action: Action,
     /// What apply does with the new system.
     pub goal: Goal,
@@ -116,7 +88,7 @@ pub struct HostPlan {
     /// The desired deployment package, when it was built.
     pub package: Option<String>,
     /// The host's Nix system double, when evaluated.
-    pub system: Option<String>,
+    pub system: Option<System>,
     /// The system profile generation at planning time, when known.
     pub generation: Option<u64>,
     /// Whether apply runs `switch-to-configuration`: `false` when the host already runs the target
@@ -248,32 +220,6 @@ impl Plan {
         }
         serde_json::from_value(value).map_err(PlanFileError::Invalid)
     }
-}
-
-/// Boot parts that differ between two systems (as NixOS decides a reboot: the booted system
-/// against the one the next boot runs).
-pub fn reboot_parts(booted: &BootSpec, next: &BootSpec) -> Vec<BootPart> {
-    [
-        (BootPart::Kernel, &booted.kernel, &next.kernel),
-        (BootPart::Initrd, &booted.initrd, &next.initrd),
-        (BootPart::KernelModules, &booted.modules, &next.modules),
-        (
-            BootPart::KernelParams,
-            &booted.kernel_params,
-            &next.kernel_params,
-        ),
-        (BootPart::Dtbs, &booted.dtbs, &next.dtbs),
-        (BootPart::Firmware, &booted.firmware, &next.firmware),
-        (
-            BootPart::InitInterface,
-            &booted.init_interface,
-            &next.init_interface,
-        ),
-    ]
-    .into_iter()
-    .filter(|(_, a, b)| a != b)
-    .map(|(part, ..)| part)
-    .collect()
 }
 
 fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
@@ -428,7 +374,7 @@ pub fn plan(inputs: &[HostInput], opts: &PlanOptions) -> Plan {
             (Err(eval), Ok(_)) => {
                 error_plan(input, goal, format!("cannot evaluate or build: {eval}"))
             }
-            (Ok(_), Err(reach)) => error_plan(input, goal, reach.clone()),
+            (Ok(_), Err(reach)) => error_plan(input, goal, reach.to_string()),
             (Err(eval), Err(reach)) => error_plan(
                 input,
                 goal,

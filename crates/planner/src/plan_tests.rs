@@ -2,7 +2,21 @@
 use super::*;
 use crate::check_still_valid;
 use crate::drift::Drift;
-use crate::input::ClosurePath;
+use crate::input::{ClosurePath, HostFacts};
+use crate::{DesiredError, FactsError};
+
+fn build_error(reason: &str) -> DesiredError {
+    DesiredError::Build {
+        reason: reason.into(),
+    }
+}
+
+fn unreachable(reason: &str) -> FactsError {
+    FactsError::Unreachable {
+        reason: reason.into(),
+    }
+}
+use fleet_types::BootSpec;
 
 fn sp(hash: char, name: &str) -> String {
     format!("/nix/store/{}-{name}", hash.to_string().repeat(32))
@@ -38,8 +52,8 @@ fn desired() -> DesiredHost {
         },
     ];
     DesiredHost {
-        name: "pi1".into(),
-        system: "aarch64-linux".into(),
+        name: "pi1".parse().unwrap(),
+        system: "aarch64-linux".parse().unwrap(),
         toplevel: sp('t', "nixos-system-pi1-24.05"),
         package: sp('p', "fleet-deploy-pi1"),
         closure,
@@ -50,15 +64,15 @@ fn desired() -> DesiredHost {
     }
 }
 
-fn input(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String>) -> HostInput {
+fn input(desired: Result<DesiredHost, DesiredError>, facts: HostFacts) -> HostInput {
     HostInput {
-        name: "pi1".into(),
+        name: "pi1".parse().unwrap(),
         desired,
         facts,
     }
 }
 
-fn one(desired: Result<DesiredHost, String>, facts: Result<RemoteState, String>) -> HostPlan {
+fn one(desired: Result<DesiredHost, DesiredError>, facts: HostFacts) -> HostPlan {
     let mut p = plan(&[input(desired, facts)], &PlanOptions::default());
     assert_eq!(p.format, FORMAT);
     p.hosts.remove(0)
@@ -175,7 +189,10 @@ fn unknown_current_closure_gives_no_diff() {
 
 #[test]
 fn errors_keep_what_is_known() {
-    let h = one(Err("attribute 'foo' missing".into()), Ok(running_old()));
+    let h = one(
+        Err(build_error("attribute 'foo' missing")),
+        Ok(running_old()),
+    );
     assert_eq!(h.action, Action::Error);
     assert_eq!(
         h.error.as_deref(),
@@ -185,13 +202,13 @@ fn errors_keep_what_is_known() {
     assert_eq!(h.target, None);
     assert_eq!(h.system, None);
 
-    let h = one(Ok(desired()), Err("unreachable: connection refused".into()));
+    let h = one(Ok(desired()), Err(unreachable("connection refused")));
     assert_eq!(h.action, Action::Error);
     assert_eq!(h.error.as_deref(), Some("unreachable: connection refused"));
     assert_eq!(h.system.as_deref(), Some("aarch64-linux"));
     assert!(h.copy.paths.is_empty());
 
-    let h = one(Err("x".into()), Err("unreachable: y".into()));
+    let h = one(Err(build_error("x")), Err(unreachable("y")));
     assert_eq!(
         h.error.as_deref(),
         Some("cannot evaluate or build: x; unreachable: y")
@@ -235,10 +252,10 @@ fn hosts_keep_their_order_and_are_counted() {
     let mut inputs = vec![
         input(Ok(desired()), Ok(running_old())),
         input(Ok(desired()), Ok(RemoteState::default())),
-        input(Ok(desired()), Err("timeout".into())),
+        input(Ok(desired()), Err(unreachable("timeout"))),
     ];
-    inputs[1].name = "b".into();
-    inputs[2].name = "a".into();
+    inputs[1].name = "b".parse().unwrap();
+    inputs[2].name = "a".parse().unwrap();
     let p = plan(&inputs, &PlanOptions::default());
     let names: Vec<_> = p.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["pi1", "b", "a"]);
@@ -342,7 +359,7 @@ fn saved_plans_refuse_drifted_hosts() {
         Err(Drift::CurrentChanged { planned: None, .. })
     ));
 
-    let saved = one(Ok(desired()), Err("down".into()));
+    let saved = one(Ok(desired()), Err(unreachable("down")));
     assert!(matches!(
         check_still_valid(&saved, &running_old()),
         Err(Drift::NotPlanned { .. })

@@ -7,7 +7,7 @@ use crate::input::{DesiredHost, RemoteState};
 /// Why `desired` cannot go to a host with these facts, if it cannot.
 pub(crate) fn mismatch(desired: &DesiredHost, facts: &RemoteState) -> Option<String> {
     let running = facts.system.as_deref()?;
-    (running != desired.system).then(|| {
+    (desired.system != running).then(|| {
         format!(
             "{} runs {running}, the configuration is for {} (check `system` in fleet.toml)",
             desired.name, desired.system
@@ -18,12 +18,12 @@ pub(crate) fn mismatch(desired: &DesiredHost, facts: &RemoteState) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::BootSpec;
+    use fleet_types::BootSpec;
 
     fn desired(system: &str) -> DesiredHost {
         DesiredHost {
-            name: "pi1".into(),
-            system: system.into(),
+            name: "pi1".parse().unwrap(),
+            system: system.parse().unwrap(),
             toplevel: "/nix/store/t".into(),
             package: "/nix/store/p".into(),
             closure: Vec::new(),
@@ -59,14 +59,14 @@ mod tests {
         use crate::input::HostInput;
         let inputs = [
             HostInput {
-                name: "pi1".into(),
+                name: "pi1".parse().unwrap(),
                 desired: Ok(desired("x86_64-linux")),
                 facts: Ok(running(Some("aarch64-linux"))),
             },
             HostInput {
-                name: "pi2".into(),
+                name: "pi2".parse().unwrap(),
                 desired: Ok(DesiredHost {
-                    name: "pi2".into(),
+                    name: "pi2".parse().unwrap(),
                     ..desired("aarch64-linux")
                 }),
                 facts: Ok(running(Some("aarch64-linux"))),

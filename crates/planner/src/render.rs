@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::plan::{Action, HostPlan, Plan};
-use crate::store_name::short_path;
+use fleet_types::short_path;
 
 /// How to render a plan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use fleet_planner::{
-    plan, render, BootSpec, ClosurePath, DesiredHost, HostInput, Plan, PlanOptions, RemoteState,
-    RenderOptions,
+    plan, render, BootSpec, ClosurePath, DesiredError, DesiredHost, FactsError, HostInput, Plan,
+    PlanOptions, RemoteState, RenderOptions,
 };
 
 /// A store path with a fake but well-formed 32-character hash made from `seed`.
@@ -69,8 +69,8 @@ fn desired(name: &str, generation: &str, kernel: &str, extra: &[(&str, u64)]) ->
         cp(&package, 12_000),
     ]);
     DesiredHost {
-        name: name.to_owned(),
-        system: "aarch64-linux".to_owned(),
+        name: name.parse().unwrap(),
+        system: "aarch64-linux".parse().unwrap(),
         toplevel,
         package,
         closure,
@@ -168,33 +168,37 @@ fn fleet() -> Vec<HostInput> {
     let db1 = desired("db1", "g1", "6.6.31", &[]);
     vec![
         HostInput {
-            name: "pi1".into(),
+            name: "pi1".parse().unwrap(),
             desired: Ok(pi1_new),
             facts: Ok(pi1_facts),
         },
         HostInput {
-            name: "pi2".into(),
+            name: "pi2".parse().unwrap(),
             desired: Ok(pi2),
             facts: Ok(RemoteState::default()),
         },
         HostInput {
-            name: "web1".into(),
+            name: "web1".parse().unwrap(),
             desired: Ok(web1),
             facts: Ok(web1_facts),
         },
         HostInput {
-            name: "web2".into(),
+            name: "web2".parse().unwrap(),
             desired: Ok(web2),
             facts: Ok(web2_facts),
         },
         HostInput {
-            name: "db1".into(),
+            name: "db1".parse().unwrap(),
             desired: Ok(db1),
-            facts: Err("unreachable: ssh: connect to 10.0.0.5:22: connection refused".into()),
+            facts: Err(FactsError::Unreachable {
+                reason: "ssh: connect to 10.0.0.5:22: connection refused".into(),
+            }),
         },
         HostInput {
-            name: "builder".into(),
-            desired: Err("error: attribute 'htpo' missing\n       at /etc/fleet/builder/configuration.nix:4:3:\n            3|   environment.systemPackages = [ pkgs.htpo ];".into()),
+            name: "builder".parse().unwrap(),
+            desired: Err(DesiredError::Build {
+                reason: "error: attribute 'htpo' missing\n       at /etc/fleet/builder/configuration.nix:4:3:\n            3|   environment.systemPackages = [ pkgs.htpo ];".into(),
+            }),
             facts: Ok(RemoteState::default()),
         },
     ]

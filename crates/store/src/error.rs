@@ -3,16 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::path::{StorePath, StorePathError};
+use crate::path::StorePath;
 
 /// Errors of `fleet-store`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid store path {path:?}: {reason}")]
-    InvalidStorePath {
-        path: String,
-        reason: StorePathError,
-    },
+    #[error(transparent)]
+    InvalidStorePath(#[from] fleet_types::InvalidStorePath),
 
     #[error("{host}: I/O error while {during}")]
     Io {

@@ -16,7 +16,7 @@ use fleet_executor::{ConnectError, HostKeyError, Privilege, SshTarget, Stdin};
 use fleet_inventory::{HostName, System};
 
 use crate::args::{AddArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::remote::Remote;
 use crate::{exit, signals, term};
 
@@ -30,7 +30,7 @@ struct Probed {
     release: Option<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &AddArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &AddArgs) -> Result<u8, CommandError> {
     let name = HostName::new(args.name.clone()).map_err(|e| add_error(e.to_string()))?;
     if let Some(s) = &args.system {
         System::new(s.clone()).map_err(|e| add_error(e.to_string()))?;
@@ -50,7 +50,8 @@ pub fn run(global: &GlobalArgs, args: &AddArgs) -> Result<u8, CliError> {
     {
         return Err(add_error(format!(
             "{path} has a host `{name}` already; nothing was changed"
-        )));
+        ))
+        .into());
     }
     let dir = crate::desired::fleet_dir(path);
     // Where the configuration goes: `[defaults] config` with `{name}`, else hosts/NAME/.

@@ -19,7 +19,7 @@ use fleet_store::StorePath;
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
@@ -27,12 +27,12 @@ use crate::report::{self, Row};
 use crate::rollout::{self, apply_in_waves, Rollout};
 use crate::{checks, exit, load, signals, term};
 
-pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
     let (goal, saved) = match args.target() {
         ApplyTarget::Goal(g) => (g, None),
         ApplyTarget::Plan(path) => {
             if !path.is_file() {
-                return Err(CliError::NoSuchPlan { target: path });
+                return Err(CliError::NoSuchPlan { target: path }.into());
             }
             let bad = |source: Box<dyn std::error::Error + Send + Sync>| CliError::BadPlan {
                 path: path.clone(),
@@ -50,7 +50,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         }
     };
     if args.rollback_succeeded && goal == args::Goal::Test {
-        return Err(CliError::RollbackSucceededWithTest);
+        return Err(CliError::RollbackSucceededWithTest.into());
     }
     let inventory = load::inventory(global)?;
     let mut hosts = load::selected(&inventory, global)?;
@@ -186,13 +186,18 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 Decision::Failed { error } => Ok((HostOutcome::Failed { error }, "failed")),
                 Decision::Apply(steps) => Err(steps),
             };
-            let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
+            let mut host_secrets = secrets.remove(hp.name.as_str()).unwrap_or_default();
             match (known, reached) {
                 (Ok(k), reached) => {
                     let k = match (&k.0, &reached) {
                         // The system is unchanged, its secrets may not be.
                         (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
-                            let ev = HostEvents::new(&hp.name, start, sink.clone(), cancel.clone());
+                            let ev = HostEvents::new(
+                                hp.name.as_str(),
+                                start,
+                                sink.clone(),
+                                cancel.clone(),
+                            );
                             match fleet_executor::secrets::push(
                                 &r.conn,
                                 &r.privilege,
@@ -215,9 +220,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     }
                     decided.push(Some(k));
                 }
-                (Err(_), Err(e)) => {
-                    decided.push(Some((HostOutcome::Failed { error: e }, "failed")))
-                }
+                (Err(_), Err(e)) => decided.push(Some((
+                    HostOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                    "failed",
+                ))),
                 (Err(steps), Ok(r)) => {
                     decided.push(None);
                     let (toplevel, package) = (
@@ -227,7 +235,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     let goal = steps.goal;
                     if steps.reboot {
                         rollout.reboots.insert(
-                            hp.name.clone(),
+                            hp.name.to_string(),
                             RebootSpec {
                                 toplevel: toplevel.clone(),
                                 timeout: Duration::from_secs(args.reboot_timeout),
@@ -244,7 +252,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         .filter_map(|p| StorePath::new(p.clone()).ok())
                         .collect();
                     to_apply.push(ApplyHost {
-                        name: hp.name.clone(),
+                        name: hp.name.to_string(),
                         target: r.target,
                         conn: r.conn,
                         privilege: r.privilege,

@@ -5,12 +5,12 @@ use fleet_executor::health::run_checks;
 use fleet_executor::{run_hosts, CancellationToken, HostOutcome, LogStream, Phase};
 
 use crate::args::{CheckArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::CommandError;
 use crate::remote::{self, Remote};
 use crate::report::{self};
 use crate::{checks, load, signals};
 
-pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, _args: &CheckArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     signals::runtime()?.block_on(async {

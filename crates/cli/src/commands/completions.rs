@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::args::{Cli, CompleteSelectorsArgs, CompletionsArgs, GlobalArgs};
-use crate::error::{output, CliError};
+use crate::error::{output, CommandError};
 use crate::load;
 
 /// Wraps clap's `_fleet` (bash): values from fleet.toml first, clap's completion otherwise.
@@ -47,7 +47,7 @@ complete -c fleet -n '__fish_seen_subcommand_from logs generations diff' -x -a '
 complete -c fleet -n '__fish_seen_subcommand_from apply' -a 'switch boot test dry-activate'
 "#;
 
-pub fn run(args: &CompletionsArgs) -> Result<(), CliError> {
+pub fn run(args: &CompletionsArgs) -> Result<(), CommandError> {
     let mut command = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "fleet", &mut out);
@@ -56,15 +56,15 @@ pub fn run(args: &CompletionsArgs) -> Result<(), CliError> {
         Shell::Fish => out.extend_from_slice(FISH_DYNAMIC.as_bytes()),
         _ => {}
     }
-    output(std::io::Write::write_all(
+    Ok(output(std::io::Write::write_all(
         &mut std::io::stdout().lock(),
         &out,
-    ))
+    ))?)
 }
 
 /// `fleet __complete-selectors [--names]`: every host name, then every tag as `@tag`, one a
 /// line. Prints nothing (and succeeds) when fleet.toml cannot be read: completion stays quiet.
-pub fn selectors(global: &GlobalArgs, args: &CompleteSelectorsArgs) -> Result<(), CliError> {
+pub fn selectors(global: &GlobalArgs, args: &CompleteSelectorsArgs) -> Result<(), CommandError> {
     let Ok(inventory) = load::inventory(global) else {
         return Ok(());
     };

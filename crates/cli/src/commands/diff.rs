@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use fleet_executor::quote;
 
 use crate::args::{DiffArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::one_host::{self, OneHost};
 use crate::{exit, load, signals};
 
-pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let host = one_host::find(&inventory, &args.host)?;
     let (from, to, diff) = signals::runtime()?.block_on(async {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::args::{ExecArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::remote::{self, Remote};
 use crate::{exit, load, signals};
 
@@ -47,7 +47,7 @@ impl HostRun {
     }
 }
 
-pub fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let line = command_line(&args.command);

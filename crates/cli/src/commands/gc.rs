@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::args::{GcArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::remote::{self, Remote};
 use crate::{exit, load, signals};
 
@@ -88,7 +88,7 @@ struct HostGc {
     error: Option<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &GcArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &GcArgs) -> Result<u8, CommandError> {
     let age = match &args.older_than {
         None => 0,
         Some(s) => parse_age(s).ok_or_else(|| CliError::BadAge { given: s.clone() })?,

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::args::{GenerationsArgs, GlobalArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::one_host::{self, OneHost};
 use crate::record::rfc3339;
 use crate::{exit, load, signals};
@@ -95,7 +95,7 @@ fn parse(text: &str) -> Vec<Generation> {
     out
 }
 
-pub fn run(global: &GlobalArgs, args: &GenerationsArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &GenerationsArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let host = one_host::find(&inventory, &args.host)?;
     let gens = signals::runtime()?.block_on(async {

@@ -7,10 +7,10 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fleet_inventory::Host;
 
 use crate::args::{GlobalArgs, HostsArgs};
-use crate::error::{output, CliError};
+use crate::error::{output, CommandError};
 use crate::load;
 
-pub fn run(global: &GlobalArgs, _args: &HostsArgs) -> Result<(), CliError> {
+pub fn run(global: &GlobalArgs, _args: &HostsArgs) -> Result<(), CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let text = if global.json {
@@ -23,7 +23,7 @@ pub fn run(global: &GlobalArgs, _args: &HostsArgs) -> Result<(), CliError> {
             .and_then(|d| Utf8PathBuf::from_path_buf(d).ok());
         table(&hosts, cwd.as_deref())
     };
-    output(std::io::stdout().lock().write_all(text.as_bytes()))
+    Ok(output(std::io::stdout().lock().write_all(text.as_bytes()))?)
 }
 
 /// A plain table with aligned columns; paths relative to `cwd` where they are under it.

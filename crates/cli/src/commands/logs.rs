@@ -10,7 +10,7 @@
 use fleet_executor::quote;
 
 use crate::args::{GlobalArgs, LogsArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::one_host::{self, OneHost};
 use crate::{exit, load, signals};
 
@@ -42,18 +42,20 @@ command -v journalctl >/dev/null 2>&1 && [ -d /run/systemd/journal ] || exit 41
 exec journalctl --no-pager -o short-iso -n "$1" -u "$2"
 "#;
 
-pub fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &LogsArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let host = one_host::find(&inventory, &args.host)?;
-    signals::runtime()?.block_on(async {
-        let h = one_host::connect(global, host, true).await?;
-        let result = match &args.unit {
-            Some(unit) => journal(&h, unit, args.lines).await,
-            None => activation(&h, args.lines).await,
-        };
-        h.conn.close().await;
-        result
-    })
+    signals::runtime()?
+        .block_on(async {
+            let h = one_host::connect(global, host, true).await?;
+            let result = match &args.unit {
+                Some(unit) => journal(&h, unit, args.lines).await,
+                None => activation(&h, args.lines).await,
+            };
+            h.conn.close().await;
+            result
+        })
+        .map_err(Into::into)
 }
 
 async fn activation(h: &OneHost, lines: u32) -> Result<u8, CliError> {

@@ -4,15 +4,15 @@
 use clap::CommandFactory;
 
 use crate::args::Cli;
-use crate::error::{output, CliError};
+use crate::error::{output, CliError, CommandError};
 
-pub fn run() -> Result<(), CliError> {
+pub fn run() -> Result<(), CommandError> {
     let mut out = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)
         .map_err(CliError::Output)?;
-    output(std::io::Write::write_all(
+    Ok(output(std::io::Write::write_all(
         &mut std::io::stdout().lock(),
         &out,
-    ))
+    ))?)
 }

@@ -20,9 +20,9 @@ pub mod secrets;
 pub mod status;
 
 use crate::args::{Cli, Command};
-use crate::error::CliError;
+use crate::error::CommandError;
 
-pub fn run(cli: Cli) -> Result<u8, CliError> {
+pub fn run(cli: Cli) -> Result<u8, CommandError> {
     let global = &cli.global;
     match &cli.command {
         Command::Hosts(args) => hosts::run(global, args).map(|()| crate::exit::OK),

@@ -9,12 +9,12 @@ use fleet_planner::{render, Action, RenderOptions};
 
 use crate::args::{GlobalArgs, PlanArgs};
 use crate::desired::fleet_dir;
-use crate::error::{output, CliError};
+use crate::error::{output, CliError, CommandError};
 use crate::planning::{self, Source};
 use crate::remote::Remote;
 use crate::{exit, load, signals, term};
 
-pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let dir = fleet_dir(&global.file);

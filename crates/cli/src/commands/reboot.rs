@@ -8,12 +8,12 @@ use fleet_executor::reboot::{reboot_into, RebootSpec};
 use fleet_executor::{deploy, run_hosts, CancellationToken, HostOutcome, Phase, Privilege, Stdin};
 
 use crate::args::{GlobalArgs, RebootArgs};
-use crate::error::CliError;
+use crate::error::CommandError;
 use crate::remote::{self, Remote};
 use crate::report::{self};
 use crate::{checks, load, signals};
 
-pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let timeout = Duration::from_secs(args.timeout);

@@ -10,7 +10,7 @@ use fleet_executor::facts::read_facts;
 use fleet_executor::{deploy, run_hosts, CancellationToken, HostOutcome, LogStream, Phase, Stdin};
 
 use crate::args::{GlobalArgs, RollbackArgs};
-use crate::error::CliError;
+use crate::error::{CliError, CommandError};
 use crate::remote::{self, Remote};
 use crate::report::{self};
 use crate::{exit, gather, load, signals, term};
@@ -18,81 +18,83 @@ use crate::{exit, gather, load, signals, term};
 /// The current system before and after, per host.
 type Systems = Arc<Mutex<BTreeMap<String, (Option<String>, Option<String>)>>>;
 
-pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
-    signals::runtime()?.block_on(async {
-        let cancel = CancellationToken::new();
-        signals::on_ctrl_c(cancel.clone());
-        let remote = Remote::new(global, &hosts, true).await?;
-        if !args.yes && term::stdin_is_tty() {
-            let targets = preview(&remote, &hosts, args.to, global.parallel, &cancel).await;
-            if cancel.is_cancelled() {
-                return Err(CliError::Interrupted);
-            }
-            let n = targets.iter().filter(|(_, t)| t.is_ok()).count();
-            if n == 0 {
-                errln!("fleet: no host has a generation to roll back to; nothing was changed");
-                return Ok(exit::FAILURE);
-            }
-            let question = format!("Roll back {n} host{}?", if n == 1 { "" } else { "s" });
-            if !term::confirm_async(question).await {
-                errln!("fleet: nothing was changed");
-                return Ok(exit::DECLINED);
-            }
-        }
-        let (_, sink, reporter) = report::start_run(global.json, &hosts);
-        let systems: Systems = Arc::default();
-        let jobs = hosts.iter().map(|h| {
-            (
-                h.name.to_string(),
-                (
-                    remote::target(h),
-                    remote.privilege(h),
-                    remote.connector.clone(),
-                ),
-            )
-        });
-        let seen = systems.clone();
-        let to = args.to;
-        let outcomes = run_hosts(jobs, global.parallel, cancel.clone(), sink, move |ctx| {
-            let seen = seen.clone();
-            async move {
-                let (target, privilege, connector) = ctx.host;
-                let ev = ctx.events;
-                let _ = ev.phase(Phase::Connecting).await;
-                let conn = match connector.connect(&target).await {
-                    Ok(c) => c,
-                    Err(e) => return HostOutcome::failed(&e),
-                };
-                let before = read_facts(&conn).await.ok().and_then(|f| f.current);
-                let _ = ev.phase(Phase::RollingBack).await;
-                let r = deploy::rollback_to(&conn, &privilege, to).await;
-                let after = read_facts(&conn).await.ok().and_then(|f| f.current);
-                conn.close().await;
-                seen.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(ctx.name, (before, after));
-                match r {
-                    Ok(log) => {
-                        for line in log.lines().filter(|l| !l.trim().is_empty()) {
-                            let _ = ev.log(LogStream::Stderr, line).await;
-                        }
-                        HostOutcome::Applied
-                    }
-                    Err(e) => HostOutcome::failed(&e),
+    signals::runtime()?
+        .block_on(async {
+            let cancel = CancellationToken::new();
+            signals::on_ctrl_c(cancel.clone());
+            let remote = Remote::new(global, &hosts, true).await?;
+            if !args.yes && term::stdin_is_tty() {
+                let targets = preview(&remote, &hosts, args.to, global.parallel, &cancel).await;
+                if cancel.is_cancelled() {
+                    return Err(CliError::Interrupted);
+                }
+                let n = targets.iter().filter(|(_, t)| t.is_ok()).count();
+                if n == 0 {
+                    errln!("fleet: no host has a generation to roll back to; nothing was changed");
+                    return Ok(exit::FAILURE);
+                }
+                let question = format!("Roll back {n} host{}?", if n == 1 { "" } else { "s" });
+                if !term::confirm_async(question).await {
+                    errln!("fleet: nothing was changed");
+                    return Ok(exit::DECLINED);
                 }
             }
+            let (_, sink, reporter) = report::start_run(global.json, &hosts);
+            let systems: Systems = Arc::default();
+            let jobs = hosts.iter().map(|h| {
+                (
+                    h.name.to_string(),
+                    (
+                        remote::target(h),
+                        remote.privilege(h),
+                        remote.connector.clone(),
+                    ),
+                )
+            });
+            let seen = systems.clone();
+            let to = args.to;
+            let outcomes = run_hosts(jobs, global.parallel, cancel.clone(), sink, move |ctx| {
+                let seen = seen.clone();
+                async move {
+                    let (target, privilege, connector) = ctx.host;
+                    let ev = ctx.events;
+                    let _ = ev.phase(Phase::Connecting).await;
+                    let conn = match connector.connect(&target).await {
+                        Ok(c) => c,
+                        Err(e) => return HostOutcome::failed(&e),
+                    };
+                    let before = read_facts(&conn).await.ok().and_then(|f| f.current);
+                    let _ = ev.phase(Phase::RollingBack).await;
+                    let r = deploy::rollback_to(&conn, &privilege, to).await;
+                    let after = read_facts(&conn).await.ok().and_then(|f| f.current);
+                    conn.close().await;
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ctx.name, (before, after));
+                    match r {
+                        Ok(log) => {
+                            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                                let _ = ev.log(LogStream::Stderr, line).await;
+                            }
+                            HostOutcome::Applied
+                        }
+                        Err(e) => HostOutcome::failed(&e),
+                    }
+                }
+            })
+            .await;
+            let tracks = reporter.await.unwrap_or_default();
+            let systems = systems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let rows = report::rows_of(outcomes, &tracks, Some("rolled-back"), |name| {
+                systems.get(name).cloned().unwrap_or_default()
+            });
+            report::summary(&rows, global.json);
+            Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
         })
-        .await;
-        let tracks = reporter.await.unwrap_or_default();
-        let systems = systems.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let rows = report::rows_of(outcomes, &tracks, Some("rolled-back"), |name| {
-            systems.get(name).cloned().unwrap_or_default()
-        });
-        report::summary(&rows, global.json);
-        Ok(report::exit_code(&rows, cancel.is_cancelled(), false))
-    })
+        .map_err(Into::into)
 }
 
 /// The previous generation of the system profile: `GEN STORE-PATH` (read as the login user).
@@ -119,7 +121,7 @@ async fn preview(
     errln!("fleet rollback would switch:");
     for (name, r) in reached {
         let target = match r {
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
             Ok(r) => {
                 let script = match to {
                     None => PREVIOUS.to_owned(),
@@ -158,7 +160,7 @@ async fn preview(
             Ok((now, back)) => errln!("  {name}: {now} → {back}"),
             Err(why) => errln!("  {name}: nothing to roll back to ({why})"),
         }
-        out.push((name, target));
+        out.push((name.to_string(), target));
     }
     out
 }

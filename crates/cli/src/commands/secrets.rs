@@ -8,12 +8,12 @@ use fleet_executor::{run_hosts, secrets, CancellationToken, HostOutcome, Phase};
 
 use crate::args::{GlobalArgs, SecretsCommand};
 use crate::desired::fleet_dir;
-use crate::error::CliError;
+use crate::error::CommandError;
 use crate::remote::{self, Remote};
 use crate::report::{self};
 use crate::{load, signals};
 
-pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, command: &SecretsCommand) -> Result<u8, CommandError> {
     let SecretsCommand::Push = command;
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;

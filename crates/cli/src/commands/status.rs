@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::desired::{build_options, build_spec, fleet_dir};
-use crate::error::{output, CliError};
+use crate::error::{output, CliError, CommandError};
 use crate::gather::{self, Want};
 use crate::remote::Remote;
 use crate::{exit, load, signals};
@@ -20,7 +20,7 @@ use crate::{exit, load, signals};
 /// One host's status (also the `--json` shape).
 #[derive(Debug, Serialize)]
 struct Status {
-    name: String,
+    name: fleet_types::HostName,
     reachable: bool,
     /// Why the host could not be reached.
     error: Option<String>,
@@ -53,7 +53,7 @@ struct Status {
     missing_secrets: Vec<String>,
 }
 
-pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
+pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let dir = fleet_dir(&global.file);
@@ -105,7 +105,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
                 Err(e) => Status {
                     name,
                     reachable: false,
-                    error: Some(e),
+                    error: Some(e.to_string()),
                     current: None,
                     booted: None,
                     profile: None,
@@ -208,7 +208,7 @@ fn table(statuses: &[Status]) -> String {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                s.name.to_string(),
                 state(s).to_owned(),
                 s.current.as_deref().map_or("-".to_owned(), short_path),
                 s.generation.map_or("-".to_owned(), |g| g.to_string()),

@@ -1,10 +1,10 @@
-//! Names in store paths: `/nix/store/<hash>-<name>-<version>[-<output>]`.
+//! Names in store paths: `/nix/store/<hash>-<name>-<version>[-<output>]`. Lenient: these work
+//! on any text (a path in another store directory, a bare base name), unlike [`crate::StorePath`].
 
 /// The base name of a store path with its hash split off: `("<hash>", "<name>")`.
 ///
-/// Lenient: works for any store directory and for bare base names; a name without a `-` is all
-/// hash (and an empty name).
-pub(crate) fn split_hash(path: &str) -> (&str, &str) {
+/// A name without a `-` is all hash (and an empty name).
+pub fn split_hash(path: &str) -> (&str, &str) {
     let base = path.rsplit('/').next().unwrap_or(path);
     match base.split_once('-') {
         Some((hash, name)) => (hash, name),
@@ -26,8 +26,9 @@ pub fn short_path(path: &str) -> String {
 }
 
 /// Nix's `DrvName` rule: the version starts after the first `-` that is followed by a character
-/// that is not a letter. `python3-3.11.9` → (`python3`, `3.11.9`), `hello` → (`hello`, ``).
-pub(crate) fn drv_name(name: &str) -> (&str, &str) {
+/// that is not a letter (Nix: `!isalpha(s[i+1])`, so usually a digit).
+/// `python3-3.11.9` → (`python3`, `3.11.9`), `hello` → (`hello`, ``).
+pub fn split_name_version(name: &str) -> (&str, &str) {
     let bytes = name.as_bytes();
     for i in 0..bytes.len() {
         if bytes[i] == b'-' && i + 1 < bytes.len() && !bytes[i + 1].is_ascii_alphabetic() {
@@ -39,7 +40,7 @@ pub(crate) fn drv_name(name: &str) -> (&str, &str) {
 
 /// A store path name parsed into package name, version and output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PkgName<'a> {
+pub struct PkgName<'a> {
     pub name: &'a str,
     pub version: &'a str,
     /// Output suffix such as `bin`, `man`, `lib`; empty for the default output.
@@ -49,14 +50,14 @@ pub(crate) struct PkgName<'a> {
 /// Parse a store path name. A trailing `-<letters>` (or `-lib32`/`-lib64`) is an output name,
 /// but only when what is left still has a version: `xz-5.4.6-bin` is `xz` 5.4.6 output `bin`,
 /// whereas `etc-hosts` stays the unversioned name `etc-hosts`.
-pub(crate) fn parse_name(name: &str) -> PkgName<'_> {
+pub fn parse_name(name: &str) -> PkgName<'_> {
     if let Some((rest, output)) = name.rsplit_once('-') {
         let is_output = !output.is_empty()
             && (output.bytes().all(|b| b.is_ascii_lowercase())
                 || output == "lib32"
                 || output == "lib64");
         if is_output {
-            let (pname, version) = drv_name(rest);
+            let (pname, version) = split_name_version(rest);
             if !version.is_empty() {
                 return PkgName {
                     name: pname,
@@ -66,7 +67,7 @@ pub(crate) fn parse_name(name: &str) -> PkgName<'_> {
             }
         }
     }
-    let (pname, version) = drv_name(name);
+    let (pname, version) = split_name_version(name);
     PkgName {
         name: pname,
         version,
@@ -84,20 +85,34 @@ mod tests {
     }
 
     #[test]
-    fn drv_name_follows_nix() {
-        assert_eq!(drv_name("hello-2.12.1"), ("hello", "2.12.1"));
-        assert_eq!(drv_name("python3-3.11.9"), ("python3", "3.11.9"));
-        assert_eq!(
-            drv_name("python3.11-requests-2.31.0"),
-            ("python3.11-requests", "2.31.0")
-        );
-        assert_eq!(drv_name("unit-nginx.service"), ("unit-nginx.service", ""));
-        assert_eq!(
-            drv_name("foo-unstable-2024-01-01"),
-            ("foo-unstable", "2024-01-01")
-        );
-        assert_eq!(drv_name("hello"), ("hello", ""));
-        assert_eq!(drv_name("trailing-"), ("trailing-", ""));
+    fn name_version_like_drvname() {
+        for (name, want) in [
+            ("hello-2.12", ("hello", "2.12")),
+            ("hello-2.12.1", ("hello", "2.12.1")),
+            ("nix-2.8.0", ("nix", "2.8.0")),
+            ("python3-3.11.9", ("python3", "3.11.9")),
+            ("linux-firmware-20231111", ("linux-firmware", "20231111")),
+            (
+                "python3.11-requests-2.31.0",
+                ("python3.11-requests", "2.31.0"),
+            ),
+            (
+                "nixos-system-pi1-24.05.20240101.abcdef",
+                ("nixos-system-pi1", "24.05.20240101.abcdef"),
+            ),
+            ("unit-nginx.service", ("unit-nginx.service", "")),
+            ("foo-unstable-2024-01-01", ("foo-unstable", "2024-01-01")),
+            ("etc", ("etc", "")),
+            ("hello", ("hello", "")),
+            ("foo-bar", ("foo-bar", "")),
+            ("unit-script-foo-start", ("unit-script-foo-start", "")),
+            ("foo--bar", ("foo", "-bar")),
+            ("foo-", ("foo-", "")),
+            ("trailing-", ("trailing-", "")),
+            ("source-_x", ("source", "_x")),
+        ] {
+            assert_eq!(split_name_version(name), want, "{name}");
+        }
     }
 
     #[test]
