@@ -179,6 +179,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub no_compress: bool,
 
+    /// Send every path whole: no patches against the paths of the same packages the host has
+    /// (docs/deltas.md).
+    #[arg(long)]
+    pub no_deltas: bool,
+
     /// Roll a host back when switch-to-configuration reports failed units (its exit 4). By
     /// default the new system is kept and the units are reported, as nixos-rebuild does.
     #[arg(long)]

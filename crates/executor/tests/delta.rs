@@ -157,7 +157,7 @@ async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
         lib_patch * 100 < lib_nar,
         "{lib_patch} bytes of patch for {lib_nar} of NAR"
     );
-    let sent = delta::send(&conn, &Privilege::None, &b, real_path, tmp.path())
+    let sent = delta::send(&conn, &Privilege::None, &b, real_path, tmp.path(), None)
         .await
         .unwrap();
     assert_eq!(sent.imported, 2, "{sent:?}");
@@ -216,7 +216,7 @@ async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
         }
     });
     for (what, b) in [("flipped bytes", &flipped), ("wrong base", &wrong_base)] {
-        let sent = delta::send(&conn, &Privilege::None, b, real_path, tmp.path())
+        let sent = delta::send(&conn, &Privilege::None, b, real_path, tmp.path(), None)
             .await
             .unwrap();
         assert_eq!(sent.stopped.len(), 1, "{what}: {sent:?}");

@@ -4,6 +4,9 @@
 , crossSystem ? null
 , versions ? { }
 , bench ? { }
+  # A mass rebuild (a nixpkgs bump): every derivation gets this attribute, so every hash
+  # changes while the bytes differ only where store paths are embedded.
+, rebuild ? ""
   # Elaborated platforms (lib.systems.elaborate), when the caller has them.
 , hostPlatform ? null
 , buildPlatform ? null
@@ -22,7 +25,8 @@ let
     builder = "/bin/sh";
     PATH = "/usr/bin:/bin";
     hostPlatform = hostSystem;
-  } // (if isCross then { crossSystem = crossSystem; } else { });
+  } // (if isCross then { crossSystem = crossSystem; } else { })
+    // (if rebuild != "" then { fleetRebuild = rebuild; } else { });
 
   version = pname: default: versions.${pname} or default;
 

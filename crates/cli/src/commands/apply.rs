@@ -258,6 +258,11 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                         privilege: r.privilege,
                         store: r.store,
                         zstd: steps.route == CopyRoute::Compressed,
+                        has: r
+                            .current_closure
+                            .iter()
+                            .filter_map(|p| StorePath::new(p.clone()).ok())
+                            .collect(),
                         missing,
                         activation: Activation {
                             goal,
@@ -308,6 +313,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
         let opts = ApplyOptions {
             parallel: global.parallel,
             compress: if args.no_compress { None } else { Some(3) },
+            deltas: !args.no_deltas,
             ..ApplyOptions::default()
         };
         let (applied, waves) = apply_in_waves(

@@ -21,7 +21,9 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use crate::activation::Activation;
+use crate::copy::delta::{delta_first, DeltaHost};
 use crate::copy::CopyDone;
+use crate::copy::PENDING_ROOTS;
 use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
 use crate::health::HealthSpec;
 use crate::outcome::SkipReason;
@@ -52,8 +54,11 @@ pub struct ApplyHost {
     pub store: Option<StoreSession>,
     /// What this host lacks of its closure.
     pub missing: BTreeSet<StorePath>,
-    /// The host has `zstd`: the copy may be compressed.
+    /// The host has `zstd`: the copy may be compressed (and take deltas).
     pub zstd: bool,
+    /// What the host holds (its current system's closure): the bases of deltas
+    /// (docs/deltas.md). Empty: no deltas.
+    pub has: Vec<StorePath>,
     pub activation: Activation,
     /// Health checks after activation, before confirmation (`switch`, `test`).
     pub checks: Option<HealthSpec>,
@@ -72,6 +77,9 @@ pub struct ApplyOptions {
     /// zstd level for the compressed copy to hosts that have `zstd`; `None`: never compress
     /// (every host gets the serve protocol's AddToStoreNar stream).
     pub compress: Option<i32>,
+    /// Send paths as patches against paths of the same package the host has, where that is
+    /// worth it (docs/deltas.md).
+    pub deltas: bool,
 }
 
 impl Default for ApplyOptions {
@@ -80,6 +88,7 @@ impl Default for ApplyOptions {
             parallel: 16,
             verify_grace: Duration::from_secs(5),
             compress: Some(3),
+            deltas: true,
         }
     }
 }
@@ -105,10 +114,45 @@ pub async fn apply_all(
     connector: Arc<Connector>,
     store: &LocalStore,
     infos: &[PathInfo],
-    hosts: Vec<ApplyHost>,
+    mut hosts: Vec<ApplyHost>,
     opts: &ApplyOptions,
     run: Run,
 ) -> Vec<(String, HostOutcome)> {
+    // Deltas first: what a host imports as patches is no longer missing.
+    let mut rooted = vec![false; hosts.len()];
+    if opts.deltas && opts.compress.is_some() {
+        let events: Vec<HostEvents> = hosts
+            .iter()
+            .map(|h| HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone()))
+            .collect();
+        let (index, delta_hosts): (Vec<usize>, Vec<DeltaHost>) = hosts
+            .iter_mut()
+            .zip(&events)
+            .enumerate()
+            .filter(|(_, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty())
+            .map(|(i, (h, events))| {
+                let pending_roots = format!("{PENDING_ROOTS}/{}", h.activation.record.id);
+                (
+                    i,
+                    DeltaHost {
+                        conn: &h.conn,
+                        privilege: &h.privilege,
+                        missing: &mut h.missing,
+                        has: &h.has,
+                        pending_roots,
+                        events,
+                    },
+                )
+            })
+            .unzip();
+        let used = tokio::select! {
+            used = delta_first(delta_hosts, infos, store, opts.parallel) => used,
+            () = run.cancel.cancelled() => Vec::new(),
+        };
+        for (i, u) in index.into_iter().zip(used) {
+            rooted[i] = u;
+        }
+    }
     let mut copy = SshCopy {
         store,
         infos,
@@ -117,7 +161,7 @@ pub async fn apply_all(
         import: Vec::new(),
     };
     let mut planned = Vec::new();
-    for (index, h) in hosts.into_iter().enumerate() {
+    for ((index, h), rooted) in hosts.into_iter().enumerate().zip(rooted) {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
         let route = route::route(
             h.missing.len(),
@@ -127,7 +171,8 @@ pub async fn apply_all(
         );
         let (session_back, session_rx) = oneshot::channel::<StoreSession>();
         let mut session = h.store;
-        let mut pending_roots = None;
+        // A host that took deltas has pending roots already.
+        let mut pending_roots = rooted.then(|| h.activation.record.id.clone());
         let copy_state = match route {
             Route::Nothing => CopyState::Nothing,
             Route::NoSession => CopyState::Failed(HostOutcome::Failed {

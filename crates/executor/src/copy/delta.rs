@@ -21,13 +21,19 @@ use fleet_store::{PathInfo, StorePath};
 use crate::sudo::Privilege;
 use crate::{quote, Connection, Stdin};
 
-/// The host side (`sh -c SCRIPT`), the bundle on stdin. Exit 0 with `imported N` on stdout;
+/// The host side (`sh -c SCRIPT`), the bundle on stdin, with the login's `PATH` (as the
+/// compressed route's `zstd -dc | nix-store --import`). Exit 0 with `imported N` on stdout;
 /// each path that did not check out is a `fleet-delta: …` line on stderr.
 pub const HOST_SCRIPT: &str = r#"set -u
-PATH=/run/current-system/sw/bin:/usr/bin:/bin:$PATH
 d=$(mktemp -d "${TMPDIR:-/tmp}/fleet-delta.XXXXXX") || exit 20
 trap 'rm -rf "$d"' EXIT
 zstd -q -dc | tar -x -C "$d" -f - || { echo "fleet-delta: cannot unpack the bundle" >&2; exit 21; }
+# Every path is a GC root from before its import until the apply drops its pending roots.
+roots=${1:-}
+if [ -n "$roots" ]; then
+  mkdir -p "$roots" || exit 23
+  while read -r kind i path rest; do ln -sfn "$path" "$roots/${path##*/}"; done < "$d/manifest"
+fi
 : > "$d/imported"
 {
   while read -r kind i path base sha; do
@@ -161,14 +167,16 @@ pub struct Sent {
     pub stopped: Vec<String>,
 }
 
-/// Sends `bundle` to the host over `conn` and has it rebuilt and imported (as root). The bundle
-/// is written to a temporary file first and streamed from it.
+/// Sends `bundle` to the host over `conn` and has it rebuilt and imported (as root), each path
+/// rooted under `pending_roots` (a folder) from before its import when given. The bundle is
+/// written to a temporary file first and streamed from it.
 pub async fn send(
     conn: &Connection,
     privilege: &Privilege,
     bundle: &Bundle,
     real_path: impl Fn(&StorePath) -> PathBuf + Send + 'static,
     tmp: &Path,
+    pending_roots: Option<&str>,
 ) -> Result<Sent, String> {
     let file = tmp.join(format!("bundle-{}.tar.zst", std::process::id()));
     let entries = bundle.entries.clone();
@@ -183,7 +191,11 @@ pub async fn send(
     let reader = tokio::fs::File::open(&file)
         .await
         .map_err(|e| format!("reading the bundle {}: {e}", file.display()))?;
-    let cmd = format!("sh -c {} fleet-delta", quote(HOST_SCRIPT));
+    let cmd = format!(
+        "sh -c {} fleet-delta {}",
+        quote(HOST_SCRIPT),
+        quote(pending_roots.unwrap_or(""))
+    );
     let out = conn
         .exec(&cmd, privilege, Stdin::Reader(Box::new(reader)))
         .await;
@@ -223,6 +235,94 @@ pub fn still_missing(
     valid_now: &BTreeSet<StorePath>,
 ) -> BTreeSet<StorePath> {
     missing.difference(valid_now).cloned().collect()
+}
+
+/// One host of an apply, as the delta phase sees it.
+pub(crate) struct DeltaHost<'a> {
+    pub conn: &'a Connection,
+    pub privilege: &'a Privilege,
+    /// What it lacks; the paths it imported are taken out.
+    pub missing: &'a mut BTreeSet<StorePath>,
+    /// What it holds (its current system's closure).
+    pub has: &'a [StorePath],
+    /// Its pending GC roots folder.
+    pub pending_roots: String,
+    pub events: &'a crate::fanout::HostEvents,
+}
+
+/// The delta phase of an apply: every host that holds paths of the same packages gets the
+/// paths it lacks as patches where they are worth it (hosts at once, at most `parallel`; each
+/// patch made once), and what it imported is no longer missing. A host where nothing is worth
+/// a patch, or whose delta import fails, keeps its whole missing set for the ordinary copy.
+/// Returns, per host, whether it used the pending roots folder.
+pub(crate) async fn delta_first(
+    hosts: Vec<DeltaHost<'_>>,
+    infos: &[PathInfo],
+    store: &fleet_store::local::LocalStore,
+    parallel: usize,
+) -> Vec<bool> {
+    use crate::fanout::LogStream;
+    use futures::StreamExt;
+    let tmp = std::env::temp_dir().join(format!("fleet-delta-{}", std::process::id()));
+    if std::fs::create_dir_all(&tmp).is_err() {
+        return hosts.iter().map(|_| false).collect();
+    }
+    let cache = PatchCache::default();
+    let results = futures::stream::iter(hosts.into_iter().map(|h| {
+        let (cache, tmp, store) = (cache.clone(), tmp.clone(), store.clone());
+        async move {
+            if h.has.is_empty() || h.missing.is_empty() {
+                return false;
+            }
+            let missing: Vec<PathInfo> = infos
+                .iter()
+                .filter(|i| h.missing.contains(&i.path))
+                .cloned()
+                .collect();
+            let real = {
+                let store = store.clone();
+                move |p: &StorePath| store.real_path(p)
+            };
+            let local = |p: &StorePath| store.real_path(p).exists();
+            let Some(b) = bundle(&missing, h.has, local, real.clone(), &cache, &tmp).await else {
+                return false;
+            };
+            match send(h.conn, h.privilege, &b, real, &tmp, Some(&h.pending_roots)).await {
+                Ok(sent) => {
+                    for e in b.entries.iter().take(sent.imported) {
+                        h.missing.remove(&e.info().path);
+                    }
+                    let mut line = format!(
+                        "{} of {} paths as patches ({} bytes for {} bytes of NAR); {} bytes sent",
+                        b.deltas,
+                        b.entries.len(),
+                        b.patch_bytes,
+                        b.delta_nar_bytes,
+                        sent.bytes
+                    );
+                    if let Some(why) = sent.stopped.first() {
+                        line.push_str(&format!("; stopped at {why}: the rest goes whole"));
+                    }
+                    let _ = h.events.log(LogStream::Fleet, line).await;
+                }
+                Err(e) => {
+                    let _ = h
+                        .events
+                        .log(
+                            LogStream::Fleet,
+                            format!("deltas failed ({e}); copying whole"),
+                        )
+                        .await;
+                }
+            }
+            true
+        }
+    }))
+    .buffered(parallel.max(1))
+    .collect::<Vec<bool>>()
+    .await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    results
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ let
     system = buildPlatform.system;
     crossSystem = if buildPlatform.system != hostPlatform.system then hostPlatform.system else null;
     versions = config.fleet.packageVersions;
+    rebuild = config.fleet.massRebuild;
     inherit hostPlatform buildPlatform;
   };
 

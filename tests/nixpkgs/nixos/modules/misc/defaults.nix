@@ -51,4 +51,5 @@ in
   fleet.systemd = d false;
   fleet.bench = d null;
   fleet.evalMemoryMB = d 0;
+  fleet.massRebuild = d "";
 }
