@@ -9,7 +9,11 @@
 //! - `gather`: each host's state over its connection, in parallel.
 //! - `one_host`: the one host a command names (`logs`, `generations`, `diff`), connected.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
-//! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `events`: the run's one typed event stream (evaluation, build, reaching hosts, then the
+//!   executor's per-host events) and its handle [`events::Events`].
+//! - `render`: the reporter: live, plain or JSON rendering of the events into any `Write`.
+//! - `envelope`: the JSON envelope (`format`, `type`) of every `--json` output.
+//! - `report`: progress modes, the summary table, exit codes of runs over hosts.
 //! - `checks`: fleet.toml's health checks as the executor's probes.
 //! - `waves`: `--canary`, `--batch`: the waves of a rollout.
 //! - `rollout`: an apply in waves: stops on a failed canary or `--max-failures`.
@@ -30,7 +34,9 @@ mod args;
 mod checks;
 mod commands;
 mod desired;
+mod envelope;
 mod error;
+mod events;
 mod exit;
 mod gather;
 mod load;
@@ -38,6 +44,7 @@ mod one_host;
 mod planning;
 mod record;
 mod remote;
+mod render;
 mod report;
 mod rollout;
 mod secrets;

@@ -9,6 +9,7 @@ use fleet_planner::{HostInput, Plan, PlanOptions};
 use crate::args::GlobalArgs;
 use crate::desired::{self, Desired};
 use crate::error::CliError;
+use crate::events::{Events, RunKind};
 use crate::gather::{self, Gathered};
 use crate::remote::Remote;
 
@@ -55,24 +56,24 @@ pub async fn make(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     remote: &Remote,
+    events: &Events,
     source: Source<'_>,
     options: &PlanOptions,
     keep_store: bool,
     cancel: &CancellationToken,
 ) -> Result<Planned, CliError> {
-    let quiet = global.json;
     // The hosts are reached (host keys, login, sudo, facts) while the systems build, so a down
     // host or an unknown host key is reported in seconds; only the store query needs the
     // built closures.
-    if !quiet {
-        errln!("fleet: reading the state of {} host(s)", hosts.len());
-    }
+    events.emit(RunKind::Reaching {
+        hosts: hosts.iter().map(|h| h.name.to_string()).collect(),
+    });
     let build = async {
         tokio::select! {
             d = async {
                 match source {
                     Source::Build => {
-                        desired::build(inventory, hosts, fleet_dir, quiet, global.show_trace).await
+                        desired::build(inventory, hosts, fleet_dir, events, global.show_trace).await
                     }
                     Source::Saved(plan) => desired::from_plan(plan, hosts).await,
                 }
@@ -80,19 +81,8 @@ pub async fn make(
             () = cancel.cancelled() => None,
         }
     };
-    let connect = gather::connect(remote, hosts, global.parallel, cancel, |name, r| match r {
-        Err(e) if !quiet => errln!("fleet: {name}: {e}"),
-        Ok(r) => {
-            if let Some(key) = r.conn.learned_host_key() {
-                errln!(
-                    "fleet: {name}: recorded its new host key in known_hosts \
-                     (--accept-new-host-keys); to pin it, add under [hosts.{name}] in fleet.toml: \
-                     host-key = \"{key}\""
-                );
-            }
-        }
-        Err(_) => {}
-    });
+    let on = |kind| events.emit(kind);
+    let connect = gather::connect(remote, hosts, global.parallel, cancel, &on);
     let (desired, reached) = tokio::join!(build, connect);
     let desired = match desired {
         Some(d) if !cancel.is_cancelled() => d,

@@ -18,6 +18,7 @@ use fleet_store::{PathInfo, StorePath};
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
 use crate::error::CliError;
+use crate::events::Events;
 use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
@@ -76,6 +77,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
+        let events = Events::for_hosts(global.json, &hosts);
         let source = match &saved {
             Some(plan) => Source::Saved(plan),
             None => Source::Build,
@@ -83,13 +85,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         let options = planning::options(goal, args.specialisation.as_deref());
         let goal = options.goal;
         let mut planned = planning::make(
-            global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
+            global, &inventory, &hosts, &dir, &remote, &events, source, &options, true, &cancel,
         )
         .await?;
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
-            let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            outln!("{line}");
+            outln!("{}", report::json_line("plan", "plan", &planned.plan));
         } else {
             let changing = |name: &str| {
                 planned
@@ -133,7 +134,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                 return Ok(exit::DECLINED);
             }
         }
-        let (start, sink, reporter) = report::start_run(global.json, &hosts);
+        let (start, sink, reporter) = events.start_hosts();
 
         // Decide per host: apply, or an outcome known now (unchanged, error, refused).
         let mut decided: Vec<Option<(HostOutcome, &'static str)>> = Vec::new();
@@ -339,8 +340,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
             .collect();
         report::summary(&rows, global.json);
         if global.json {
-            let line = serde_json::json!({ "type": "waves", "waves": &waves });
-            outln!("{line}");
+            outln!("{}", report::json_line("waves", "waves", &waves));
         } else {
             errp!("{}", rollout::describe(&waves));
         }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::desired::{build_options, build_spec, fleet_dir};
 use crate::error::{output, CliError};
+use crate::events::Events;
 use crate::gather::{self, Want};
 use crate::remote::Remote;
 use crate::{exit, load, signals};
@@ -69,7 +70,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
             Some(
                 fleet_nix_build::evaluate(
                     &specs,
-                    &build_options(&inventory, &dir, true, global.show_trace),
+                    &build_options(&inventory, &dir, &Events::quiet(), global.show_trace),
                 )
                 .await,
             )
@@ -163,9 +164,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
         Ok(out)
     })?;
     let text = if global.json {
-        let mut s = serde_json::to_string_pretty(&statuses).expect("statuses serialise");
-        s.push('\n');
-        s
+        crate::envelope::document("status", Some("hosts"), &statuses)
     } else {
         table(&statuses)
     };
