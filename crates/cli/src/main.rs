@@ -3,6 +3,7 @@
 //! # Layout
 //! - `args`: the clap definitions (also the source of `--help`, the man page, completions).
 //! - `commands`: one module per command.
+//! - `logs`: `-v`: `tracing` debug logs to stderr.
 //! - `load`: reading fleet.toml from disk and selecting hosts.
 //! - `desired`: the systems fleet.toml wants (built locally) or a saved plan names, with closures.
 //! - `remote`: the SSH connector, targets, privileges, the sudo password (asked once).
@@ -40,6 +41,7 @@ mod events;
 mod exit;
 mod gather;
 mod load;
+mod logs;
 mod one_host;
 mod planning;
 mod record;
@@ -59,6 +61,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    logs::init(cli.global.verbose);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

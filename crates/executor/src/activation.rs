@@ -153,6 +153,12 @@ pub(crate) async fn run_script(
     mode: &str,
     args: &[&str],
 ) -> Result<crate::Output, ExecError> {
+    tracing::debug!(
+        host = conn.name(),
+        mode,
+        ?args,
+        "running the activation helper"
+    );
     conn.exec(
         &script_command(mode, args),
         privilege,

@@ -67,7 +67,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
         render(
             &plan,
             RenderOptions {
-                color: term::stdout_color(),
+                color: term::stdout_color(global.color),
             },
         ) + &crate::checks::plan_text(&hosts, changing)
     };
