@@ -114,13 +114,17 @@ impl Events {
             Mode::Json => Box::new(std::io::stdout()),
             _ => Box::new(std::io::stderr()),
         };
-        let reporter = Reporter::new(
+        let mut reporter = Reporter::new(
             mode,
             hosts,
             out,
             SystemTime::now(),
             Box::new(|| crate::report::terminal_size().0),
         );
+        if mode == Mode::Json {
+            // Warnings and recorded host keys are for a person too.
+            reporter = reporter.with_notices(Box::new(std::io::stderr()));
+        }
         Events {
             reporter: Arc::new(Mutex::new(reporter)),
             start: Instant::now(),

@@ -39,6 +39,9 @@ impl Track {
 pub struct Reporter {
     mode: Mode,
     out: Box<dyn Write + Send>,
+    /// Where a person still reads warnings and recorded host keys when `out` gets JSON
+    /// (stderr); `None`: nowhere else.
+    notices: Option<Box<dyn Write + Send>>,
     /// The wall-clock time of the run's start: an event's `time` is this plus its `at`.
     started: SystemTime,
     /// The terminal's width, asked at every redraw.
@@ -64,6 +67,7 @@ impl Reporter {
         Reporter {
             mode,
             out,
+            notices: None,
             started,
             cols,
             tracks: hosts
@@ -75,6 +79,13 @@ impl Reporter {
             drawn: 0,
             live_started: false,
         }
+    }
+
+    /// Also writes warnings and recorded host keys, as text, to `w` (for JSON on stdout, a
+    /// person on stderr).
+    pub fn with_notices(mut self, w: Box<dyn Write + Send>) -> Self {
+        self.notices = Some(w);
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -94,19 +105,20 @@ impl Reporter {
         }
         match ev {
             RunEvent::Run { kind, .. } => {
+                let notice = matches!(
+                    kind,
+                    RunKind::Warning { .. } | RunKind::HostKeyRecorded { .. }
+                );
                 if let Some(text) = run_text(kind) {
                     match self.mode {
                         Mode::Plain => self.write(&format!("{text}\n")),
                         Mode::Live => self.line_above(&text),
-                        Mode::Quiet
-                            if matches!(
-                                kind,
-                                RunKind::Warning { .. } | RunKind::HostKeyRecorded { .. }
-                            ) =>
-                        {
-                            self.write(&format!("{text}\n"));
-                        }
-                        Mode::Quiet | Mode::Json => {}
+                        Mode::Quiet if notice => self.write(&format!("{text}\n")),
+                        Mode::Json | Mode::Quiet => {}
+                    }
+                    if let (true, Some(w)) = (notice, &mut self.notices) {
+                        let _ = writeln!(w, "{text}");
+                        let _ = w.flush();
                     }
                 }
             }

@@ -334,6 +334,16 @@ fn plain() {
 #[test]
 fn json() {
     let (text, _) = render(Mode::Json);
+    // Warnings and recorded keys also reach a person (stderr).
+    let notices = Buf::default();
+    let (r, _) = reporter(Mode::Json);
+    let mut r = r.with_notices(Box::new(notices.clone()));
+    for ev in before() {
+        r.handle(&ev);
+    }
+    let notices = notices.text();
+    assert_eq!(notices.lines().count(), 2, "{notices}");
+    assert!(notices.contains("fleet: pi1: recorded its new host key"));
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
