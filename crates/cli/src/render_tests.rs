@@ -264,7 +264,7 @@ fn hosts() -> Vec<RunEvent> {
             },
         ),
         outcome(10_000, "same", HostOutcome::Unchanged),
-        phase(10_000, "probe", Phase::Running),
+        phase(10_000, "probe", Phase::Connecting),
         outcome(10_400, "probe", HostOutcome::Ok),
     ];
     evs.sort_by_key(RunEvent::at);

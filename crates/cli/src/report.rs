@@ -61,17 +61,13 @@ pub fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Queued => "queued",
         Phase::Connecting => "connecting",
-        Phase::Connected => "connected",
-        Phase::GatheringFacts => "reading state",
         Phase::Copying => "copying",
-        Phase::SettingProfile => "setting profile",
         Phase::Activating => "activating",
         Phase::Linking => "linking package",
         Phase::Checking => "checking",
         Phase::Rebooting => "rebooting",
         Phase::Confirming => "confirming",
         Phase::RollingBack => "rolling back",
-        Phase::Running => "running",
     }
 }
 
