@@ -13,6 +13,7 @@
 //!   (module `bench`).
 
 mod bench;
+mod demo_flake;
 mod graph;
 
 use std::ffi::OsString;
@@ -229,7 +230,14 @@ fn demo() -> Result<ExitCode> {
         dir.join(&h.name).join("configuration.nix")
     });
     std::fs::write(dir.join("fleet.toml"), &toml)?;
-    eprintln!("xtask: wrote {}:\n{toml}", dir.join("fleet.toml").display());
+    // pi2's system comes from a flake (its nixosConfigurations.pi2), the others' from the pin.
+    demo_flake::make(&dir, &fleet_testbed::nixpkgs_standin(), &tb.nix_env())?;
+    let toml = std::fs::read_to_string(dir.join("fleet.toml"))?;
+    eprintln!(
+        "xtask: wrote {} (pi2 from {}):\n{toml}",
+        dir.join("fleet.toml").display(),
+        dir.join("flake/flake.nix").display()
+    );
 
     // Round 1: from empty hosts to running systems. Round 2: one host's configuration changes
     // (a package added, one upgraded): the plan shows just that, and apply does just that.

@@ -59,6 +59,22 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub show_trace: bool,
 
+    /// Evaluate every host again, even those whose inputs did not change since their last
+    /// evaluation (see docs/evaluation.md, "The evaluation cache").
+    #[arg(long, global = true)]
+    pub no_eval_cache: bool,
+
+    /// At most this many Nix evaluation processes at once [default: from the memory available,
+    /// at most 2].
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub eval_jobs: Option<u16>,
+
+    /// Memory one Nix evaluation process may use (`4G`, `1500M`); a process that grows past it
+    /// is stopped and its hosts are evaluated in smaller groups [default: the memory available
+    /// shared by the jobs].
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub eval_max_memory: Option<u64>,
+
     /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
@@ -93,6 +109,9 @@ impl GlobalArgs {
 pub enum Command {
     /// List the selected hosts with their resolved settings.
     Hosts(HostsArgs),
+    /// Build the selected hosts here (no host contacted); `--to URL` pushes their systems to a
+    /// binary cache.
+    Build(BuildArgs),
     /// Build the selected hosts and show what `apply` would change.
     Plan(PlanArgs),
     /// Build, copy and activate the selected hosts.
@@ -132,6 +151,15 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct HostsArgs {}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Also copy each built system's closure to this Nix store URL (`nix copy --to`), e.g.
+    /// `file:///srv/cache?secret-key=/etc/nix/cache.key` or `s3://bucket`, for hosts with
+    /// `substitute = true`.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -470,5 +498,49 @@ mod tests {
             target(&["fleet", "apply", "plan.json"]),
             ApplyTarget::Plan("plan.json".into())
         );
+    }
+}
+
+/// `4G`, `1500M`, `512K` or bytes (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (like 4G, 1500M or 512K)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{s}`: the unit must be K, M, G or T")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b >= 64 << 20)
+        .ok_or_else(|| format!("`{s}`: between 64M and a few terabytes"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("1500M"), Ok(1500 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert!(parse_size("10M").is_err(), "too small to evaluate anything");
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("G").is_err());
     }
 }

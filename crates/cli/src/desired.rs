@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
-use fleet_nix_build::{BuildOptions, HostBuildSpec, PinSpec};
-use fleet_planner::{BootSpec, ClosurePath, DesiredHost, Plan, Specialisation};
+use fleet_nix_build::{BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
+use fleet_planner::{BootSpec, ClosurePath, DesiredHost, FlakeLock, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 
@@ -41,27 +41,90 @@ pub fn fleet_dir(file: &Utf8Path) -> Utf8PathBuf {
 
 /// What fleet-nix-build needs to know about a host.
 pub fn build_spec(inventory: &Inventory, host: &Host) -> HostBuildSpec {
-    let pin = match inventory.pins.get(&host.pin).map(|p| &p.source) {
+    let pin = match host
+        .pin()
+        .and_then(|p| inventory.pins.get(p))
+        .map(|p| &p.source)
+    {
         Some(PinSource::Tarball { url, sha256 }) => PinSpec::Tarball {
             url: url.clone(),
             sha256: sha256.clone(),
         },
         Some(PinSource::Path(p)) => PinSpec::Path(p.clone()),
-        // The inventory refuses hosts whose pin does not exist.
+        // The inventory refuses hosts whose pin does not exist; a flake host has none.
         None => PinSpec::Path(Utf8PathBuf::from("/nonexistent-pin")),
     };
     HostBuildSpec {
         name: host.name.to_string(),
         system: host.system.to_string(),
         pin,
-        config: host.config.clone(),
+        config: host.config().cloned().unwrap_or_default(),
         cross: host.build == BuildMode::Cross,
         nix_path: host
             .nix_path
             .iter()
             .map(|(n, p)| (n.clone(), p.clone()))
             .collect(),
+        flake: host.flake().map(|f| FlakeSpec {
+            reference: f.reference.clone(),
+            attribute: f.attribute.clone(),
+            impure: f.impure,
+        }),
     }
+}
+
+/// How this run evaluates (global flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvalSettings {
+    /// `--show-trace`.
+    pub show_trace: bool,
+    /// The evaluation cache (off with `--no-eval-cache`).
+    pub cache: bool,
+    /// `--eval-jobs`.
+    pub jobs: Option<u16>,
+    /// `--eval-max-memory`, bytes.
+    pub max_memory: Option<u64>,
+}
+
+impl EvalSettings {
+    pub fn of(global: &crate::args::GlobalArgs) -> EvalSettings {
+        EvalSettings {
+            show_trace: global.show_trace,
+            cache: !global.no_eval_cache,
+            jobs: global.eval_jobs,
+            max_memory: global.eval_max_memory,
+        }
+    }
+
+    /// Evaluation processes at once and the memory each may use, given the deployer's
+    /// available memory: by default as many processes (at most 2) as there are GiB available,
+    /// sharing three quarters of it; an explicit limit or count is kept as given.
+    pub fn bounds(&self, mem_available: Option<u64>) -> (usize, Option<u64>) {
+        const GIB: u64 = 1 << 30;
+        let jobs = match (self.jobs, mem_available) {
+            (Some(j), _) => usize::from(j),
+            (None, Some(m)) => (m / GIB).clamp(1, 2) as usize,
+            (None, None) => 2,
+        };
+        let max = self
+            .max_memory
+            .or_else(|| mem_available.map(|m| (m / 4 * 3 / jobs as u64).max(GIB / 2)));
+        (jobs, max)
+    }
+}
+
+/// `MemAvailable` of this machine, in bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
@@ -72,16 +135,25 @@ pub fn build_options(
     inventory: &Inventory,
     fleet_dir: &Utf8Path,
     events: &Events,
-    show_trace: bool,
+    eval: &EvalSettings,
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
-    opts.all_configs = inventory.hosts.iter().map(|h| h.config.clone()).collect();
+    opts.eval_cache = eval.cache;
+    let (jobs, max_memory) = eval.bounds(mem_available());
+    opts.max_parallel_evals = jobs;
+    opts.eval_max_memory = max_memory;
+    let show_trace = eval.show_trace;
+    opts.all_configs = inventory
+        .hosts
+        .iter()
+        .filter_map(|h| h.config().cloned())
+        .collect();
+    let mut extra = crate::scale::nix_config_lines(&inventory.build);
     if show_trace {
-        let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
-        if !config.is_empty() && !config.ends_with('\n') {
-            config.push('\n');
-        }
-        config.push_str("show-trace = true\n");
+        extra.push_str("show-trace = true\n");
+    }
+    if !extra.is_empty() {
+        let config = crate::scale::with_nix_config(std::env::var("NIX_CONFIG").ok(), &extra);
         opts.nix_env.push(("NIX_CONFIG".into(), config));
     }
     opts.on_event = Some(events.build_sink());
@@ -95,7 +167,7 @@ pub async fn build(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     events: &Events,
-    show_trace: bool,
+    eval: &EvalSettings,
 ) -> Desired {
     if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
         errln!("fleet: warning: cannot create {fleet_dir}/.fleet: {e}");
@@ -103,7 +175,7 @@ pub async fn build(
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
     let built = fleet_nix_build::evaluate_and_build(
         &specs,
-        &build_options(inventory, fleet_dir, events, show_trace),
+        &build_options(inventory, fleet_dir, events, eval),
     )
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
@@ -126,6 +198,7 @@ pub async fn build(
                     system: host.system.to_string(),
                     toplevel: b.toplevel,
                     package: b.package,
+                    flake: b.flake.and_then(to_planner_lock),
                 });
             (name, r)
         })
@@ -147,6 +220,8 @@ pub async fn from_plan(plan: &Plan, hosts: &[&Host]) -> Desired {
                         system: h.system.clone().unwrap_or_else(|| host.system.to_string()),
                         toplevel: t.clone(),
                         package: p.clone(),
+                        // A saved plan keeps the flake's revision, not its whole lock.
+                        flake: None,
                     }),
                     _ => Err(h
                         .error
@@ -164,6 +239,19 @@ struct Wanted {
     system: String,
     toplevel: String,
     package: String,
+    flake: Option<FlakeLock>,
+}
+
+/// A flake lock from fleet-nix-build or a host's record, in the planner's type (same shape).
+fn to_planner_lock(lock: impl serde::Serialize) -> Option<FlakeLock> {
+    serde_json::to_value(lock)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The flake lock a host's deployment record carries (`flake`), if any.
+pub fn recorded_flake(record: Option<&serde_json::Value>) -> Option<FlakeLock> {
+    to_planner_lock(record?.get("flake")?)
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.
@@ -234,6 +322,7 @@ async fn with_closures(wanted: Vec<(String, Result<Wanted, String>)>) -> Desired
                     package: w.package,
                     closure,
                     nixpkgs,
+                    flake: w.flake,
                 }
             });
             (name, d)
@@ -309,6 +398,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn evaluation_bounds_follow_the_memory_available_unless_given() {
+        const GIB: u64 = 1 << 30;
+        let auto = EvalSettings::default();
+        assert_eq!(auto.bounds(Some(16 * GIB)), (2, Some(6 * GIB)));
+        // Little memory: one process, a floor of half a GiB.
+        assert_eq!(auto.bounds(Some(GIB / 2)), (1, Some(GIB / 2)));
+        assert_eq!(auto.bounds(None), (2, None));
+        let given = EvalSettings {
+            jobs: Some(4),
+            max_memory: Some(3 * GIB),
+            ..EvalSettings::default()
+        };
+        assert_eq!(given.bounds(Some(16 * GIB)), (4, Some(3 * GIB)));
+    }
+
+    #[test]
     fn show_trace_is_added_to_nix_config() {
         let dir = Utf8Path::new("/tmp");
         let inv = fleet_inventory::parse(
@@ -321,8 +426,18 @@ mod tests {
         )
         .unwrap();
         let events = Events::quiet();
-        assert!(build_options(&inv, dir, &events, false).nix_env.is_empty());
-        let opts = build_options(&inv, dir, &events, true);
+        assert!(build_options(&inv, dir, &events, &EvalSettings::default())
+            .nix_env
+            .is_empty());
+        let opts = build_options(
+            &inv,
+            dir,
+            &events,
+            &EvalSettings {
+                show_trace: true,
+                ..EvalSettings::default()
+            },
+        );
         let (k, v) = &opts.nix_env[0];
         assert_eq!(k, "NIX_CONFIG");
         assert!(v.lines().any(|l| l == "show-trace = true"), "{v}");

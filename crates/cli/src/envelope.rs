@@ -74,20 +74,19 @@ pub fn line(ty: &str, key: Option<&str>, value: &impl Serialize, time: SystemTim
 pub fn event_line(ev: &RunEvent, started: SystemTime) -> String {
     let fields = match ev {
         RunEvent::Run { kind, .. } => serde_json::to_value(kind),
-        RunEvent::Host(e) => serde_json::to_value(&e.kind),
+        // With the typed reasons of an outcome in words (`reason`).
+        RunEvent::Host(e) => Ok(crate::reasons::event_json(e)),
     };
     let Ok(Value::Object(mut fields)) = fields else {
         return String::new();
     };
+    fields.remove("at_ms");
     let text = |v: Option<Value>| match v {
         Some(Value::String(t)) => Some(t),
         _ => None,
     };
     let ty = text(fields.remove("type")).unwrap_or_default();
-    let host = match ev {
-        RunEvent::Host(e) => Some(e.host.clone()),
-        RunEvent::Run { .. } => text(fields.remove("host")),
-    };
+    let host = text(fields.remove("host"));
     let e = Envelope {
         format: FORMAT,
         ty: &ty,

@@ -23,12 +23,25 @@ use crate::report::Mode;
 pub enum RunKind {
     /// One Nix process started evaluating these hosts.
     EvalStarted { hosts: Vec<String> },
+    /// These hosts' inputs did not change since their last evaluation: its result is reused.
+    EvalCached { hosts: Vec<String> },
+    /// Evaluating these hosts in one process went past the memory limit (bytes): they are
+    /// evaluated in smaller groups.
+    EvalSplit { hosts: Vec<String>, limit: u64 },
     /// A batch failed as a whole; its hosts are evaluated one by one.
     EvalBatchFailed { hosts: Vec<String> },
     /// Evaluation of these hosts finished (`failed` is a subset of `hosts`).
     EvalFinished {
         hosts: Vec<String>,
         failed: Vec<String>,
+    },
+    /// Where a host's system gets built when not natively here: `route` is `builder` (with
+    /// `builder`, its store URI), `emulated` or `native`.
+    BuildRoute {
+        host: String,
+        system: String,
+        route: String,
+        builder: Option<String>,
     },
     /// The one build (`nix-store --realise`) of these hosts' systems started.
     BuildStarted { hosts: Vec<String> },
@@ -65,6 +78,26 @@ impl From<BuildEvent> for RunKind {
         match e {
             BuildEvent::EvalStarted { hosts } => RunKind::EvalStarted { hosts },
             BuildEvent::EvalBatchFailed { hosts } => RunKind::EvalBatchFailed { hosts },
+            BuildEvent::EvalCached { hosts } => RunKind::EvalCached { hosts },
+            BuildEvent::EvalSplit { hosts, limit } => RunKind::EvalSplit { hosts, limit },
+            BuildEvent::BuildRoute {
+                host,
+                system,
+                route,
+            } => {
+                use fleet_nix_build::capability::BuildRoute as R;
+                let (route, builder) = match route {
+                    R::Native => ("native", None),
+                    R::Builder(uri) => ("builder", Some(uri)),
+                    R::Emulated => ("emulated", None),
+                };
+                RunKind::BuildRoute {
+                    host,
+                    system,
+                    route: route.to_owned(),
+                    builder,
+                }
+            }
             BuildEvent::EvalFinished { hosts, failed } => RunKind::EvalFinished { hosts, failed },
             BuildEvent::BuildStarted { hosts } => RunKind::BuildStarted { hosts },
             BuildEvent::Building { drv } => RunKind::Building { derivation: drv },

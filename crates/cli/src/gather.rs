@@ -30,6 +30,8 @@ pub struct Reached {
     pub present: BTreeSet<String>,
     /// The closure of the host's current system (empty when it has none or it was not asked).
     pub current_closure: Vec<String>,
+    /// `substitute = true`: which missing paths its substituters offer (`scale.rs`).
+    pub substitutable: Option<BTreeSet<String>>,
 }
 
 impl Reached {
@@ -48,6 +50,10 @@ impl Reached {
             booted_boot: f.booted_boot.clone(),
             present: self.present.clone(),
             system: f.system.clone(),
+            zstd: f.zstd,
+            mem_available: f.mem_available,
+            substitutable: self.substitutable.clone(),
+            flake: crate::desired::recorded_flake(f.deployment.as_ref()),
         }
     }
 }
@@ -213,6 +219,7 @@ async fn reach(
         store: None,
         present: BTreeSet::new(),
         current_closure: Vec::new(),
+        substitutable: None,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::error::CliError;
 use crate::events::{Events, RunKind};
 use crate::gather::{self, Gathered};
 use crate::remote::Remote;
+use crate::report::Mode;
 
 /// The planner's options for a goal and a `--specialisation` argument.
 pub fn options(goal: crate::args::Goal, specialisation: Option<&str>) -> PlanOptions {
@@ -73,7 +74,14 @@ pub async fn make(
             d = async {
                 match source {
                     Source::Build => {
-                        desired::build(inventory, hosts, fleet_dir, events, global.show_trace).await
+                        desired::build(
+                            inventory,
+                            hosts,
+                            fleet_dir,
+                            events,
+                            &desired::EvalSettings::of(global),
+                        )
+                        .await
                     }
                     Source::Saved(plan) => desired::from_plan(plan, hosts).await,
                 }
@@ -91,7 +99,9 @@ pub async fn make(
             return Err(CliError::Interrupted);
         }
     };
-    let gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
+    let mut gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
+    let quiet = matches!(events.mode(), Mode::Json | Mode::Quiet);
+    crate::scale::ask_substitutable(&mut gathered, &desired, hosts, global.parallel, quiet).await;
     if cancel.is_cancelled() {
         close_all(gathered).await;
         return Err(CliError::Interrupted);

@@ -258,6 +258,29 @@ fn progress_text((done, total, done_paths, total_paths): (u64, u64, u64, u64)) -
 fn run_text(kind: &RunKind) -> Option<String> {
     Some(match kind {
         RunKind::EvalStarted { hosts } => format!("fleet: evaluating {}", hosts.join(", ")),
+        RunKind::EvalCached { hosts } => format!(
+            "fleet: unchanged since their last evaluation: {}",
+            hosts.join(", ")
+        ),
+        RunKind::EvalSplit { hosts, limit } => format!(
+            "fleet: evaluating {} in one process took more than {}; evaluating them in smaller \
+             groups",
+            hosts.join(", "),
+            fleet_nix_build::error::human_bytes(*limit)
+        ),
+        RunKind::BuildRoute {
+            host,
+            system,
+            route,
+            builder,
+        } => {
+            let how = match (route.as_str(), builder) {
+                ("builder", Some(uri)) => format!("on remote builder {uri}"),
+                ("emulated", _) => "on this machine, emulated (extra-platforms)".to_owned(),
+                _ => "on this machine".to_owned(),
+            };
+            format!("fleet: {host} ({system}) builds {how}")
+        }
         RunKind::EvalBatchFailed { hosts } => format!(
             "fleet: evaluating {} together failed; evaluating them one by one",
             hosts.join(", ")

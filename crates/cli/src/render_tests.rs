@@ -6,7 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleet_executor::{Event, EventKind, HostOutcome, LogStream, Phase};
+use fleet_executor::{
+    Event, EventKind, HostOutcome, LogStream, Phase, RebootReason, RollbackReason, SkipReason,
+};
+use fleet_planner::Goal;
 
 use super::Reporter;
 use crate::events::{RunEvent, RunKind};
@@ -222,7 +225,10 @@ fn hosts() -> Vec<RunEvent> {
             15_000,
             "nas",
             HostOutcome::RolledBack {
-                reason: "not confirmed within 30 s (the host did not answer)\nsecond line".into(),
+                reason: RollbackReason::ActivationFailed {
+                    goal: Goal::Switch,
+                    said: "sshd.service failed\nsecond line".into(),
+                },
             },
         ),
         outcome(
@@ -246,7 +252,10 @@ fn hosts() -> Vec<RunEvent> {
             10_100,
             "db",
             HostOutcome::RebootRequired {
-                reason: "the new system has a new init interface".into(),
+                reason: RebootReason::NewInitInterface {
+                    goal: Goal::Switch,
+                    said: String::new(),
+                },
             },
         ),
         outcome(
@@ -260,7 +269,7 @@ fn hosts() -> Vec<RunEvent> {
             10_300,
             "old",
             HostOutcome::Skipped {
-                reason: "interrupted before activation".into(),
+                reason: SkipReason::CancelledBeforeActivation,
             },
         ),
         outcome(10_000, "same", HostOutcome::Unchanged),

@@ -99,9 +99,16 @@ pub fn outcome_kind(o: &HostOutcome) -> &'static str {
 
 pub fn outcome_text(o: &HostOutcome) -> String {
     match o {
-        HostOutcome::RolledBack { reason } => format!("rolled-back: {}", first_line(reason)),
+        HostOutcome::RolledBack { reason } => {
+            format!(
+                "rolled-back: {}",
+                first_line(&crate::reasons::rollback(reason))
+            )
+        }
         HostOutcome::Failed { error } => format!("failed: {}", first_line(error)),
-        HostOutcome::Skipped { reason } => format!("skipped: {}", first_line(reason)),
+        HostOutcome::Skipped { reason } => {
+            format!("skipped: {}", first_line(&crate::reasons::skip(reason)))
+        }
         HostOutcome::UnitsFailed { units } => format!("units-failed: {}", units.join(", ")),
         HostOutcome::CheckFailed { check, .. } => format!("check-failed: {check}"),
         other => outcome_kind(other).to_owned(),
@@ -176,15 +183,15 @@ pub fn json_line(ty: &str, key: &str, value: &impl Serialize) -> String {
 /// Splits an outcome into the summary's kind and detail.
 pub fn outcome_row(o: &HostOutcome) -> (String, Option<String>, bool) {
     let detail = match o {
-        HostOutcome::RolledBack { reason } => Some(reason.clone()),
+        HostOutcome::RolledBack { reason } => Some(crate::reasons::rollback(reason)),
         HostOutcome::Failed { error } => Some(error.clone()),
-        HostOutcome::Skipped { reason } => Some(reason.clone()),
+        HostOutcome::Skipped { reason } => Some(crate::reasons::skip(reason)),
         HostOutcome::UnitsFailed { units } => Some(format!(
             "the new system is active, but these units failed: {} (kept, as nixos-rebuild \
              does; --rollback-on-failed-units rolls back instead)",
             units.join(", ")
         )),
-        HostOutcome::RebootRequired { reason } => Some(reason.clone()),
+        HostOutcome::RebootRequired { reason } => Some(crate::reasons::reboot(reason)),
         HostOutcome::DryRun { output } => Some(output.trim_end().to_owned()),
         HostOutcome::CheckFailed {
             check,

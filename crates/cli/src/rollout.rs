@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use fleet_executor::apply::{apply_all, ApplyHost, ApplyOptions, Run};
 use fleet_executor::reboot::{reboot_into, RebootSpec};
-use fleet_executor::{deploy, Connector, EventKind, HostEvents, HostOutcome, LogStream, Phase};
+use fleet_executor::{
+    deploy, Connector, EventKind, HostEvents, HostOutcome, LogStream, Phase, RollbackReason,
+    SkipReason,
+};
 use fleet_store::local::LocalStore;
 use fleet_store::PathInfo;
 use serde::Serialize;
@@ -219,9 +222,9 @@ async fn skip_wave(
             let _ = s.close().await;
         }
         h.conn.close().await;
-        let o = HostOutcome::Skipped {
-            reason: format!("not started: the rollout {reason}; nothing was changed"),
-        };
+        let o = HostOutcome::skipped(SkipReason::RolloutStopped {
+            stopped: reason.to_owned(),
+        });
         let _ = events(run, &h.name)
             .emit(EventKind::Outcome { outcome: o.clone() })
             .await;
@@ -250,11 +253,7 @@ async fn roll_back(
     }
     .await;
     let o = match r {
-        Ok(_) => HostOutcome::RolledBack {
-            reason: "applied, then rolled back to its previous generation because the rollout \
-                     stopped (--rollback-succeeded)"
-                .into(),
-        },
+        Ok(_) => HostOutcome::rolled_back(RollbackReason::RolloutStopped),
         Err(e) => HostOutcome::Failed {
             error: format!(
                 "applied, but rolling it back after the rollout stopped failed: {e} (it runs the \

@@ -67,7 +67,14 @@ fn hosts_table_lists_everything() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.starts_with("NAME"));
-    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    // A flake host shows its flake where a pinned host shows its configuration.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("router")
+            && l.contains("(flake)")
+            && l.ends_with("github:me/infra#router")),
+        "{stdout}"
+    );
 }
 
 /// The write end of a pipe whose reader has exited: writes to it fail with EPIPE.
@@ -229,7 +236,7 @@ fn bash_completion_knows_hosts_tags_and_goals() {
     };
     assert_eq!(
         complete("fleet apply --on ''", 3),
-        ["@pi", "@sensors", "@storage", "nas", "pi1", "pi2"]
+        ["@pi", "@sensors", "@storage", "nas", "pi1", "pi2", "router"]
     );
     assert_eq!(
         complete("fleet exec --on '@pi,!p'", 3),

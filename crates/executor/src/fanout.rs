@@ -8,9 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::outcome::{error_chain, HostOutcome, SkipReason};
 
 /// What a host is doing. Every variant is emitted by some command (docs/cli.md lists them);
 /// reaching a host and reading its state before a run are the CLI's run-level events.
@@ -39,85 +42,6 @@ pub enum LogStream {
     Stderr,
     /// fleet's own remark about this host.
     Fleet,
-}
-
-/// How a host ended. A failed host is a value, never a panic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum HostOutcome {
-    /// Already running the wanted system.
-    Unchanged,
-    /// Switched to the new system.
-    Applied,
-    /// The new system is active, but switch-to-configuration reported failed units (its exit 4);
-    /// kept, as nixos-rebuild does.
-    UnitsFailed {
-        units: Vec<String>,
-    },
-    /// The new system is the boot default but takes effect only after a reboot (a new init
-    /// interface: switch-to-configuration's exit 100); nothing was activated.
-    RebootRequired {
-        reason: String,
-    },
-    /// `dry-activate`: what switch-to-configuration would do; nothing changed.
-    DryRun {
-        output: String,
-    },
-    /// Activation failed or was not confirmed; the previous generation is back.
-    RolledBack {
-        reason: String,
-    },
-    Failed {
-        error: String,
-    },
-    /// A health check did not pass after activation. `rolled_back`: the host is back on its
-    /// previous system (else, with `--no-rollback`, it was left on the new one).
-    CheckFailed {
-        check: String,
-        output: String,
-        rolled_back: bool,
-    },
-    /// Not attempted (cancelled, or excluded).
-    Skipped {
-        reason: String,
-    },
-    /// A simple command or a reachability check succeeded.
-    Ok,
-}
-
-impl HostOutcome {
-    /// `Unchanged`, `Applied`, `DryRun` and `Ok` count as success.
-    pub fn is_success(&self) -> bool {
-        matches!(
-            self,
-            HostOutcome::Unchanged
-                | HostOutcome::Applied
-                | HostOutcome::Ok
-                | HostOutcome::DryRun { .. }
-        )
-    }
-
-    /// `Failed` from any error, with its `source()` chain joined by ": ".
-    pub fn failed(err: &(dyn std::error::Error + 'static)) -> Self {
-        HostOutcome::Failed {
-            error: error_chain(err),
-        }
-    }
-}
-
-/// An error and its `source()` chain joined by ": ", leaving out causes its text already says.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = err.to_string();
-    let mut src = err.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 /// What happened.
@@ -285,48 +209,85 @@ where
     Fut: Future<Output = HostOutcome> + Send + 'static,
 {
     let start = Instant::now();
-    let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let f = Arc::new(f);
-    let mut tasks = Vec::new();
-    for (name, host) in hosts {
-        let events = HostEvents {
-            host: name.clone(),
-            start,
-            sink: sink.clone(),
-            cancel: cancel.clone(),
+    let jobs = hosts.into_iter().map(|(name, host)| {
+        let events = HostEvents::new(name, start, sink.clone(), cancel.clone());
+        let job = FnJob {
+            host: Some(host),
+            f: f.clone(),
         };
-        let (sem, f, cancel) = (sem.clone(), f.clone(), cancel.clone());
-        let task_name = name.clone();
+        (events, job)
+    });
+    let bound = Bound {
+        parallel,
+        cancel: cancel.clone(),
+        queued: true,
+        skipped: SkipReason::CancelledBeforeStart,
+    };
+    run_bounded(jobs, bound).await
+}
+
+/// A host's work in [`run_bounded`].
+pub(crate) trait HostJob: Send + 'static {
+    /// Before taking a place under the bound (waiting for a shared copy, say). `Err`: how the
+    /// host ended without running.
+    fn ready(&mut self, ev: &HostEvents) -> impl Future<Output = Result<(), HostOutcome>> + Send;
+    /// The bounded part.
+    fn run(&mut self, ev: &HostEvents) -> impl Future<Output = HostOutcome> + Send;
+    /// After its `Outcome` event (closing what it holds), however it ended.
+    fn finish(self) -> impl Future<Output = ()> + Send;
+}
+
+/// How [`run_bounded`] runs its hosts.
+pub(crate) struct Bound {
+    pub parallel: usize,
+    pub cancel: CancellationToken,
+    /// Announce [`Phase::Queued`] first.
+    pub queued: bool,
+    /// Why a host that was ready but got no place before `cancel` fired was skipped.
+    pub skipped: SkipReason,
+}
+
+/// The bounded per-host runner: one task per host; each waits until it is
+/// [`ready`](HostJob::ready), then for one of `parallel` places (or `cancel`: then it is
+/// skipped), runs, sends its `Outcome` event and [finishes](HostJob::finish). A panic in `run`
+/// ends the host `Failed`. Outcomes in input order.
+pub(crate) async fn run_bounded<J: HostJob>(
+    jobs: impl IntoIterator<Item = (HostEvents, J)>,
+    bound: Bound,
+) -> Vec<(String, HostOutcome)> {
+    let Bound {
+        parallel,
+        cancel,
+        queued,
+        skipped,
+    } = bound;
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::new();
+    for (events, mut job) in jobs {
+        let (sem, cancel, skipped) = (sem.clone(), cancel.clone(), skipped.clone());
+        let name = events.host().to_owned();
         let task = tokio::spawn(async move {
-            let _ = events.phase(Phase::Queued).await;
-            let permit = tokio::select! {
-                p = sem.acquire_owned() => p.ok(),
-                () = cancel.cancelled() => None,
-            };
-            let outcome = match permit {
-                None => HostOutcome::Skipped {
-                    reason: "cancelled before start".into(),
-                },
-                Some(_permit) if cancel.is_cancelled() => HostOutcome::Skipped {
-                    reason: "cancelled before start".into(),
-                },
-                Some(_permit) => {
-                    let ctx = HostCtx {
-                        name: task_name,
-                        host,
-                        cancel: cancel.clone(),
-                        events: events.clone(),
+            if queued {
+                let _ = events.phase(Phase::Queued).await;
+            }
+            let outcome = match job.ready(&events).await {
+                Err(o) => o,
+                Ok(()) => {
+                    let permit = tokio::select! {
+                        p = sem.acquire_owned() => p.ok(),
+                        () = cancel.cancelled() => None,
                     };
-                    // Run in its own task so a panic becomes a value.
-                    match tokio::spawn(f(ctx)).await {
-                        Ok(o) => o,
-                        Err(e) => HostOutcome::Failed {
-                            error: if e.is_panic() {
-                                "internal error: the host task panicked".into()
-                            } else {
-                                "the host task was aborted".into()
-                            },
-                        },
+                    match permit {
+                        Some(_permit) if !cancel.is_cancelled() => {
+                            let run = std::panic::AssertUnwindSafe(job.run(&events));
+                            run.catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| HostOutcome::Failed {
+                                    error: "internal error: the host task panicked".into(),
+                                })
+                        }
+                        _ => HostOutcome::Skipped { reason: skipped },
                     }
                 }
             };
@@ -335,6 +296,7 @@ where
                     outcome: outcome.clone(),
                 })
                 .await;
+            job.finish().await;
             outcome
         });
         tasks.push((name, task));
@@ -347,6 +309,40 @@ where
         out.push((name, outcome));
     }
     out
+}
+
+/// [`run_hosts`]'s job: a closure over the caller's per-host data.
+struct FnJob<T, F> {
+    host: Option<T>,
+    f: Arc<F>,
+}
+
+impl<T, F, Fut> HostJob for FnJob<T, F>
+where
+    T: Send + 'static,
+    F: Fn(HostCtx<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HostOutcome> + Send + 'static,
+{
+    async fn ready(&mut self, _: &HostEvents) -> Result<(), HostOutcome> {
+        Ok(())
+    }
+
+    async fn run(&mut self, ev: &HostEvents) -> HostOutcome {
+        let Some(host) = self.host.take() else {
+            return HostOutcome::Failed {
+                error: "internal error: the host ran twice".into(),
+            };
+        };
+        let ctx = HostCtx {
+            name: ev.host().to_owned(),
+            host,
+            cancel: ev.cancel.clone(),
+            events: ev.clone(),
+        };
+        (self.f)(ctx).await
+    }
+
+    async fn finish(self) {}
 }
 
 #[cfg(test)]
@@ -404,9 +400,7 @@ mod tests {
             sink,
             |ctx| async move {
                 if ctx.events.phase(Phase::Checking).await.is_err() {
-                    return HostOutcome::Skipped {
-                        reason: "cancelled".into(),
-                    };
+                    return HostOutcome::skipped(SkipReason::CancelledBeforeStart);
                 }
                 HostOutcome::Ok
             },

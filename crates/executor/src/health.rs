@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::activation::{run_script, DeployState, Goal};
+use crate::activation::{exit, run_script, DeployState, Goal, Mode};
 use crate::fanout::{HostEvents, HostOutcome, LogStream, Phase};
 use crate::sudo::Privilege;
-use crate::{deploy, quote, Connection, Connector, SshTarget, Stdin};
+use crate::{quote, Connection, Connector, SshTarget, Stdin};
 
 /// One check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,7 +260,7 @@ pub(crate) async fn check_host(
                         output: f.output,
                         rolled_back: true,
                     },
-                    Ok(false) => match deploy::result_of(&conn, p.privilege, id).await {
+                    Ok(false) => match crate::activation::result_of(&conn, p.privilege, id).await {
                         Ok(DeployState::RolledBack) => HostOutcome::CheckFailed {
                             check: f.check,
                             output: f.output,
@@ -309,12 +309,12 @@ pub async fn abort(
     conn: &Connection,
     privilege: &Privilege,
     id: &str,
-) -> Result<bool, crate::deploy::DeployError> {
-    let out = run_script(conn, privilege, "abort", &[id]).await?;
+) -> Result<bool, crate::error::DeployError> {
+    let out = run_script(conn, privilege, Mode::Abort, &[id]).await?;
     match out.status {
-        Some(0) => Ok(true),
-        Some(3) => Ok(false),
-        status => Err(crate::deploy::DeployError::Rollback {
+        Some(exit::ABORTED) => Ok(true),
+        Some(exit::NOT_PENDING) => Ok(false),
+        status => Err(crate::error::DeployError::Rollback {
             host: conn.name().to_owned(),
             status,
             stderr: out.stderr_lossy().trim().to_owned(),

@@ -54,6 +54,18 @@ after)
   if [ -e "/run/fleet/reboot-$id" ]; then echo "not-rebooted"; else echo "rebooted $(readlink -f /run/booted-system 2>/dev/null)"; fi ;;
 default)
   bootctl set-default "$top" >&2 ;;
+undo)
+  # Back on the previous system after $top failed: the profile generation that names $top goes
+  # (only when it is the newest, i.e. the one this deploy made), the profile points at what
+  # booted, and the bootloader is installed again from it (as `nixos-rebuild boot --rollback`).
+  booted=$(readlink -f /run/booted-system 2>/dev/null)
+  new=$(gen_of "$top"); old=$(gen_of "$booted")
+  cur=$(readlink /nix/var/nix/profiles/system); cur=${cur#system-}; cur=${cur%-link}
+  [ -n "$new" ] && [ -n "$old" ] && [ "$new" = "$cur" ] && [ "$new" != "$old" ] || exit 0
+  nix-env -p /nix/var/nix/profiles/system --switch-generation "$old" >&2 || exit 13
+  nix-env -p /nix/var/nix/profiles/system --delete-generations "$new" >&2 || exit 13
+  "$booted/bin/switch-to-configuration" boot >&2 || exit 13
+  echo "undone generation $new" ;;
 esac
 "#;
 
@@ -66,6 +78,10 @@ pub struct RebootSpec {
     pub timeout: Duration,
     pub checks: Option<HealthSpec>,
     pub id: String,
+    /// This run made the system profile's generation of `toplevel` (`apply --reboot`): when
+    /// the host has to go back, that generation goes too, so nothing makes the failed system
+    /// the default later. `fleet reboot` leaves the profile as it found it.
+    pub undo_profile: bool,
 }
 
 async fn script(
@@ -175,14 +191,26 @@ pub async fn reboot_into(
             let back = reboot_and_wait(&conn, connector, target, privilege, &again).await;
             return match back {
                 Ok((c, booted)) => {
+                    let undone = if spec.undo_profile {
+                        match script(&c, privilege, "undo", &spec.toplevel, &spec.id).await {
+                            Ok(o) if o.success() => String::new(),
+                            Ok(o) => format!(
+                                "; setting the system profile back failed: {}",
+                                o.stderr_lossy().trim()
+                            ),
+                            Err(e) => format!("; setting the system profile back failed: {e}"),
+                        }
+                    } else {
+                        String::new()
+                    };
                     c.close().await;
                     HostOutcome::CheckFailed {
                         check: f.check,
                         output: format!(
-                            "{}; rebooted into the previous default again (booted {booted})",
+                            "{}; rebooted into the previous default again (booted {booted}){undone}",
                             f.output
                         ),
-                        rolled_back: true,
+                        rolled_back: undone.is_empty(),
                     }
                 }
                 Err(e) => failed(format!(

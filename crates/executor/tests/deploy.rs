@@ -46,6 +46,7 @@ async fn build(tb: &Testbed, dir: &Utf8PathBuf, name: &str, config: &str) -> (St
         config: cfg,
         cross: false,
         nix_path: Vec::new(),
+        flake: None,
     };
     let mut opts = BuildOptions::new(dir.clone());
     opts.nix_env = tb.nix_env();
@@ -65,6 +66,7 @@ fn record(id: &str, toplevel: &str, package: &str) -> deploy::DeploymentRecord {
         goal: Goal::Switch,
         fleet_version: "test".into(),
         id: id.into(),
+        flake: None,
     }
 }
 

@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`types`]: the data ([`Inventory`], [`Host`], [`Pin`], [`HostName`], [`System`], ...).
-//! - `parse`: the checker that walks the TOML tree ([`parse`], [`ParseOptions`]).
+//! - `parse`: the checker that walks the TOML tree ([`parse`], [`ParseOptions`]); its parts: `host`
+//!   (`[hosts.NAME]`, `[defaults]`), `pin` (`[pins.NAME]`), `source` (`flake` or pin + config),
+//!   `values` (single values), `health`, `nix_path`, `secrets`, `build` (`[build]`: remote
+//!   builders, Nix's machine lines; and `substitute`).
 //! - `checks`: shape checks for single values (host keys, hashes, "did you mean").
 //! - `select`: `--on` selectors ([`Inventory::select`]).
 //! - [`error`]: [`InventoryError`], [`Problem`], [`SelectError`].
@@ -26,6 +29,6 @@ pub use parse::{
     DEFAULT_USER, MAX_CONFIRM_TIMEOUT_SECS,
 };
 pub use types::{
-    BuildMode, HealthChecks, Host, HostName, Inventory, Pin, PinSource, Secret, SecretSource,
-    SecretWhen, SetInFile, SudoMode, System,
+    BuildMode, BuildSettings, Builder, Flake, HealthChecks, Host, HostName, HostSource, Inventory,
+    Pin, PinSource, Secret, SecretSource, SecretWhen, SetInFile, SudoMode, System,
 };

@@ -112,8 +112,10 @@ mod tests {
             user: "root".to_owned(),
             port: 22,
             system: System::new("x86_64-linux").unwrap(),
-            pin: "nixpkgs".to_owned(),
-            config: "/c.nix".into(),
+            source: crate::types::HostSource::Pinned {
+                pin: "nixpkgs".to_owned(),
+                config: "/c.nix".into(),
+            },
             tags: tags.iter().map(|t| t.to_string()).collect(),
             sudo: SudoMode::None,
             build: BuildMode::Local,
@@ -122,6 +124,7 @@ mod tests {
             known_hosts: None,
             confirm_timeout: Duration::from_secs(30),
             checks: None,
+            substitute: false,
             set_in_file: Default::default(),
             nix_path: Default::default(),
         }
@@ -130,6 +133,7 @@ mod tests {
     fn fleet() -> Inventory {
         Inventory {
             secrets: Vec::new(),
+            build: Default::default(),
             pins: Default::default(),
             hosts: vec![
                 host("pi1", &["pi", "garden"]),

@@ -17,6 +17,64 @@ pub struct Inventory {
     /// `[secrets.NAME]`: files uploaded to hosts outside the Nix store, in file order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,
+    /// `[build]`: remote builders for this run's builds.
+    #[serde(default, skip_serializing_if = "BuildSettings::is_empty")]
+    pub build: BuildSettings,
+}
+
+/// `[build]` (docs/scale.md): Nix remote builders, passed to the deployer's Nix for fleet's
+/// runs only (never written to nix.conf).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BuildSettings {
+    /// `builders`: one machine line each, checked.
+    pub builders: Vec<Builder>,
+    /// `builders-use-substitutes`: builders fetch inputs from their own substituters.
+    pub builders_use_substitutes: bool,
+}
+
+impl BuildSettings {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.builders.is_empty() && !self.builders_use_substitutes
+    }
+}
+
+/// One remote builder, a line of Nix's machine format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Builder {
+    /// `ssh://[USER@]HOST[?ssh-key=...]` or `ssh-ng://...`.
+    pub uri: String,
+    /// Systems it builds; empty: the deployer's own (Nix's `-`).
+    pub systems: Vec<System>,
+    pub ssh_key: Option<String>,
+    pub max_jobs: Option<u32>,
+    pub speed_factor: Option<u32>,
+    pub supported_features: Vec<String>,
+    pub mandatory_features: Vec<String>,
+    /// The builder's SSH host key line, base64-encoded (Nix's 8th field).
+    pub host_key: Option<String>,
+}
+
+impl Builder {
+    /// The line for Nix's `builders` setting, every field written (`-` for defaults).
+    pub fn machine_line(&self) -> String {
+        let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        let list = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
+        let systems: Vec<String> = self.systems.iter().map(|s| s.to_string()).collect();
+        [
+            self.uri.clone(),
+            dash(list(&systems)),
+            dash(self.ssh_key.clone()),
+            dash(self.max_jobs.map(|n| n.to_string())),
+            dash(self.speed_factor.map(|n| n.to_string())),
+            dash(list(&self.supported_features)),
+            dash(list(&self.mandatory_features)),
+            dash(self.host_key.clone()),
+        ]
+        .join(" ")
+    }
 }
 
 impl Inventory {
@@ -124,9 +182,9 @@ pub struct Host {
     pub user: String,
     pub port: u16,
     pub system: System,
-    pub pin: String,
-    /// Absolute path of the host's `configuration.nix`.
-    pub config: Utf8PathBuf,
+    /// Where the host's system comes from: a pin and a `configuration.nix`, or a flake.
+    #[serde(flatten)]
+    pub source: HostSource,
     pub tags: Vec<String>,
     pub sudo: SudoMode,
     pub build: BuildMode,
@@ -145,10 +203,67 @@ pub struct Host {
     /// Health checks run after activation, before confirmation (`checks`); `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<HealthChecks>,
+    /// `substitute`: the host first fetches what it lacks from its own substituters
+    /// (`nix-copy-closure --use-substitutes`); fleet copies only the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub substitute: bool,
     /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]
     pub set_in_file: SetInFile,
+}
+
+/// Where a host's system comes from (serialised flat: `pin` + `config`, or `flake`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HostSource {
+    /// `pin` + `config`: `import "${pin}/nixos" { configuration = config; }`.
+    Pinned {
+        pin: String,
+        /// Absolute path of the host's `configuration.nix`.
+        config: Utf8PathBuf,
+    },
+    /// `flake = "REF#ATTR"`: the flake's `nixosConfigurations.ATTR`.
+    Flake { flake: Flake },
+}
+
+/// A host's flake (`flake = "REF"` or `"REF#ATTR"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flake {
+    /// The flake reference as Nix takes it, without `#ATTR`; a relative path (`.`, `./x`,
+    /// `path:./x`) is made absolute against fleet.toml's folder.
+    pub reference: String,
+    /// The attribute of `nixosConfigurations`: what followed `#`, else the host's name.
+    pub attribute: String,
+    /// Evaluate with `--impure` (`impure = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impure: bool,
+}
+
+impl Host {
+    /// The host's pin, when it is not a flake host.
+    pub fn pin(&self) -> Option<&str> {
+        match &self.source {
+            HostSource::Pinned { pin, .. } => Some(pin),
+            HostSource::Flake { .. } => None,
+        }
+    }
+
+    /// The host's `configuration.nix`, when it is not a flake host.
+    pub fn config(&self) -> Option<&Utf8PathBuf> {
+        match &self.source {
+            HostSource::Pinned { config, .. } => Some(config),
+            HostSource::Flake { .. } => None,
+        }
+    }
+
+    /// The host's flake, when it is a flake host.
+    pub fn flake(&self) -> Option<&Flake> {
+        match &self.source {
+            HostSource::Flake { flake } => Some(flake),
+            HostSource::Pinned { .. } => None,
+        }
+    }
 }
 
 /// Which of `address`, `user` and `port` a host's settings in fleet.toml name explicitly.

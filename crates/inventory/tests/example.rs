@@ -21,7 +21,7 @@ fn example_fleet_parses() {
     .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
 
     let names: Vec<&str> = inventory.hosts.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["pi1", "pi2", "nas"]);
+    assert_eq!(names, ["pi1", "pi2", "nas", "router"]);
     let pis: Vec<&str> = inventory
         .select(Some("@pi"))
         .unwrap()
@@ -41,4 +41,10 @@ fn example_fleet_parses() {
         PinSource::Tarball { .. }
     ));
     assert!(matches!(inventory.pins["local"].source, PinSource::Path(_)));
+    // The router's system comes from a flake (so it has no pin), despite `[defaults]`' pin.
+    let router = inventory.host("router").unwrap();
+    let flake = router.flake().expect("router is a flake host");
+    assert_eq!(flake.reference, "github:me/infra");
+    assert_eq!(flake.attribute, "router");
+    assert_eq!(router.pin(), None);
 }

@@ -11,6 +11,30 @@ pub struct NixCapabilities {
     pub extra_platforms: Vec<String>,
     /// Systems offered by remote builders (`builders`, including `@file` lists).
     pub builder_systems: Vec<String>,
+    /// The remote builders: (store URI, systems), in the order Nix was given them.
+    pub builders: Vec<(String, Vec<String>)>,
+}
+
+/// Where the derivations of a system get built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildRoute {
+    /// This machine's own system.
+    Native,
+    /// A remote builder that offers the system (its store URI; Nix picks among all that
+    /// offer it, by free slots and speed factor).
+    Builder(String),
+    /// This machine, by emulation (`extra-platforms`).
+    Emulated,
+}
+
+impl std::fmt::Display for BuildRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildRoute::Native => f.write_str("on this machine"),
+            BuildRoute::Builder(uri) => write!(f, "on remote builder {uri}"),
+            BuildRoute::Emulated => f.write_str("on this machine, emulated (extra-platforms)"),
+        }
+    }
 }
 
 impl NixCapabilities {
@@ -55,12 +79,39 @@ impl NixCapabilities {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
-        let builder_systems = builder_systems(&builders, &native);
+        let builders = machines(&builders, &native);
+        let mut builder_systems: Vec<String> =
+            builders.iter().flat_map(|(_, s)| s.clone()).collect();
+        builder_systems.sort();
+        builder_systems.dedup();
         Ok(Self {
             native,
             extra_platforms,
             builder_systems,
+            builders,
         })
+    }
+
+    /// Where `system`'s derivations get built, if anywhere: a remote builder that offers it
+    /// comes before emulation, as in Nix (its build hook takes a derivation whenever a
+    /// machine of its system has a free slot).
+    pub fn route(&self, system: &str) -> Option<BuildRoute> {
+        if system == self.native {
+            return Some(BuildRoute::Native);
+        }
+        let all: Vec<&str> = self
+            .builders
+            .iter()
+            .filter(|(_, s)| s.iter().any(|s| s == system))
+            .map(|(uri, _)| uri.as_str())
+            .collect();
+        if !all.is_empty() {
+            return Some(BuildRoute::Builder(all.join(", ")));
+        }
+        self.extra_platforms
+            .iter()
+            .any(|s| s == system)
+            .then_some(BuildRoute::Emulated)
     }
 
     /// `Ok` when `system` can be built here (natively, by emulation, or by a remote builder).
@@ -109,15 +160,16 @@ pub fn remedies(system: &str, native: &str) -> Vec<String> {
     ]
 }
 
-/// Systems listed by a `builders` setting: `;`- or newline-separated machine lines
-/// `uri [systems[,…]] …`, or `@file` to read them from a file.
-fn builder_systems(builders: &str, native: &str) -> Vec<String> {
+/// The machines of a `builders` setting: `;`- or newline-separated machine lines
+/// `uri [systems[,…]] …`, or `@file` to read them from a file. A missing system list is the
+/// deployer's own.
+fn machines(builders: &str, native: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for spec in builders.split([';', '\n']) {
         let spec = spec.trim();
         if let Some(file) = spec.strip_prefix('@') {
             if let Ok(text) = std::fs::read_to_string(file.trim()) {
-                out.extend(builder_systems(&text, native));
+                out.extend(machines(&text, native));
             }
             continue;
         }
@@ -125,14 +177,13 @@ fn builder_systems(builders: &str, native: &str) -> Vec<String> {
             continue;
         }
         let mut fields = spec.split_whitespace();
-        let _uri = fields.next();
-        match fields.next() {
-            Some("-") | None => out.push(native.to_owned()),
-            Some(systems) => out.extend(systems.split(',').map(String::from)),
-        }
+        let uri = fields.next().unwrap_or_default().to_owned();
+        let systems = match fields.next() {
+            Some("-") | None => vec![native.to_owned()],
+            Some(systems) => systems.split(',').map(String::from).collect(),
+        };
+        out.push((uri, systems));
     }
-    out.sort();
-    out.dedup();
     out
 }
 
@@ -150,14 +201,39 @@ mod tests {
 
     #[test]
     fn builders_lines() {
-        assert_eq!(
-            builder_systems(
-                "ssh://a aarch64-linux,armv7l-linux /k 4; ssh://b - ; ssh://c",
-                "x86_64-linux"
-            ),
-            vec!["aarch64-linux", "armv7l-linux", "x86_64-linux"]
+        let m = machines(
+            "ssh://a aarch64-linux,armv7l-linux /k 4; ssh://b - ; ssh://c",
+            "x86_64-linux",
         );
-        assert!(builder_systems("@/nonexistent/machines", "x86_64-linux").is_empty());
+        let names: Vec<&str> = m.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(names, vec!["ssh://a", "ssh://b", "ssh://c"]);
+        assert_eq!(m[0].1, vec!["aarch64-linux", "armv7l-linux"]);
+        assert_eq!(m[1].1, vec!["x86_64-linux"]);
+        assert!(machines("@/nonexistent/machines", "x86_64-linux").is_empty());
+    }
+
+    #[test]
+    fn a_builder_comes_before_emulation_and_is_named() {
+        let caps = NixCapabilities {
+            native: "x86_64-linux".into(),
+            extra_platforms: vec!["aarch64-linux".into(), "armv7l-linux".into()],
+            builder_systems: vec!["aarch64-linux".into()],
+            builders: vec![
+                ("ssh-ng://root@arm".into(), vec!["aarch64-linux".into()]),
+                ("ssh://x86".into(), vec!["x86_64-linux".into()]),
+            ],
+        };
+        assert_eq!(caps.route("x86_64-linux"), Some(BuildRoute::Native));
+        assert_eq!(
+            caps.route("aarch64-linux"),
+            Some(BuildRoute::Builder("ssh-ng://root@arm".into()))
+        );
+        assert_eq!(caps.route("armv7l-linux"), Some(BuildRoute::Emulated));
+        assert_eq!(caps.route("riscv64-linux"), None);
+        assert_eq!(
+            caps.route("aarch64-linux").unwrap().to_string(),
+            "on remote builder ssh-ng://root@arm"
+        );
     }
 
     #[test]
@@ -166,6 +242,7 @@ mod tests {
             native: "x86_64-linux".into(),
             extra_platforms: vec![],
             builder_systems: vec![],
+            builders: vec![],
         };
         let e = caps.check("aarch64-linux").unwrap_err();
         let text = e.to_string();

@@ -38,6 +38,17 @@ fn failed_list(failed: &[String]) -> String {
     }
 }
 
+/// `1.5 GiB`, `512 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = n as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
 /// How to give an evaluation a `<name>` it looks up.
 pub fn search_path_help(name: &str) -> String {
     match name {
@@ -75,8 +86,26 @@ pub enum BuildError {
     Files(#[from] crate::files::DiscoverError),
 
     /// Nix could not evaluate the host; `stderr` is Nix's error text.
+    /// A flake host's attribute is not in the flake's `nixosConfigurations`.
+    #[error("{flake} has no nixosConfigurations.{attribute}{}", flake_attribute_help(.available, .suggestion))]
+    FlakeAttribute {
+        flake: String,
+        attribute: String,
+        available: Vec<String>,
+        suggestion: Option<String>,
+    },
+
     #[error("evaluation failed:\n{stderr}")]
     Eval { stderr: String },
+
+    /// Evaluating the host alone took more memory than one evaluation may use.
+    #[error(
+        "evaluating this host alone took more than {} of memory (at {} it was stopped); \
+         allow more with `--eval-max-memory SIZE`",
+        human_bytes(*.limit),
+        human_bytes(*.rss)
+    )]
+    EvalMemory { limit: u64, rss: u64 },
 
     /// Some derivation of the host failed to build.
     #[error("build failed{}\n{stderr}", failed_list(.failed))]
@@ -112,4 +141,18 @@ pub enum BuildError {
 
     #[error("unexpected output from `{command}`: {detail}")]
     Output { command: String, detail: String },
+}
+
+fn flake_attribute_help(available: &[String], suggestion: &Option<String>) -> String {
+    let mut s = if available.is_empty() {
+        "; it has no nixosConfigurations".to_owned()
+    } else {
+        format!("; it has: {}", available.join(", "))
+    };
+    if let Some(c) = suggestion {
+        s.push_str(&format!(
+            "\ndid you mean `{c}`? (`flake = \"REF#{c}\"` in fleet.toml)"
+        ));
+    }
+    s
 }

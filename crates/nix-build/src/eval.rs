@@ -1,8 +1,9 @@
 //! Evaluation: one `nix-instantiate` per batch, per-host fallback when a batch fails.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -12,7 +13,7 @@ use crate::nix;
 use crate::spec::{BuildEvent, BuildOptions};
 
 /// The .drv and output paths of one evaluated host.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Evaluated {
     /// The configuration's `nixpkgs.hostPlatform.system`, when it can be read.
@@ -25,6 +26,9 @@ pub(crate) struct Evaluated {
     pub toplevel_out: String,
     pub package: String,
     pub package_out: String,
+    /// A flake host's lock (not from the expression: from `nix flake metadata`).
+    #[serde(skip)]
+    pub flake: Option<crate::spec::FlakeLock>,
 }
 
 pub(crate) type EvalResult = Result<Evaluated, BuildError>;
@@ -36,7 +40,10 @@ pub(crate) async fn evaluate(
     opts: &BuildOptions,
 ) -> Vec<EvalResult> {
     let per_eval = opts.max_hosts_per_eval.max(1);
-    let permits = Arc::new(Semaphore::new(opts.max_parallel_evals.max(1)));
+    let pool = Arc::new(Pool {
+        permits: Semaphore::new(opts.max_parallel_evals.max(1)),
+        per_process: AtomicUsize::new(per_eval),
+    });
     let count = hosts.len();
     // Per search path, its hosts with their index in `hosts`.
     type Group = (Vec<(String, String)>, Vec<(usize, (String, ExprHost))>);
@@ -52,9 +59,9 @@ pub(crate) async fn evaluate(
         for chunk in group.chunks(per_eval) {
             let (indices, batch): (Vec<usize>, Vec<(String, ExprHost)>) =
                 chunk.iter().cloned().unzip();
-            let (permits, opts) = (permits.clone(), opts.clone());
+            let (pool, opts) = (pool.clone(), opts.clone());
             set.spawn(async move {
-                let results = eval_batch(&batch, &permits, &opts).await;
+                let results = eval_batch(&batch, &pool, &opts).await;
                 (indices, results)
             });
         }
@@ -82,56 +89,23 @@ pub(crate) async fn evaluate(
         .collect()
 }
 
+/// What the batches of one evaluation share: the process bound, and how many hosts one
+/// process may evaluate, learnt from processes that went over the memory limit.
+pub(crate) struct Pool {
+    permits: Semaphore,
+    per_process: AtomicUsize,
+}
+
 async fn eval_batch(
     batch: &[(String, ExprHost)],
-    permits: &Semaphore,
+    pool: &Pool,
     opts: &BuildOptions,
 ) -> Vec<EvalResult> {
     let names: Vec<String> = batch.iter().map(|(n, _)| n.clone()).collect();
     opts.emit(BuildEvent::EvalStarted {
         hosts: names.clone(),
     });
-    let whole = {
-        let _permit = permits.acquire().await.expect("semaphore is never closed");
-        eval_once(batch, opts).await
-    };
-    let results = match whole {
-        Ok(list) => {
-            // Hosts that read `<nixos-config>` again, each with its own.
-            let mut results = Vec::with_capacity(list.len());
-            for (ev, host) in list.into_iter().zip(batch) {
-                if ev.alone {
-                    let _permit = permits.acquire().await.expect("semaphore is never closed");
-                    results.push(
-                        eval_once(std::slice::from_ref(host), opts)
-                            .await
-                            .map(|mut v| v.remove(0)),
-                    );
-                } else {
-                    results.push(Ok(ev));
-                }
-            }
-            results
-        }
-        Err(e) if batch.len() == 1 => vec![Err(e)],
-        Err(_) => {
-            // One host's error (a syntax error, a missing attribute) fails the whole process:
-            // evaluate each host alone to find which, with its own error text.
-            opts.emit(BuildEvent::EvalBatchFailed {
-                hosts: names.clone(),
-            });
-            let mut results = Vec::with_capacity(batch.len());
-            for host in batch {
-                let _permit = permits.acquire().await.expect("semaphore is never closed");
-                results.push(
-                    eval_once(std::slice::from_ref(host), opts)
-                        .await
-                        .map(|mut v| v.remove(0)),
-                );
-            }
-            results
-        }
-    };
+    let results = eval_split(batch, pool, opts).await;
     let failed = names
         .iter()
         .zip(&results)
@@ -143,6 +117,91 @@ async fn eval_batch(
         failed,
     });
     results
+}
+
+type Results<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<EvalResult>> + Send + 'a>>;
+
+/// Evaluate a batch in one process. Over the memory limit: in two halves (and so on, down to
+/// one host, whose error it then is), and later batches start at the smaller size, as
+/// nix-eval-jobs restarts a worker that grew past its limit. On an error: each host alone, to
+/// find which one it is.
+fn eval_split<'a>(
+    batch: &'a [(String, ExprHost)],
+    pool: &'a Pool,
+    opts: &'a BuildOptions,
+) -> Results<'a> {
+    Box::pin(async move {
+        let size = pool.per_process.load(Ordering::Relaxed).max(1);
+        if batch.len() > size {
+            let (a, b) = batch.split_at(size.min(batch.len() / 2).max(1));
+            let (mut a, b) = tokio::join!(eval_split(a, pool, opts), eval_split(b, pool, opts));
+            a.extend(b);
+            return a;
+        }
+        let whole = {
+            let _permit = pool
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore is never closed");
+            eval_once(batch, opts).await
+        };
+        match whole {
+            Ok(list) => {
+                // Hosts that read `<nixos-config>` again, each with its own.
+                let mut results = Vec::with_capacity(list.len());
+                for (ev, host) in list.into_iter().zip(batch) {
+                    if ev.alone {
+                        let _permit = pool
+                            .permits
+                            .acquire()
+                            .await
+                            .expect("semaphore is never closed");
+                        results.push(
+                            eval_once(std::slice::from_ref(host), opts)
+                                .await
+                                .map(|mut v| v.remove(0)),
+                        );
+                    } else {
+                        results.push(Ok(ev));
+                    }
+                }
+                results
+            }
+            Err(BuildError::EvalMemory { limit, .. }) if batch.len() > 1 => {
+                pool.per_process
+                    .fetch_min(batch.len() / 2, Ordering::Relaxed);
+                opts.emit(BuildEvent::EvalSplit {
+                    hosts: batch.iter().map(|(n, _)| n.clone()).collect(),
+                    limit,
+                });
+                eval_split(batch, pool, opts).await
+            }
+            Err(e) if batch.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                // One host's error (a syntax error, a missing attribute) fails the whole
+                // process: evaluate each host alone to find which, with its own error text.
+                opts.emit(BuildEvent::EvalBatchFailed {
+                    hosts: batch.iter().map(|(n, _)| n.clone()).collect(),
+                });
+                let mut results = Vec::with_capacity(batch.len());
+                for host in batch {
+                    let _permit = pool
+                        .permits
+                        .acquire()
+                        .await
+                        .expect("semaphore is never closed");
+                    results.push(
+                        eval_once(std::slice::from_ref(host), opts)
+                            .await
+                            .map(|mut v| v.remove(0)),
+                    );
+                }
+                results
+            }
+        }
+    })
 }
 
 /// Nix says `file 'NAME' was not found in the Nix search path`: say how fleet provides it.
@@ -184,13 +243,23 @@ async fn eval_once(
     // Instantiate the derivations (write the .drv files) while evaluating; the expression
     // (it can be long: a host's file list) on stdin.
     args.extend(["--json", "--read-write-mode", "-"].map(str::to_owned));
-    let out = nix::run_with_stdin(
+    let out = match nix::run_with_stdin_limited(
         "nix-instantiate",
         &args,
         &opts.nix_env,
         batch_expression(&exprs),
+        opts.eval_max_memory,
     )
-    .await?;
+    .await?
+    {
+        nix::Limited::Done(out) => out,
+        nix::Limited::OverMemory { rss } => {
+            return Err(BuildError::EvalMemory {
+                limit: opts.eval_max_memory.unwrap_or(0),
+                rss,
+            })
+        }
+    };
     if !out.success {
         let mut stderr = nix::excerpt(&out.stderr);
         if let [only] = exprs.as_slice() {

@@ -20,16 +20,21 @@
 //!   and host's files put in the store before evaluation (the evaluation sees only those).
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
+//! - `cache`: the evaluation cache (`.fleet/eval-cache.json`): unchanged inputs, no evaluation.
 //! - `realise`: the one build, per-host failures, GC roots.
+//! - `push`: [`push_to_cache`], built closures to a binary cache (`fleet build --to`).
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
+mod cache;
 pub mod capability;
 pub mod error;
 mod eval;
 mod expr;
 pub mod files;
+mod flake;
 mod nix;
 mod prepare;
+mod push;
 mod realise;
 mod sources;
 pub mod spec;
@@ -38,9 +43,13 @@ use std::collections::BTreeSet;
 
 use camino::Utf8Path;
 
-pub use capability::{check_can_build, NixCapabilities};
+pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
-pub use spec::{BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, HostBuildSpec, PinSpec};
+pub use push::push_to_cache;
+pub use spec::{
+    BootSpec, BuildEvent, BuildOptions, BuiltHost, EventSink, FlakeLock, FlakeSpec, HostBuildSpec,
+    LockedInput, PinSpec,
+};
 
 /// Evaluate and build `specs`. Returns one result per spec, in the same order.
 pub async fn evaluate_and_build(
@@ -91,6 +100,8 @@ pub struct EvaluatedHost {
     pub package: String,
     pub toplevel_drv: String,
     pub package_drv: String,
+    /// A flake host's lock.
+    pub flake: Option<FlakeLock>,
 }
 
 /// Evaluate `specs` without building (for `fleet status`: which system does fleet.toml want?).
@@ -109,6 +120,7 @@ pub async fn evaluate(
                 package: ev.package_out,
                 toplevel_drv: ev.toplevel,
                 package_drv: ev.package,
+                flake: ev.flake,
             });
             (spec.name.clone(), r)
         })
@@ -128,21 +140,60 @@ async fn check_and_evaluate(
     } else {
         None
     };
+    let check = |spec: &HostBuildSpec| -> Result<(), BuildError> {
+        if !spec.cross {
+            match &caps {
+                Some(Ok(caps)) => {
+                    caps.check(&spec.system)?;
+                    match caps.route(&spec.system) {
+                        Some(BuildRoute::Native) | None => {}
+                        Some(route) => opts.emit(BuildEvent::BuildRoute {
+                            host: spec.name.clone(),
+                            system: spec.system.clone(),
+                            route,
+                        }),
+                    }
+                }
+                Some(Err(e)) => return Err(e.clone()),
+                None => {}
+            }
+        }
+        Ok(())
+    };
+    // Flake hosts: their own evaluation (one per flake).
+    let (flake_index, flake_specs): (Vec<usize>, Vec<&HostBuildSpec>) = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.flake.is_some())
+        .filter(|(i, s)| match check(s) {
+            Ok(()) => true,
+            Err(e) => {
+                results[*i] = Some(Err(e));
+                false
+            }
+        })
+        .unzip();
+    let pinned: Vec<(usize, HostBuildSpec)> = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.flake.is_none())
+        .map(|(i, s)| (i, s.clone()))
+        .collect();
+    let (pinned_index, pinned_specs): (Vec<usize>, Vec<HostBuildSpec>) = pinned.into_iter().unzip();
     let mut to_eval = Vec::new();
     let mut eval_index = Vec::new();
-    let prepared = prepare::prepare(specs, opts).await;
-    for (i, (spec, host)) in specs.iter().zip(prepared).enumerate() {
-        let checked = host.and_then(|host| {
-            if !spec.cross {
-                match &caps {
-                    Some(Ok(caps)) => caps.check(&spec.system)?,
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => {}
-                }
-            }
-            Ok(host)
-        });
-        match checked {
+    let (prepared, flake_evaluated) = tokio::join!(
+        prepare::prepare(&pinned_specs, opts),
+        flake::evaluate(&flake_specs, opts)
+    );
+    for (i, r) in flake_index.into_iter().zip(flake_evaluated) {
+        results[i] = Some(r);
+    }
+    for (i, (spec, host)) in pinned_index
+        .into_iter()
+        .zip(pinned_specs.iter().zip(prepared))
+    {
+        match host.and_then(|host| check(spec).map(|()| host)) {
             Ok(host) => {
                 to_eval.push((spec.name.clone(), host));
                 eval_index.push(i);
@@ -150,10 +201,14 @@ async fn check_and_evaluate(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let evaluated = eval::evaluate(to_eval, opts).await;
+    let evaluated = cache::evaluate(to_eval, opts).await;
     for (i, r) in eval_index.into_iter().zip(evaluated) {
+        results[i] = Some(r);
+    }
+    for (i, slot) in results.iter_mut().enumerate() {
         // The configuration's own platform must be fleet.toml's: NixOS lets
         // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.
+        let Some(r) = slot.take() else { continue };
         let r = r.and_then(|ev| match &ev.host_platform {
             Some(p) if *p != specs[i].system => Err(BuildError::PlatformMismatch {
                 configured: p.clone(),
@@ -161,7 +216,7 @@ async fn check_and_evaluate(
             }),
             _ => Ok(ev),
         });
-        results[i] = Some(r);
+        *slot = Some(r);
     }
     results
         .into_iter()
@@ -255,6 +310,7 @@ async fn after_realise(
                 package_drv: ev.package.clone(),
                 gc_root: root,
                 boot: boot_spec(&ev.toplevel_out),
+                flake: ev.flake.clone(),
             });
         results.push(r);
     }

@@ -78,6 +78,88 @@ pub(crate) async fn run_with_stdin(
     })
 }
 
+/// How a process run under a memory limit ended.
+pub(crate) enum Limited {
+    Done(Output),
+    /// Its resident memory went past the limit; it was killed.
+    OverMemory {
+        rss: u64,
+    },
+}
+
+/// How often the resident memory of a limited process is read.
+const RSS_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
+pub(crate) fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// [`run_with_stdin`], killing the process when its resident memory exceeds `max_rss` bytes
+/// (read every 25 ms, as nix-eval-jobs checks its workers after each job; a process can
+/// overshoot by what it allocates in that time).
+pub(crate) async fn run_with_stdin_limited(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    input: String,
+    max_rss: Option<u64>,
+) -> Result<Limited, BuildError> {
+    let Some(limit) = max_rss else {
+        return run_with_stdin(program, args, env, input)
+            .await
+            .map(Limited::Done);
+    };
+    use tokio::io::AsyncWriteExt;
+    let mut child = command(program, args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(program, e))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(input.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    });
+    let watch = async {
+        let Some(pid) = pid else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(RSS_POLL).await;
+            if let Some(rss) = rss_of(pid).filter(|&rss| rss > limit) {
+                return rss;
+            }
+        }
+    };
+    // Dropping the waiting future on the limit drops the child: `kill_on_drop` kills it.
+    let out = tokio::select! {
+        out = child.wait_with_output() => out.map_err(|e| spawn_error(program, e))?,
+        rss = watch => {
+            writer.abort();
+            return Ok(Limited::OverMemory { rss });
+        }
+    };
+    let _ = writer.await;
+    Ok(Limited::Done(Output {
+        success: out.status.success(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }))
+}
+
 /// Run a command to completion, capturing both streams.
 pub(crate) async fn run(
     program: &str,

@@ -34,6 +34,53 @@ pub struct HostBuildSpec {
     /// `nixos-config` (the configuration) are always there; nothing else is.
     #[serde(default)]
     pub nix_path: Vec<(String, Utf8PathBuf)>,
+    /// The host's system comes from this flake's `nixosConfigurations` (then `pin`, `config`,
+    /// `cross` and `nix_path` are not used).
+    #[serde(default)]
+    pub flake: Option<FlakeSpec>,
+}
+
+/// A flake host: `nixosConfigurations.<attribute>` of the flake `reference`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlakeSpec {
+    /// A flake reference Nix accepts (`/abs/dir`, `path:…`, `git+file:…`, `github:…`), no `#`.
+    pub reference: String,
+    pub attribute: String,
+    /// Evaluate with `--impure`.
+    #[serde(default)]
+    pub impure: bool,
+}
+
+/// What a flake was locked to when it was evaluated: recorded on the host at each apply and
+/// compared at the next plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakeLock {
+    /// The reference as fleet.toml gives it.
+    pub reference: String,
+    /// The git commit of the flake's tree (none for a `path:` flake or a dirty tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The NAR hash of the flake's source as Nix copied it.
+    pub nar_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<u64>,
+    /// A git tree with uncommitted changes.
+    #[serde(default)]
+    pub dirty: bool,
+    /// The flake's own inputs (the root's, by name), as `flake.lock` locks them.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, LockedInput>,
+}
+
+/// One input as locked in `flake.lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nar_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<u64>,
 }
 
 /// Progress of [`crate::evaluate_and_build`], handed to [`BuildOptions::on_event`].
@@ -41,6 +88,12 @@ pub struct HostBuildSpec {
 pub enum BuildEvent {
     /// One Nix process started evaluating these hosts.
     EvalStarted { hosts: Vec<String> },
+    /// These hosts' inputs did not change since their last evaluation: its result is reused
+    /// (the evaluation cache), no Nix process evaluates them.
+    EvalCached { hosts: Vec<String> },
+    /// Evaluating these hosts in one process went past the memory limit (bytes): they are
+    /// evaluated in smaller groups, and so are the batches after them.
+    EvalSplit { hosts: Vec<String>, limit: u64 },
     /// A batch failed as a whole; its hosts are evaluated one by one to find the culprit.
     EvalBatchFailed { hosts: Vec<String> },
     /// Something the user should know about a host that does not stop it (a path its
@@ -50,6 +103,13 @@ pub enum BuildEvent {
     EvalFinished {
         hosts: Vec<String>,
         failed: Vec<String>,
+    },
+    /// Where a host's system gets built, when it is not this machine's own (the plan-time
+    /// capability check's answer: a remote builder, or emulation).
+    BuildRoute {
+        host: String,
+        system: String,
+        route: crate::capability::BuildRoute,
     },
     /// The one `nix-store --realise` of all hosts' packages started.
     BuildStarted { hosts: Vec<String> },
@@ -79,6 +139,11 @@ pub struct BuildOptions {
     pub max_hosts_per_eval: usize,
     /// At most this many Nix evaluation processes at once (≥ 1).
     pub max_parallel_evals: usize,
+    /// Resident memory one Nix evaluation process may use, in bytes: a process that grows past
+    /// it is stopped and its hosts are evaluated in smaller groups (`None`: no limit).
+    pub eval_max_memory: Option<u64>,
+    /// Reuse the last evaluation of hosts whose inputs did not change (`.fleet/eval-cache.json`).
+    pub eval_cache: bool,
     pub on_event: Option<EventSink>,
 }
 
@@ -90,6 +155,8 @@ impl BuildOptions {
             nix_env: Vec::new(),
             max_hosts_per_eval: 32,
             max_parallel_evals: 2,
+            eval_max_memory: None,
+            eval_cache: false,
             on_event: None,
         }
     }
@@ -136,4 +203,7 @@ pub struct BuiltHost {
     /// The GC root that keeps `package` alive: `<fleet_dir>/.fleet/gcroots/<host>`.
     pub gc_root: Utf8PathBuf,
     pub boot: BootSpec,
+    /// A flake host's lock.
+    #[serde(default)]
+    pub flake: Option<FlakeLock>,
 }

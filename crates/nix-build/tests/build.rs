@@ -95,8 +95,19 @@ async fn two_hosts_path_and_tarball_pins() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     let events = events.lock().unwrap();
-    assert!(matches!(
+    // The capability check says where the aarch64 host builds (emulated here: the test's
+    // NIX_CONFIG has extra-platforms and no builders), before evaluation starts.
+    assert_eq!(
         events.first(),
+        Some(&BuildEvent::BuildRoute {
+            host: "pi 1".into(),
+            system: "aarch64-linux".into(),
+            route: fleet_nix_build::BuildRoute::Emulated,
+        }),
+        "{events:?}"
+    );
+    assert!(matches!(
+        events.get(1),
         Some(BuildEvent::EvalStarted { .. })
     ));
     assert!(events

@@ -157,6 +157,7 @@ mod tests {
                 toplevel: "/nix/store/t-gpu".into(),
             }],
             nixpkgs: None,
+            flake: None,
         }
     }
 

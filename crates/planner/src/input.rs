@@ -65,6 +65,9 @@ pub struct DesiredHost {
     /// Store path of the pinned nixpkgs the package links (part of `closure`), when known.
     #[serde(default)]
     pub nixpkgs: Option<String>,
+    /// A flake host's lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<crate::FlakeLock>,
 }
 
 /// What the host told us about itself.
@@ -94,6 +97,19 @@ pub struct RemoteState {
     /// The Nix system the host runs (`aarch64-linux`), when known.
     #[serde(default)]
     pub system: Option<String>,
+    /// The host has `zstd` (the compressed copy can reach it).
+    #[serde(default)]
+    pub zstd: bool,
+    /// Its `MemAvailable` in bytes, when known.
+    #[serde(default)]
+    pub mem_available: Option<u64>,
+    /// For a host with `substitute = true`: which of its missing paths its own substituters
+    /// offer (asked at plan time); `None`: not asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitutable: Option<BTreeSet<String>>,
+    /// The flake lock fleet recorded when it deployed what runs (a flake host's last deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<crate::FlakeLock>,
 }
 
 /// Facts about a host, or why they could not be read, as a sentence that says which stage

@@ -15,13 +15,17 @@
 //! - `goal`: [`Goal`], [`PlanOptions`]: what a host needs for a goal (profile, boot entry,
 //!   running system, specialisation).
 //! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
+//! - `decide`: what apply does with each planned host ([`decide`], [`Decision`]) and how its
+//!   paths travel ([`CopyRoute`]).
 //! - `diff`: closure diffs from store path names ([`Diff`]).
 //! - `store_name`: Nix's `DrvName` rule, output suffixes, short store paths.
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
+mod decide;
 mod diff;
 mod drift;
+mod flake;
 mod goal;
 mod input;
 mod plan;
@@ -30,14 +34,19 @@ mod render;
 mod secrets;
 mod store_name;
 
+pub use decide::{
+    copy_route, decide, ApplyPolicy, CopyRoute, Decision, HostPolicy, RebootWhen, RouteFacts, Steps,
+};
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
+pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{
     BootSpec, ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation,
 };
 pub use plan::{
-    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, FORMAT,
+    plan, reboot_parts, Action, BootPart, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute,
+    FORMAT,
 };
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::{copy_route, CopyRoute, RouteFacts};
 use crate::diff::{diff_closures, Diff};
 use crate::goal::{need, Goal, PlanOptions};
 use crate::input::{BootSpec, DesiredHost, HostInput, RemoteState};
@@ -52,6 +53,18 @@ pub struct Copy {
     /// Missing paths of the deployment package's closure, in topological order.
     pub paths: Vec<String>,
     /// Sum of the NAR sizes of `paths`.
+    pub bytes: u64,
+    /// With `substitute = true`: the part of `paths` the host's own substituters offer; it
+    /// fetches them itself and fleet sends only the rest (all of `paths` if that fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitute: Option<Substitute>,
+}
+
+/// Paths a host fetches from its own substituters instead of from fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Substitute {
+    pub paths: Vec<String>,
+    /// Sum of their NAR sizes.
     pub bytes: u64,
 }
 
@@ -110,6 +123,9 @@ pub struct HostPlan {
     /// and only the deployment package is copied and linked.
     pub activate: bool,
     pub copy: Copy,
+    /// How `copy` reaches the host (decided from its facts; `apply --no-compress` may override).
+    #[serde(default)]
+    pub route: CopyRoute,
     /// Whether the new system only fully takes effect after a reboot: its boot parts differ
     /// from the booted system's.
     pub reboot: bool,
@@ -125,6 +141,14 @@ pub struct HostPlan {
     /// only. Filled by the caller, which asks the host to compare.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::SecretPlan>,
+    /// The health checks apply runs after activating the host, before confirming it
+    /// (`unit sshd.service`, `tcp 127.0.0.1:22`); filled by the caller from fleet.toml for the
+    /// hosts apply changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// A flake host: its revision and the inputs changed since its last deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake: Option<crate::FlakePlan>,
 }
 
 /// Plans for all hosts, in the order they were given.
@@ -268,12 +292,15 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         generation: facts.and_then(|f| f.generation),
         activate: false,
         copy: Copy::default(),
+        route: CopyRoute::Nothing,
         reboot: false,
         reboot_parts: Vec::new(),
         diff: Diff::default(),
         error: Some(error),
         pin_bytes: None,
         secrets: Vec::new(),
+        checks: Vec::new(),
+        flake: None,
     }
 }
 
@@ -292,10 +319,30 @@ fn host_plan(
         .iter()
         .filter(|p| !facts.present.contains(&p.path))
         .collect();
+    let substitute = facts.substitutable.as_ref().map(|offered| {
+        let from_cache: Vec<_> = missing
+            .iter()
+            .filter(|p| offered.contains(&p.path))
+            .collect();
+        Substitute {
+            paths: from_cache.iter().map(|p| p.path.clone()).collect(),
+            bytes: from_cache.iter().map(|p| p.nar_size).sum(),
+        }
+    });
     let copy = Copy {
         paths: missing.iter().map(|p| p.path.clone()).collect(),
         bytes: missing.iter().map(|p| p.nar_size).sum(),
+        substitute,
     };
+    let sizes: Vec<u64> = missing.iter().map(|p| p.nar_size).collect();
+    let route = copy_route(
+        &sizes,
+        RouteFacts {
+            zstd: facts.zstd,
+            mem_available: facts.mem_available,
+        },
+        true,
+    );
     let pin_bytes = missing
         .iter()
         .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))
@@ -352,12 +399,18 @@ fn host_plan(
         generation: facts.generation,
         activate: need.activate,
         copy,
+        route,
         reboot: !parts.is_empty(),
         reboot_parts: parts,
         diff,
         error: None,
         pin_bytes,
         secrets: Vec::new(),
+        checks: Vec::new(),
+        flake: desired
+            .flake
+            .as_ref()
+            .map(|d| crate::flake_plan(d, facts.flake.as_ref())),
     }
 }
 

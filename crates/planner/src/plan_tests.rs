@@ -46,6 +46,7 @@ fn desired() -> DesiredHost {
         boot: boot('k', 'i', 'm'),
         specialisations: vec![],
         nixpkgs: None,
+        flake: None,
     }
 }
 
@@ -346,4 +347,29 @@ fn saved_plans_refuse_drifted_hosts() {
         check_still_valid(&saved, &running_old()),
         Err(Drift::NotPlanned { .. })
     ));
+}
+
+#[test]
+fn substitute_splits_the_copy_and_is_rendered() {
+    let mut facts = running_old();
+    // The host lacks htop (20), toplevel (5) and package (1); its cache has htop only.
+    facts.substitutable = Some([sp('h', "htop-3.3.0"), sp('z', "unrelated")].into());
+    let p = one(Ok(desired()), Ok(facts));
+    assert_eq!(p.copy.paths.len(), 3);
+    assert_eq!(p.copy.bytes, 26);
+    let sub = p.copy.substitute.clone().expect("asked");
+    assert_eq!(sub.paths, vec![sp('h', "htop-3.3.0")]);
+    assert_eq!(sub.bytes, 20);
+    let plan = Plan {
+        format: FORMAT,
+        hosts: vec![p],
+    };
+    let text = crate::render(&plan, crate::RenderOptions::default());
+    assert!(
+        text.contains("substitute 1 path (20 B), copy 2 paths, 6 B"),
+        "{text}"
+    );
+    // Not asked: no split, the plain copy line.
+    let p = one(Ok(desired()), Ok(running_old()));
+    assert_eq!(p.copy.substitute, None);
 }

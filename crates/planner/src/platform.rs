@@ -30,6 +30,7 @@ mod tests {
             boot: BootSpec::default(),
             specialisations: Vec::new(),
             nixpkgs: None,
+            flake: None,
         }
     }
 

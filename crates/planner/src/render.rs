@@ -104,7 +104,17 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
         }
     }
     if matches!(host.action, Action::Install | Action::Update) {
-        if host.copy.paths.is_empty() {
+        if let Some(sub) = &host.copy.substitute {
+            // The host fetches these itself; fleet sends the rest.
+            let rest = host.copy.paths.len() - sub.paths.len().min(host.copy.paths.len());
+            parts.push(format!(
+                "substitute {} ({}), copy {}, {}",
+                plural(sub.paths.len(), "path", "paths"),
+                human_size(sub.bytes),
+                plural(rest, "path", "paths"),
+                human_size(host.copy.bytes.saturating_sub(sub.bytes))
+            ));
+        } else if host.copy.paths.is_empty() {
             parts.push("copy nothing".to_owned());
         } else {
             parts.push(format!(
@@ -133,6 +143,9 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
 
 fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(f) = &host.flake {
+        lines.push(format!("  {}", f.line()));
+    }
     match host.action {
         Action::Error => {
             let message = host.error.as_deref().unwrap_or_default();

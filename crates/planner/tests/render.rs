@@ -77,6 +77,7 @@ fn desired(name: &str, generation: &str, kernel: &str, extra: &[(&str, u64)]) ->
         boot: boot(kernel),
         specialisations: vec![],
         nixpkgs: Some(sp("pin", "source")),
+        flake: None,
     }
 }
 

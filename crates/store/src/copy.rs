@@ -17,9 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
-use crate::local::LocalStore;
 use crate::nar::{dump_chunks, CHUNK_SIZE};
 use crate::serve::{AddEvent, AddSummary, NarMsg, ServeClient};
+use crate::source::NarSource;
 use crate::{Error, PathInfo, Result, StorePath};
 
 /// Default capacity (in 64 KiB chunks) of each destination's channel: 4 MiB.
@@ -72,8 +72,8 @@ pub struct FanOutReport {
 }
 
 /// Feed `infos` (in order) to one consumer, re-reading each NAR from `store`.
-pub(crate) async fn feed(
-    store: LocalStore,
+pub(crate) async fn feed<S: NarSource>(
+    store: S,
     infos: Vec<Arc<PathInfo>>,
     tx: mpsc::Sender<NarMsg>,
 ) -> Result<(), ()> {
@@ -85,8 +85,8 @@ pub(crate) async fn feed(
 
 /// Send one path (`Start` unless `started`, chunks from byte `skip` on, `End`). `Err` means the
 /// consumer is gone or the source failed (a `Fail` was sent).
-async fn feed_one(
-    store: &LocalStore,
+async fn feed_one<S: NarSource>(
+    store: &S,
     info: &Arc<PathInfo>,
     tx: &mpsc::Sender<NarMsg>,
     started: bool,
@@ -162,8 +162,8 @@ async fn send(a: &mut Active, msg: NarMsg, t: Duration) -> SendOutcome {
 /// Stream every path of `infos` (references first) that some destination lacks: read once,
 /// sent to each destination that lacks it. Returns when every destination got its paths (or
 /// went away). Run the consumers concurrently (see [`fan_out_serve`]).
-pub async fn fan_out(
-    store: &LocalStore,
+pub async fn fan_out<S: NarSource>(
+    store: &S,
     infos: &[PathInfo],
     dests: Vec<Destination>,
     opts: &FanOutOptions,
@@ -290,8 +290,8 @@ type Solo = (usize, tokio::task::JoinHandle<(usize, u64, bool)>);
 
 /// Hand a slow destination its own reader, resuming at path `pi` (Start already sent if
 /// `started`, `offset` NAR bytes already delivered).
-fn detach(
-    store: &LocalStore,
+fn detach<S: NarSource>(
+    store: &S,
     infos: &[Arc<PathInfo>],
     pi: usize,
     a: Active,
@@ -331,8 +331,8 @@ fn detach(
 /// producer's report and each client's result, in order. `progress(i, event)` reports per
 /// destination; `on_done(i, summary)` is awaited the moment destination `i` has everything
 /// (before the others are done), so a caller can go on with that destination at once.
-pub async fn fan_out_serve<R, W, D, DF>(
-    store: &LocalStore,
+pub async fn fan_out_serve<S, R, W, D, DF>(
+    store: &S,
     infos: &[PathInfo],
     targets: Vec<(&mut ServeClient<R, W>, BTreeSet<StorePath>)>,
     opts: &FanOutOptions,
@@ -340,6 +340,7 @@ pub async fn fan_out_serve<R, W, D, DF>(
     on_done: D,
 ) -> (FanOutReport, Vec<Result<AddSummary>>)
 where
+    S: NarSource,
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
     D: Fn(usize, AddSummary) -> DF,

@@ -9,15 +9,15 @@ use std::io::{self, Write};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::local::LocalStore;
 use crate::nar;
 use crate::serve::NarMsg;
+use crate::source::NarSource;
 use crate::wire::{put_bytes, put_strings, put_u64};
 use crate::{Error, PathInfo, Result};
 
 const EXPORT_MAGIC: u64 = 0x4558_494e;
 
-fn trailer(info: &PathInfo) -> Vec<u8> {
+pub(crate) fn trailer(info: &PathInfo) -> Vec<u8> {
     let mut b = Vec::new();
     put_u64(&mut b, EXPORT_MAGIC);
     put_bytes(&mut b, info.path.as_str().as_bytes());
@@ -32,7 +32,11 @@ fn trailer(info: &PathInfo) -> Vec<u8> {
 
 /// Write the export stream of `infos` (dependency order) read from `store` to `w`, synchronously.
 /// Returns the number of bytes written.
-pub fn write_export<W: Write>(mut w: W, infos: &[PathInfo], store: &LocalStore) -> Result<u64> {
+pub fn write_export<W: Write, S: NarSource>(
+    mut w: W,
+    infos: &[PathInfo],
+    store: &S,
+) -> Result<u64> {
     let io = |e: io::Error| Error::Io {
         host: "export".into(),
         during: "writing the export stream".into(),

@@ -11,17 +11,22 @@
 //! - [`serve`]: [`serve::ServeClient`] over any `AsyncRead + AsyncWrite`; pipelined AddToStoreNar.
 //! - [`export`]: the `nix-store --import` stream, optionally zstd-compressed.
 //! - [`copy`]: read each path once, send it to every destination that lacks it.
+//! - [`source`]: [`NarSource`], where those three read a path's files from (the caller passes
+//!   [`local::LocalStore`]; they do not know it).
 //!
 //! The protocol, transport choice and limits are documented in `docs/store-protocol.md`.
 
 pub mod copy;
+pub mod delta;
 mod error;
 pub mod export;
 pub mod local;
 pub mod nar;
 pub mod path;
 pub mod serve;
+pub mod source;
 pub mod wire;
 
 pub use error::{Error, Result};
 pub use path::{PathInfo, StorePath};
+pub use source::NarSource;

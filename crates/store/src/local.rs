@@ -31,6 +31,12 @@ impl Default for LocalStore {
     }
 }
 
+impl crate::NarSource for LocalStore {
+    fn real_path(&self, path: &StorePath) -> PathBuf {
+        LocalStore::real_path(self, path)
+    }
+}
+
 impl LocalStore {
     /// The store `nix-store` opens by default (`/nix/store` on this file system).
     pub fn system() -> Self {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::local::LocalStore;
+use crate::source::NarSource;
 use crate::wire::{self, put_bytes, put_strings, put_u64, Limits, WireError};
 use crate::{Error, PathInfo, Result, StorePath};
 
@@ -252,10 +252,10 @@ where
     /// Copy `infos` (in dependency order; see [`crate::local::topo_sort`]) from `store`:
     /// every NAR is dumped from the file system and streamed as pipelined AddToStoreNar
     /// requests. See [`ServeClient::add_stream`].
-    pub async fn add_paths(
+    pub async fn add_paths<S: NarSource>(
         &mut self,
         infos: &[PathInfo],
-        store: &LocalStore,
+        store: &S,
         progress: &mut (dyn FnMut(AddEvent) + Send),
     ) -> Result<AddSummary> {
         let (tx, rx) = mpsc::channel(crate::copy::DEFAULT_BUFFER_CHUNKS);

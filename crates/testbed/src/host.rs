@@ -31,6 +31,10 @@ pub struct HostSpec {
     pub tags: Vec<String>,
     /// The programs (Nix, sshd, sh, sudo) the host runs: this machine's, or a Debian root's.
     pub userland: Userland,
+    /// The host's own `/etc/nix/nix.conf` (its substituters, trusted keys, `extra-platforms`
+    /// of a builder); `None`: the host sees no nix.conf (Nix's defaults). Hosts on this
+    /// machine's userland only.
+    pub nix_conf: Option<String>,
 }
 
 impl HostSpec {
@@ -44,7 +48,15 @@ impl HostSpec {
             nix_tmpfs_mb: None,
             tags: Vec::new(),
             userland: Userland::Machine,
+            nix_conf: None,
         }
+    }
+
+    /// Gives the host its own `/etc/nix/nix.conf` with this text
+    /// ([`crate::Testbed::set_nix_conf`] changes it later).
+    pub fn nix_conf(mut self, text: impl Into<String>) -> Self {
+        self.nix_conf = Some(text.into());
+        self
     }
 
     /// Runs the host's sshd (so every session, `sudo`, and [`crate::Testbed::exec`]) in the
@@ -94,6 +106,9 @@ impl HostSpec {
             || n.ends_with('-')
         {
             return Some("names use [a-zA-Z0-9-] and do not start or end with `-`");
+        }
+        if self.nix_conf.is_some() && self.userland != Userland::Machine {
+            return Some("nix_conf works only on this machine's userland");
         }
         if self.rate_mbit == Some(0) || self.nix_tmpfs_mb == Some(0) {
             return Some("rate and tmpfs size must be positive");

@@ -20,7 +20,13 @@
 //! from it.
 //!
 //! # Layout
-//! - `testbed.rs`: [`Testbed`] and its builder: start, use, tear down.
+//! - `testbed.rs`: [`Testbed`] and its builder: start, accessors, tear down.
+//! - `setup.rs`: starting one host: network namespace, veth, private mounts, sshd config.
+//! - `sshd.rs`: a host's sshd: start, wait, stop, restart.
+//! - `access.rs`: commands inside a host, stock `ssh`, the deployer's `NIX_CONFIG`, full disks.
+//! - `cache.rs`: a signed binary cache served on the bridge ([`BinaryCache`]), hosts' own
+//!   nix.conf, remote builder lines.
+//! - `fleet_toml.rs`: a `fleet.toml` for the running hosts.
 //! - `reboot.rs`: simulated reboots ([`Testbed::reboot`]): processes end, `/run` empties, the
 //!   default (or one-shot) boot entry boots, sshd comes back.
 //! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
@@ -31,27 +37,35 @@
 //! - `cmd.rs`: running helper processes.
 //! - `main.rs`: the `fleet-testbed` binary (start/stop/list/cleanup).
 
+mod access;
+mod cache;
 mod cmd;
 mod error;
+mod fleet_toml;
 mod host;
 pub mod instance;
 mod prereq;
 mod reboot;
 mod reboot_requests;
+mod setup;
+mod sshd;
 mod testbed;
 mod uname;
 pub mod userland;
 
 use std::path::PathBuf;
 
+pub use access::nix_config;
+pub use cache::{BinaryCache, CacheMode, CACHE_PORT};
 pub use error::{Error, Result};
+pub use fleet_toml::toml_str;
 pub use host::{HostSpec, Login, SimHost};
 pub use prereq::{
     ensure_prerequisites, missing_tools, SetupReport, PACKAGES, SUDO_PASSWORD, SUDO_USER,
 };
 pub use reboot::{Booting, Rebooted, BOOT_BREAKS_SSHD_MARKER, DEFAULT_SSHD_DELAY};
 pub use reboot_requests::REQUEST_FILE as REBOOT_REQUEST_FILE;
-pub use testbed::{nix_config, toml_str, StartTimings, Testbed, TestbedBuilder};
+pub use testbed::{StartTimings, Testbed, TestbedBuilder};
 pub use userland::{Root, Userland};
 
 /// The root of the fleet repository (the Cargo workspace).

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod flakes;
 pub mod matrix;
 
 pub use fleet_testbed::{HostSpec, Testbed, Userland};

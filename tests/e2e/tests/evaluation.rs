@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fleet_e2e::{config, named as host, Fleet, HostSpec};
+use fleet_e2e::{config, config_with, named as host, Fleet, HostSpec};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
@@ -324,4 +324,123 @@ fn a_path_pin_ships_its_tracked_files_once() {
         .collect();
     assert!(!paths.iter().any(|p| p.ends_with("-source")), "{paths:?}");
     assert!(host(&plan.json(), "web1")["pin_bytes"].is_null());
+}
+
+/// The evaluation cache (docs/evaluation.md): a host whose inputs did not change is not
+/// evaluated again; a changed file, `--no-eval-cache` or a collected `.drv` evaluate it again;
+/// and the cached answer is the evaluated one. (Progress, and so the cache's line, is on stderr
+/// without `--json`.)
+#[test]
+fn unchanged_hosts_reuse_their_evaluation_until_an_input_changes() {
+    let f = Fleet::start([HostSpec::new("web1"), HostSpec::new("web2")]);
+    // Plans with and without --json: the hosts the cache answered, and the plan.
+    let plan = |extra: &[&str]| -> (String, serde_json::Value) {
+        let mut args = vec!["plan"];
+        args.extend_from_slice(extra);
+        let text = f.fleet(&args);
+        text.expect_code(0);
+        assert!(
+            text.stderr.contains("fleet: reading the state"),
+            "{}",
+            text.stderr
+        );
+        let cached = text
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("fleet: unchanged since their last evaluation: "))
+            .unwrap_or("")
+            .to_owned();
+        let json = f.fleet(&["plan", "--json"]);
+        json.expect_code(0);
+        (cached, json.json())
+    };
+    let target = |plan: &serde_json::Value, h: &str| host(plan, h)["target"].clone();
+
+    let (cached, first) = plan(&[]);
+    assert_eq!(cached, "");
+    let (cached, again) = plan(&[]);
+    assert_eq!(cached, "web1, web2");
+    for h in ["web1", "web2"] {
+        assert_eq!(target(&first, h), target(&again, h));
+    }
+
+    // A changed file of web2: web2 is evaluated again, web1 still comes from the cache.
+    f.set_config("web2", &config("web2", &["htop", "git"]));
+    let (cached, changed) = plan(&[]);
+    assert_eq!(cached, "web1");
+    assert_ne!(target(&first, "web2"), target(&changed, "web2"));
+
+    // --no-eval-cache evaluates everything.
+    let (cached, _) = plan(&["--no-eval-cache"]);
+    assert_eq!(cached, "");
+
+    // A cached `.drv` the deployer's GC deleted is never used.
+    let package = host(&changed, "web1")["package"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, deriver, _) = sh(&format!("nix-store --query --deriver {package}"));
+    assert!(deriver.ends_with(".drv"), "{deriver}");
+    std::fs::remove_file(f.dir.join(".fleet/gcroots/web1")).unwrap();
+    let (deleted, _, err) = sh(&format!("nix-store --delete {package} {deriver}"));
+    assert!(deleted, "{err}");
+    let (valid, _, _) = sh(&format!("nix-store --check-validity {deriver}"));
+    assert!(!valid, "{deriver} was deleted");
+    let (cached, after_gc) = plan(&[]);
+    assert_eq!(cached, "web2");
+    assert_eq!(target(&changed, "web1"), target(&after_gc, "web1"));
+}
+
+/// Bounded evaluation (docs/evaluation.md): an evaluation process that grows past
+/// `--eval-max-memory` is stopped and its hosts are evaluated in smaller groups; a host that
+/// alone needs more fails alone, with the remedy; the others are planned as usual.
+#[test]
+fn an_evaluation_over_its_memory_limit_is_split_and_only_the_host_too_big_fails() {
+    let f = Fleet::start([
+        HostSpec::new("small1"),
+        HostSpec::new("small2"),
+        HostSpec::new("fat"),
+        HostSpec::new("small3"),
+    ]);
+    for h in ["small1", "small2", "small3"] {
+        f.set_config(h, &config_with(h, "fleet.evalMemoryMB = 20;"));
+    }
+    f.set_config("fat", &config_with("fat", "fleet.evalMemoryMB = 200;"));
+    let run = f.fleet(&["plan", "--no-eval-cache", "--eval-max-memory", "150M"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("in smaller groups"),
+        "the batch of four is split: {}",
+        run.stderr
+    );
+    let plan = f.fleet(&["plan", "--json", "--eval-max-memory", "150M"]);
+    let json = plan.json();
+    for h in ["small1", "small2", "small3"] {
+        assert_eq!(host(&json, h)["action"], "install", "{h}: {}", plan.stdout);
+    }
+    let error = host(&json, "fat")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("evaluating this host alone took more than 150 MiB")
+            && error.contains("--eval-max-memory"),
+        "{error}"
+    );
+    // With room enough, everything evaluates (from the cache for the small ones).
+    let roomy = f.fleet(&["plan", "--json", "--eval-max-memory", "1G"]);
+    roomy.expect_code(0);
+    assert_eq!(host(&roomy.json(), "fat")["action"], "install");
 }

@@ -92,6 +92,13 @@ fn a_failing_unit_port_http_endpoint_and_command_each_roll_back_their_host_only(
         "{}",
         plan.stdout
     );
+    // And so does its JSON, per host.
+    let json = f.fleet(&["plan", "--json"]).json();
+    let good = json["hosts"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["name"] == "good"))
+        .expect("host good in the plan");
+    assert_eq!(good["checks"][0], "unit sshd.service", "{good}");
 
     let run = f.fleet(&["apply", "--json"]);
     run.expect_code(1);

@@ -138,3 +138,50 @@ fn a_system_that_never_brings_sshd_up_is_reported_and_undone_by_a_power_cycle() 
     assert_eq!(current(&f, "b").as_deref(), Some(old.as_str()));
     f.assert_sound("b", &[Some(&old)]);
 }
+
+/// A health check that fails after the reboot: the host boots the previous default again (a
+/// second reboot), the new system is never made the default, and the outcome says which check
+/// failed. Then `fleet reboot` alone reboots into the boot default, verifies and checks.
+#[test]
+fn a_check_failing_after_the_reboot_reboots_back_and_fleet_reboot_alone_verifies() {
+    let f = Fleet::start([HostSpec::new("c")]);
+    f.edit_toml(|t| format!("{t}\n[hosts.c.checks]\ncommands = [\"test ! -e /run/current-system/etc/broken\"]\ntimeout = 5\n"));
+    f.fleet(&["apply"]).expect_code(0);
+    let old = current(&f, "c").unwrap();
+    f.set_config(
+        "c",
+        &config_with(
+            "c",
+            "boot.kernelVersion = \"6.6.31\"; environment.etc.\"broken\".text = \"yes\";",
+        ),
+    );
+    let (run, served) = with_reboots(&f, &["apply", "--json", "--reboot"]);
+    run.expect_code(1);
+    assert_eq!(served, 2, "into the new system once, and back");
+    assert_eq!(run.outcomes()["c"], "check-failed", "{}", run.stdout);
+    let d = run.detail("c");
+    assert!(
+        d.contains("test ! -e /run/current-system/etc/broken"),
+        "{d}"
+    );
+    assert_eq!(
+        booted(&f, "c").as_deref(),
+        Some(old.as_str()),
+        "back on the old system"
+    );
+    assert_eq!(current(&f, "c").as_deref(), Some(old.as_str()));
+    assert!(
+        f.sh("c", "cat /boot/loader/loader.conf")
+            .contains("default nixos-generation-1.conf"),
+        "the new entry never became the default"
+    );
+    // Undone as a whole: the profile generation this apply made is gone too, so nothing (the
+    // next `nixos-rebuild boot`, `fleet reboot`) can make the failed system the default.
+    assert_eq!(profile(&f, "c").as_deref(), Some(old.as_str()));
+
+    // `fleet reboot`: into the boot default (the old system here), verified and checked.
+    let (run, served) = with_reboots(&f, &["reboot", "--json"]);
+    run.expect_code(0);
+    assert_eq!(served, 1);
+    assert_eq!(booted(&f, "c").as_deref(), Some(old.as_str()));
+}

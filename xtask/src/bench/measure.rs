@@ -38,6 +38,10 @@ pub fn spawn(c: &mut Command, what: &str, log: &Path, stdout_set: bool) -> Resul
 }
 
 impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self._child.stdout.take()
     }

@@ -354,6 +354,9 @@ pub fn console(r: &Results) -> String {
             s(st.machine)
         );
     }
+    if let Some(e) = r.short.as_ref().map(|sh| &sh.eval) {
+        o.push_str(&eval_section(e));
+    }
     let noisy = r.samples.iter().any(|x| x.m.noisy)
         || r.short
             .as_ref()
@@ -427,8 +430,68 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
             format!("{} s", s(sw)),
             Some(sw <= Duration::from_secs(1)),
         ));
+        let e = &sh.eval;
+        if !e.plan_cached.is_empty() {
+            let pw = median(&e.plan_cached).wall;
+            t.push((
+                format!("no-op `fleet plan` of {} hosts, evaluation cached", e.hosts),
+                "≤ 1.0 s".into(),
+                format!("{} s", s(pw)),
+                Some(pw <= Duration::from_secs(1)),
+            ));
+        }
+        if let Some(l) = e.limited {
+            t.push((
+                format!(
+                    "heavy evaluation of {} hosts ({} MB each): peak memory of one evaluation process",
+                    e.hosts, e.heavy_mb
+                ),
+                format!("≤ the limit, {} MB (+ 25 ms of growth)", e.limit >> 20),
+                format!("{} MB", l.peak_process >> 20),
+                Some(l.peak_process <= e.limit + (e.limit / 10)),
+            ));
+        }
     }
     t
+}
+
+/// The evaluation section: cached and uncached plans, heavy evaluations' memory.
+fn eval_section(e: &super::evaluation::EvalBench) -> String {
+    let mut o = String::new();
+    let mb = |b: u64| b >> 20;
+    let _ = writeln!(o, "\n### Evaluation of {} hosts\n", e.hosts);
+    if !e.plan_cached.is_empty() {
+        let c = median(&e.plan_cached);
+        let _ = writeln!(
+            o,
+            "`fleet plan` with every host in the evaluation cache: median {} s (runs {}); \
+             `fleet plan --no-eval-cache`: {} s.\n",
+            s(c.wall),
+            secs_list(&e.plan_cached),
+            e.plan_uncached.map_or("-".into(), |t| s(t.wall)),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Heavy evaluations (`fleet.evalMemoryMB = {}` per host, `fleet plan --no-eval-cache`):\n\n\
+         | limit per process | wall s | peak of fleet + all Nix processes, MB | peak of one process, MB |\n|---|---|---|---|",
+        e.heavy_mb
+    );
+    for (label, run) in [
+        ("none (64G)".to_owned(), e.unlimited),
+        (format!("`--eval-max-memory {}M`", mb(e.limit)), e.limited),
+    ] {
+        if let Some(m) = run {
+            let _ = writeln!(
+                o,
+                "| {label} | {} | {} | {} |",
+                s(m.wall),
+                mb(m.peak_total),
+                mb(m.peak_process)
+            );
+        }
+    }
+    o
 }
 
 /// Raw results for `target/bench/results.json`.
@@ -478,6 +541,18 @@ pub fn json(r: &Results) -> serde_json::Value {
             "plan_s": secs(sh.plan_eval),
             "apply_with_eval_s": secs(sh.apply_eval),
             "status_with_eval_s": secs(sh.status_eval),
+            "evaluation": {
+                "plan_cached": runs(&sh.eval.plan_cached),
+                "plan_uncached_s": sh.eval.plan_uncached.map(|t| secs(t.wall)),
+                "heavy_mb": sh.eval.heavy_mb,
+                "limit_bytes": sh.eval.limit,
+                "unlimited": sh.eval.unlimited.map(|m| serde_json::json!({
+                    "wall_s": secs(m.wall), "peak_total_bytes": m.peak_total, "peak_process_bytes": m.peak_process,
+                })),
+                "limited": sh.eval.limited.map(|m| serde_json::json!({
+                    "wall_s": secs(m.wall), "peak_total_bytes": m.peak_total, "peak_process_bytes": m.peak_process,
+                })),
+            },
         })
     });
     let m = &r.machine;

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use fleet_executor::apply::{ApplyHost, ApplyOptions, Run};
 use fleet_executor::deploy::{self, Activation, DeploymentRecord, Goal, OnFailedUnits};
-use fleet_executor::facts::RemoteFacts;
 use fleet_executor::reboot::RebootSpec;
 use fleet_executor::{CancellationToken, EventKind, HostEvents, HostOutcome};
 use fleet_inventory::Host;
-use fleet_planner::{check_still_valid, render, Action, Plan, RenderOptions};
-use fleet_store::{PathInfo, StorePath};
+use fleet_planner::{
+    check_still_valid, decide, render, Action, ApplyPolicy, CopyRoute, Decision, HostPolicy, Plan,
+    RebootWhen, RenderOptions,
+};
+use fleet_store::StorePath;
 
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
@@ -136,7 +138,18 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
         }
         let (start, sink, reporter) = events.start_hosts();
 
-        // Decide per host: apply, or an outcome known now (unchanged, error, refused).
+        // Decide per host (fleet_planner::decide): apply, or an outcome known now (unchanged,
+        // error, refused).
+        let policy = ApplyPolicy {
+            goal,
+            reboot: args.reboot.map(|w| match w {
+                args::RebootWhen::Needed => RebootWhen::Needed,
+                args::RebootWhen::Always => RebootWhen::Always,
+            }),
+            rollback: !args.no_rollback,
+            confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
+            compress: !args.no_compress,
+        };
         let mut decided: Vec<Option<(HostOutcome, &'static str)>> = Vec::new();
         let mut to_apply = Vec::new();
         let mut refused = false;
@@ -151,28 +164,32 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .err(),
                 _ => None,
             };
-            let known = match (hp.action, drift) {
-                (_, Some(drift)) => {
+            let checks = checks::spec(host);
+            let decision = decide(
+                hp,
+                drift,
+                &policy,
+                HostPolicy {
+                    confirm_timeout: host.confirm_timeout,
+                    checks_timeout: checks.as_ref().map(|c| c.timeout),
+                },
+            );
+            // Known now: an outcome. To apply: its steps.
+            let known = match decision {
+                Decision::Refused { drift } => {
                     refused = true;
-                    Some((
-                        HostOutcome::Failed {
-                            error: format!("{drift}; make a new plan"),
-                        },
-                        "refused",
-                    ))
+                    let outcome = HostOutcome::Failed {
+                        error: format!("{drift}; make a new plan"),
+                    };
+                    Ok((outcome, "refused"))
                 }
-                (Action::Unchanged, None) => Some((HostOutcome::Unchanged, "unchanged")),
-                (Action::Error, None) => Some((
-                    HostOutcome::Failed {
-                        error: hp.error.clone().unwrap_or_default(),
-                    },
-                    "failed",
-                )),
-                (Action::Install | Action::Update, None) => None,
+                Decision::Unchanged => Ok((HostOutcome::Unchanged, "unchanged")),
+                Decision::Failed { error } => Ok((HostOutcome::Failed { error }, "failed")),
+                Decision::Apply(steps) => Err(steps),
             };
             let mut host_secrets = secrets.remove(&hp.name).unwrap_or_default();
             match (known, reached) {
-                (Some(k), reached) => {
+                (Ok(k), reached) => {
                     let k = match (&k.0, &reached) {
                         // The system is unchanged, its secrets may not be.
                         (HostOutcome::Unchanged, Ok(r)) if goal != Goal::DryActivate => {
@@ -199,24 +216,17 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     }
                     decided.push(Some(k));
                 }
-                (None, Err(e)) => decided.push(Some((HostOutcome::Failed { error: e }, "failed"))),
-                (None, Ok(r)) => {
+                (Err(_), Err(e)) => {
+                    decided.push(Some((HostOutcome::Failed { error: e }, "failed")))
+                }
+                (Err(steps), Ok(r)) => {
                     decided.push(None);
                     let (toplevel, package) = (
                         hp.target.clone().unwrap_or_default(),
                         hp.package.clone().unwrap_or_default(),
                     );
-                    let checks = checks::spec(host);
-                    // --reboot: the new system becomes the boot default only (`boot`), then
-                    // the host reboots into it (rollout.rs).
-                    let reboot = matches!(goal, Goal::Switch | Goal::Boot)
-                        && match args.reboot {
-                            Some(args::RebootWhen::Always) => true,
-                            Some(args::RebootWhen::Needed) => hp.reboot,
-                            None => false,
-                        };
-                    let goal = if reboot { Goal::Boot } else { goal };
-                    if reboot {
+                    let goal = steps.goal;
+                    if steps.reboot {
                         rollout.reboots.insert(
                             hp.name.clone(),
                             RebootSpec {
@@ -224,16 +234,10 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                                 timeout: Duration::from_secs(args.reboot_timeout),
                                 checks: checks.clone(),
                                 id: deploy::deployment_id(),
+                                undo_profile: true,
                             },
                         );
                     }
-                    // The host's watchdog waits for the checks too.
-                    let confirm = (!args.no_rollback).then(|| {
-                        Duration::from_secs(
-                            args.confirm_timeout
-                                .unwrap_or(host.confirm_timeout.as_secs()),
-                        ) + checks.as_ref().map_or(Duration::ZERO, |c| c.timeout)
-                    });
                     let missing: BTreeSet<StorePath> = hp
                         .copy
                         .paths
@@ -246,14 +250,20 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                         conn: r.conn,
                         privilege: r.privilege,
                         store: r.store,
-                        zstd: compress_to(&r.facts, &missing, &planned.desired.infos),
+                        zstd: steps.route == CopyRoute::Compressed,
                         missing,
                         activation: Activation {
                             goal,
-                            record: record(&provenance, &toplevel, &package, goal),
+                            record: record(
+                                &provenance,
+                                &toplevel,
+                                &package,
+                                goal,
+                                planned.desired.get(&hp.name).and_then(|d| d.flake.as_ref()),
+                            ),
                             toplevel,
                             package,
-                            confirm_timeout: confirm,
+                            confirm_timeout: steps.confirm_timeout,
                             auto_rollback: !args.no_rollback,
                             on_failed_units: if args.rollback_on_failed_units {
                                 OnFailedUnits::Rollback
@@ -280,6 +290,14 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
                     .await;
             }
         }
+        crate::scale::substitute_first(
+            &mut to_apply,
+            &planned.plan,
+            &planned.desired.infos,
+            global.parallel,
+            (start, sink.clone(), cancel.clone()),
+        )
+        .await;
         let opts = ApplyOptions {
             parallel: global.parallel,
             compress: if args.no_compress { None } else { Some(3) },
@@ -348,22 +366,6 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CliError> {
     })
 }
 
-/// Whether the compressed copy (one zstd stream into `nix-store --import`) suits a host: it has
-/// `zstd`, and enough free memory for the largest NAR it lacks, since `nix-store --import` holds
-/// one whole NAR in memory (4× headroom). Otherwise the serve protocol streams NARs into the store.
-fn compress_to(facts: &RemoteFacts, missing: &BTreeSet<StorePath>, infos: &[PathInfo]) -> bool {
-    let largest = infos
-        .iter()
-        .filter(|i| missing.contains(&i.path))
-        .map(|i| i.nar_size)
-        .max()
-        .unwrap_or(0);
-    facts.zstd
-        && facts
-            .mem_available
-            .is_some_and(|m| largest.saturating_mul(4) <= m)
-}
-
 /// The hosts a saved plan is applied to: the plan's hosts (all of them, or those `--on`
 /// selects). A selected host that is not in the plan is an error.
 fn hosts_of_plan<'i>(
@@ -383,7 +385,13 @@ fn hosts_of_plan<'i>(
     Ok(in_plan)
 }
 
-fn record(p: &Provenance, toplevel: &str, package: &str, goal: Goal) -> DeploymentRecord {
+fn record(
+    p: &Provenance,
+    toplevel: &str,
+    package: &str,
+    goal: Goal,
+    flake: Option<&fleet_planner::FlakeLock>,
+) -> DeploymentRecord {
     DeploymentRecord {
         commit: p.commit.clone(),
         dirty: p.dirty,
@@ -394,5 +402,6 @@ fn record(p: &Provenance, toplevel: &str, package: &str, goal: Goal) -> Deployme
         goal,
         fleet_version: env!("CARGO_PKG_VERSION").to_owned(),
         id: deploy::deployment_id(),
+        flake: flake.and_then(|f| serde_json::to_value(f).ok()),
     }
 }

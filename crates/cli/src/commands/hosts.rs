@@ -40,15 +40,20 @@ pub fn table(hosts: &[&Host], cwd: Option<&Utf8Path>) -> String {
             } else {
                 format!("{}:{}", h.address, h.port)
             };
-            let config = cwd
-                .and_then(|cwd| h.config.strip_prefix(cwd).ok())
-                .unwrap_or(&h.config);
+            let config = match (h.config(), h.flake()) {
+                (Some(c), _) => cwd
+                    .and_then(|cwd| c.strip_prefix(cwd).ok())
+                    .unwrap_or(c)
+                    .to_string(),
+                (None, Some(f)) => format!("{}#{}", f.reference, f.attribute),
+                (None, None) => String::new(),
+            };
             [
                 h.name.to_string(),
                 address,
                 h.user.clone(),
                 h.system.to_string(),
-                h.pin.clone(),
+                h.pin().unwrap_or("(flake)").to_owned(),
                 h.sudo.as_str().to_owned(),
                 h.build.as_str().to_owned(),
                 h.tags
@@ -56,7 +61,7 @@ pub fn table(hosts: &[&Host], cwd: Option<&Utf8Path>) -> String {
                     .map(|t| format!("@{t}"))
                     .collect::<Vec<_>>()
                     .join(","),
-                config.to_string(),
+                config,
             ]
         })
         .collect();

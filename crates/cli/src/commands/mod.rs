@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod apply;
+pub mod build;
 pub mod check;
 pub mod completions;
 pub mod diff;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     let global = &cli.global;
     match &cli.command {
         Command::Hosts(args) => hosts::run(global, args).map(|()| crate::exit::OK),
+        Command::Build(args) => build::run(global, args),
         Command::Plan(args) => plan::run(global, args),
         Command::Apply(args) => apply::run(global, args),
         Command::Status(args) => status::run(global, args),

@@ -42,6 +42,11 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CliError> {
         )
         .await?;
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
+        for (hp, host) in planned.plan.hosts.iter_mut().zip(&hosts) {
+            if matches!(hp.action, Action::Install | Action::Update) && hp.goal.activates() {
+                hp.checks = crate::checks::labels(host);
+            }
+        }
         for (_, reached) in &planned.gathered {
             if let Ok(r) = reached {
                 r.conn.close().await;

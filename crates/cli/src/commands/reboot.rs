@@ -52,6 +52,7 @@ pub fn run(global: &GlobalArgs, args: &RebootArgs) -> Result<u8, CliError> {
                     timeout,
                     checks,
                     id: deploy::deployment_id(),
+                    undo_profile: false,
                 };
                 reboot_into(&connector, &target, &privilege, &spec, &ev).await
             },

@@ -70,7 +70,12 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CliError> {
             Some(
                 fleet_nix_build::evaluate(
                     &specs,
-                    &build_options(&inventory, &dir, &Events::quiet(), global.show_trace),
+                    &build_options(
+                        &inventory,
+                        &dir,
+                        &Events::quiet(),
+                        &crate::desired::EvalSettings::of(global),
+                    ),
                 )
                 .await,
             )

@@ -81,6 +81,7 @@ pub fn spec(name: &str, system: &str, pin: PinSpec, config: &Utf8Path) -> HostBu
         config: config.to_owned(),
         cross: false,
         nix_path: Vec::new(),
+        flake: None,
     }
 }
 

@@ -50,4 +50,5 @@ in
   fleet.network = d "up";
   fleet.systemd = d false;
   fleet.bench = d null;
+  fleet.evalMemoryMB = d 0;
 }

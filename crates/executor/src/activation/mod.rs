@@ -8,42 +8,27 @@
 //! active) and 100 (a new init interface: reboot needed) are not failures to roll back. The
 //! helper itself runs detached from the SSH session (a transient systemd unit, or `setsid`), so
 //! a dropped connection never leaves a host half-activated.
+//!
+//! Modules: `script` (the helper, its modes and exit codes), `record` (the deployment record
+//! and id), `confirm` (results and confirmation); this one: the goal, [`activate`],
+//! [`link_package`], [`rollback`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::DeployError;
-use crate::ssh::error::ExecError;
+use crate::error::DeployError;
 use crate::sudo::Privilege;
-use crate::{quote, Connection, Connector, SshTarget, Stdin};
+use crate::Connection;
 
-/// The activation helper run on the target (see the module docs).
-pub const ACTIVATE_SCRIPT: &str = include_str!("remote/activate.sh");
+mod confirm;
+mod record;
+mod script;
 
-/// The helper's exit codes (`remote/activate.sh` documents the same).
-pub mod exit {
-    /// Applied: switch-to-configuration succeeded.
-    pub const APPLIED: u32 = 0;
-    /// `confirm` came too late: the watchdog had already rolled back.
-    pub const TOO_LATE: u32 = 3;
-    /// Bad input to the helper (not a NixOS system, unknown goal).
-    pub const BAD_INPUT: u32 = 10;
-    /// switch-to-configuration failed and the host is back where it was.
-    pub const ROLLED_BACK: u32 = 100;
-    /// switch-to-configuration failed and so did the undo.
-    pub const ROLLBACK_FAILED: u32 = 101;
-    /// switch-to-configuration failed; not undone, as asked (`--no-rollback`).
-    pub const FAILED: u32 = 102;
-    /// Another switch-to-configuration or fleet apply holds its lock; nothing was changed.
-    pub const LOCKED: u32 = 103;
-    /// switch-to-configuration exited 4: the new system is active, some units failed.
-    pub const UNITS_FAILED: u32 = 104;
-    /// switch-to-configuration exited 100: a new init interface; the boot entry is installed
-    /// (switch, boot) and the system takes effect at the next boot.
-    pub const REBOOT_REQUIRED: u32 = 105;
-}
+pub use confirm::{confirm, result_of, Confirmation, DeployState};
+pub use record::{deployment_id, DeploymentRecord};
+pub use script::{exit, ACTIVATE_SCRIPT};
+pub(crate) use script::{run_script, Mode};
 
 /// What `switch-to-configuration` is asked to do: the planner's goal (one definition).
 pub use fleet_planner::Goal;
@@ -57,24 +42,6 @@ pub enum OnFailedUnits {
     Keep,
     /// Roll back to the previous system.
     Rollback,
-}
-
-/// What fleet records on the host at each apply (`/nix/var/fleet/records/<toplevel>.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentRecord {
-    /// fleet.toml's git commit, if it is in a git repository.
-    pub commit: Option<String>,
-    /// Whether the work tree had uncommitted changes.
-    pub dirty: Option<bool>,
-    /// `user@machine` that ran the apply.
-    pub by: String,
-    /// RFC 3339 UTC.
-    pub at: String,
-    pub toplevel: String,
-    pub package: String,
-    pub goal: Goal,
-    pub fleet_version: String,
-    pub id: String,
 }
 
 /// One activation.
@@ -119,54 +86,6 @@ pub enum Activated {
     DryRun { log: String },
 }
 
-/// A fresh, unique deployment id (time + pid + counter).
-pub fn deployment_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        t.as_secs(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The command that installs the helper from stdin and runs `mode args...`.
-fn script_command(mode: &str, args: &[&str]) -> String {
-    let mut cmd = String::from(
-        "umask 077 && mkdir -p /run/fleet && cat > /run/fleet/activate.sh.$$ && \
-         mv -f /run/fleet/activate.sh.$$ /run/fleet/activate.sh && exec sh /run/fleet/activate.sh ",
-    );
-    cmd.push_str(&quote(mode));
-    for a in args {
-        cmd.push(' ');
-        cmd.push_str(&quote(a));
-    }
-    cmd
-}
-
-pub(crate) async fn run_script(
-    conn: &Connection,
-    privilege: &Privilege,
-    mode: &str,
-    args: &[&str],
-) -> Result<crate::Output, ExecError> {
-    tracing::debug!(
-        host = conn.name(),
-        mode,
-        ?args,
-        "running the activation helper"
-    );
-    conn.exec(
-        &script_command(mode, args),
-        privilege,
-        Stdin::Bytes(bytes::Bytes::from_static(ACTIVATE_SCRIPT.as_bytes())),
-    )
-    .await
-}
-
 /// The `key=value` arguments of the helper's `apply`.
 fn apply_args(a: &Activation) -> Vec<String> {
     let confirm = match (a.goal.activates(), a.confirm_timeout) {
@@ -205,7 +124,7 @@ pub async fn activate(
 ) -> Result<Activated, DeployError> {
     let args = apply_args(a);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_script(conn, privilege, "detach", &args).await?;
+    let out = run_script(conn, privilege, Mode::Detach, &args).await?;
     let log = out.stderr_lossy();
     let pending_confirmation =
         a.goal.activates() && a.confirm_timeout.is_some_and(|t| !t.is_zero());
@@ -267,7 +186,13 @@ pub async fn link_package(
     a: &Activation,
 ) -> Result<(), DeployError> {
     let meta = serde_json::to_string(&a.record).expect("record serializes");
-    let out = run_script(conn, privilege, "link", &[&a.package, &meta, &a.toplevel]).await?;
+    let out = run_script(
+        conn,
+        privilege,
+        Mode::Link,
+        &[&a.package, &meta, &a.toplevel],
+    )
+    .await?;
     if out.success() {
         Ok(())
     } else {
@@ -276,95 +201,6 @@ pub async fn link_package(
             status: out.status,
             stderr: out.stderr_lossy().trim().to_owned(),
         })
-    }
-}
-
-/// What became of a deployment on the host, as its result file says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeployState {
-    /// Active, awaiting confirmation.
-    Applied,
-    /// Active with failed units, awaiting confirmation.
-    UnitsFailed,
-    Confirmed,
-    RebootRequired,
-    RolledBack,
-    RollbackFailed,
-    Failed,
-    Locked,
-    DryRun,
-    /// No result yet, or none known.
-    Unknown,
-}
-
-impl DeployState {
-    fn parse(word: &str) -> Self {
-        match word {
-            "applied" => DeployState::Applied,
-            "units-failed" => DeployState::UnitsFailed,
-            "confirmed" => DeployState::Confirmed,
-            "reboot-required" => DeployState::RebootRequired,
-            "rolled-back" => DeployState::RolledBack,
-            "rollback-failed" => DeployState::RollbackFailed,
-            "failed" => DeployState::Failed,
-            "locked" => DeployState::Locked,
-            "dry-run" => DeployState::DryRun,
-            _ => DeployState::Unknown,
-        }
-    }
-}
-
-/// Reads what became of deployment `id` on the host.
-pub async fn result_of(
-    conn: &Connection,
-    privilege: &Privilege,
-    id: &str,
-) -> Result<DeployState, ExecError> {
-    let out = run_script(conn, privilege, "result", &[id]).await?;
-    Ok(DeployState::parse(out.stdout_lossy().trim()))
-}
-
-/// How a confirmation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    Confirmed,
-    /// The host had already reverted (the watchdog fired first).
-    TooLate,
-    /// The host could not be reached again before the deadline; it reverts by itself.
-    Unreachable {
-        last_error: String,
-    },
-}
-
-/// Confirms deployment `id` over a NEW connection (proving the new system still lets fleet in),
-/// retrying until `deadline`.
-pub async fn confirm(
-    connector: &Connector,
-    target: &SshTarget,
-    privilege: &Privilege,
-    id: &str,
-    deadline: Instant,
-) -> Confirmation {
-    let mut last_error = String::from("no attempt made");
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Confirmation::Unreachable { last_error };
-        }
-        let attempt = async {
-            let conn = connector.connect(target).await?;
-            let out = run_script(&conn, privilege, "confirm", &[id]).await;
-            conn.close().await;
-            Ok::<_, DeployError>(out?)
-        };
-        match tokio::time::timeout(left, attempt).await {
-            Ok(Ok(out)) if out.status == Some(exit::APPLIED) => return Confirmation::Confirmed,
-            Ok(Ok(out)) if out.status == Some(exit::TOO_LATE) => return Confirmation::TooLate,
-            Ok(Ok(out)) => last_error = out.stderr_lossy().trim().to_owned(),
-            Ok(Err(e)) => last_error = e.to_string(),
-            Err(_) => return Confirmation::Unreachable { last_error },
-        }
-        tokio::time::sleep(Duration::from_millis(500).min(left)).await;
     }
 }
 
@@ -382,7 +218,7 @@ pub async fn rollback_to(
 ) -> Result<String, DeployError> {
     let to = to.map(|g| g.to_string());
     let args: Vec<&str> = to.iter().map(String::as_str).collect();
-    let out = run_script(conn, privilege, "rollback", &args).await?;
+    let out = run_script(conn, privilege, Mode::Rollback, &args).await?;
     if out.success() {
         Ok(out.stderr_lossy())
     } else {
@@ -430,63 +266,12 @@ mod tests {
     }
 
     #[test]
-    fn script_command_quotes_every_argument() {
-        let c = script_command("apply", &["switch", "/nix/store/x y", "it's"]);
-        assert!(
-            c.ends_with("apply switch '/nix/store/x y' 'it'\\''s'"),
-            "{c}"
-        );
-    }
-
-    #[test]
-    fn ids_are_unique() {
-        assert_ne!(deployment_id(), deployment_id());
-    }
-
-    #[test]
     fn failed_units_are_read_from_the_log() {
         let log = "activating the configuration...\n\
                    warning: the following units failed: a.service, b.mount\n\
                    × a.service - A\nwarning: the following units failed: a.service\n";
         assert_eq!(failed_units(log), ["a.service", "b.mount"]);
         assert!(failed_units("all fine\n").is_empty());
-    }
-
-    #[test]
-    fn result_words() {
-        assert_eq!(DeployState::parse("units-failed"), DeployState::UnitsFailed);
-        assert_eq!(DeployState::parse("confirmed"), DeployState::Confirmed);
-        assert_eq!(DeployState::parse("???"), DeployState::Unknown);
-    }
-
-    #[test]
-    fn the_script_is_valid_sh() {
-        let path = std::env::temp_dir().join(format!("fleet-activate-{}", std::process::id()));
-        std::fs::write(&path, ACTIVATE_SCRIPT).unwrap();
-        let st = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&path)
-            .status()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert!(st.success());
-    }
-
-    #[test]
-    fn the_exit_codes_match_the_script() {
-        for (word, code) in [
-            ("units-failed) exit", exit::UNITS_FAILED),
-            ("reboot-required) exit", exit::REBOOT_REQUIRED),
-            ("locked) exit", exit::LOCKED),
-            ("rolled-back) exit", exit::ROLLED_BACK),
-            ("rollback-failed) exit", exit::ROLLBACK_FAILED),
-            ("failed) exit", exit::FAILED),
-        ] {
-            assert!(
-                ACTIVATE_SCRIPT.contains(&format!("{word} {code} ;;")),
-                "{word} {code}"
-            );
-        }
     }
 
     #[test]

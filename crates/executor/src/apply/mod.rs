@@ -1,0 +1,313 @@
+//! An apply across hosts, once they are planned: one shared copy (each path read once, sent
+//! to every host that lacks it), and per host, as soon as its own copy is complete, in parallel
+//! and bounded: activate, confirm over a new connection, and report an outcome. A failing or
+//! slow host never stops or delays the others.
+//!
+//! Cancellation (the run's token, first Ctrl-C): copies still running are abandoned (the remote
+//! `nix-store` registers no partial path) and those hosts end `skipped`, as do hosts whose
+//! activation has not started; activations already started run to their end on the host (they
+//! are detached from the SSH session) and are reported.
+//!
+//! Modules: this one is the orchestration ([`apply_all`] over SSH, `orchestrate` over any
+//! [`Host`] and copy); [`host`]: the seam and its SSH side; `steps`: one host's steps after
+//! its copy; `route`: the copy's routes and the shared copy over SSH.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet_store::local::LocalStore;
+use fleet_store::{PathInfo, StorePath};
+use tokio::sync::oneshot;
+
+use crate::activation::Activation;
+use crate::copy::CopyDone;
+use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
+use crate::health::HealthSpec;
+use crate::outcome::SkipReason;
+use crate::secrets::HostSecret;
+use crate::store::StoreSession;
+use crate::sudo::Privilege;
+use crate::{CancellationToken, Connection, Connector, SshTarget};
+
+#[cfg(test)]
+mod double;
+pub mod host;
+mod route;
+mod steps;
+#[cfg(test)]
+mod tests;
+
+pub use host::{Host, SshHost};
+use route::{CopyPhase, ImportPart, Route, ServePart, SshCopy};
+use steps::Steps;
+
+/// A planned host, connected, with its store session open (its valid paths queried with
+/// `lock`, so they stay until the profile is switched).
+pub struct ApplyHost {
+    pub name: String,
+    pub target: SshTarget,
+    pub conn: Arc<Connection>,
+    pub privilege: Privilege,
+    pub store: Option<StoreSession>,
+    /// What this host lacks of its closure.
+    pub missing: BTreeSet<StorePath>,
+    /// The host has `zstd`: the copy may be compressed.
+    pub zstd: bool,
+    pub activation: Activation,
+    /// Health checks after activation, before confirmation (`switch`, `test`).
+    pub checks: Option<HealthSpec>,
+    /// The secrets this host gets (docs/secrets.md); those it had from fleet and no longer
+    /// gets are deleted after its activation.
+    pub secrets: Vec<HostSecret>,
+}
+
+/// Run-wide settings of an apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub parallel: usize,
+    /// Extra time, past the host's confirm timeout, to wait for a host to come back and tell
+    /// whether it reverted.
+    pub verify_grace: Duration,
+    /// zstd level for the compressed copy to hosts that have `zstd`; `None`: never compress
+    /// (every host gets the serve protocol's AddToStoreNar stream).
+    pub compress: Option<i32>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallel: 16,
+            verify_grace: Duration::from_secs(5),
+            compress: Some(3),
+        }
+    }
+}
+
+/// The run an apply belongs to: its cancellation token, where events go, and when it started
+/// (event times are relative to it).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub cancel: CancellationToken,
+    pub sink: EventSink,
+    pub start: Instant,
+}
+
+/// How a host's copy ended, as its activation task learns it.
+pub(crate) type Copied = Result<CopyDone, HostOutcome>;
+
+/// Applies to `hosts`. `infos` is the union of their closures' infos in dependency order.
+/// Returns one outcome per host, in input order; every host also gets an `Outcome` event.
+///
+/// The copy is shared, but each host goes on to activate the moment its own copy is complete,
+/// so a slow host delays no activation but its own.
+pub async fn apply_all(
+    connector: Arc<Connector>,
+    store: &LocalStore,
+    infos: &[PathInfo],
+    hosts: Vec<ApplyHost>,
+    opts: &ApplyOptions,
+    run: Run,
+) -> Vec<(String, HostOutcome)> {
+    let mut copy = SshCopy {
+        store,
+        infos,
+        zstd_level: opts.compress.unwrap_or(3),
+        serve: Vec::new(),
+        import: Vec::new(),
+    };
+    let mut planned = Vec::new();
+    for (index, h) in hosts.into_iter().enumerate() {
+        let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
+        let route = route::route(
+            h.missing.len(),
+            h.zstd,
+            opts.compress.is_some(),
+            h.store.is_some(),
+        );
+        let (session_back, session_rx) = oneshot::channel::<StoreSession>();
+        let mut session = h.store;
+        let mut pending_roots = None;
+        let copy_state = match route {
+            Route::Nothing => CopyState::Nothing,
+            Route::NoSession => CopyState::Failed(HostOutcome::Failed {
+                error: "no store session to copy over".into(),
+            }),
+            Route::Compressed => {
+                let id = h.activation.record.id.clone();
+                copy.import.push(ImportPart {
+                    index,
+                    conn: h.conn.clone(),
+                    privilege: h.privilege.clone(),
+                    missing: h.missing,
+                    events: events.clone(),
+                    id: id.clone(),
+                });
+                pending_roots = Some(id);
+                CopyState::Pending
+            }
+            Route::Serve => match session.take() {
+                Some(session) => {
+                    copy.serve.push(ServePart {
+                        index,
+                        session,
+                        missing: h.missing,
+                        events: events.clone(),
+                        session_back,
+                    });
+                    CopyState::Pending
+                }
+                None => CopyState::Failed(HostOutcome::Failed {
+                    error: "no store session to copy over".into(),
+                }),
+            },
+        };
+        let session = match session {
+            Some(s) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(s);
+                Some(rx)
+            }
+            None if route == Route::Serve => Some(session_rx),
+            None => None,
+        };
+        let host = SshHost {
+            connector: connector.clone(),
+            target: h.target,
+            conn: h.conn,
+            privilege: h.privilege,
+            secrets: h.secrets,
+            session,
+            pending_roots,
+        };
+        let steps = Steps {
+            activation: h.activation,
+            checks: h.checks,
+        };
+        planned.push(Planned {
+            events,
+            host,
+            steps,
+            copy: copy_state,
+        });
+    }
+    orchestrate(planned, copy, opts, &run.cancel).await
+}
+
+/// Where a host's copy stands when the apply starts.
+#[derive(Debug, Clone)]
+pub(crate) enum CopyState {
+    /// Nothing to copy.
+    Nothing,
+    /// The shared copy will tell.
+    Pending,
+    /// It cannot be copied to: it ends so, without activating.
+    Failed(HostOutcome),
+}
+
+/// A host as the orchestration sees it.
+pub(crate) struct Planned<H> {
+    pub events: HostEvents,
+    pub host: H,
+    pub steps: Steps,
+    pub copy: CopyState,
+}
+
+/// The apply over any [`Host`] and copy: the copy runs alongside the hosts' tasks (abandoned
+/// when `cancel` fires); each host waits for its own copy, then for one of
+/// `opts.parallel` places to activate (the bounded runner of `run_hosts`).
+pub(crate) async fn orchestrate<H: Host, C: CopyPhase>(
+    hosts: Vec<Planned<H>>,
+    copy: C,
+    opts: &ApplyOptions,
+    cancel: &CancellationToken,
+) -> Vec<(String, HostOutcome)> {
+    let mut txs = Vec::new();
+    let mut jobs = Vec::new();
+    for p in hosts {
+        let (tx, rx) = oneshot::channel::<Copied>();
+        let (copied, tx) = match p.copy {
+            CopyState::Nothing => (None, None),
+            CopyState::Pending => {
+                let _ = p.events.phase(Phase::Copying).await;
+                (Some(rx), Some(tx))
+            }
+            CopyState::Failed(o) => {
+                let _ = p.events.phase(Phase::Copying).await;
+                let _ = tx.send(Err(o));
+                (Some(rx), None)
+            }
+        };
+        txs.push(tx);
+        let job = ApplyJob {
+            host: p.host,
+            steps: p.steps,
+            copied,
+            opts: opts.clone(),
+        };
+        jobs.push((p.events, job));
+    }
+    let bound = Bound {
+        parallel: opts.parallel,
+        cancel: cancel.clone(),
+        queued: false,
+        skipped: SkipReason::CancelledBeforeActivation,
+    };
+    // The copy, alongside: each host hears of its own end as it happens. Cancelled, the copy
+    // is dropped (the remote imports register no partial path), and so are the senders: the
+    // hosts still copying end `skipped`.
+    let txs = Mutex::new(txs);
+    let tell = |i: usize, c: Copied| {
+        let tx = txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(i)
+            .and_then(Option::take);
+        if let Some(tx) = tx {
+            let _ = tx.send(c);
+        }
+    };
+    let copy_phase = async {
+        tokio::select! {
+            () = copy.run(&tell) => {}
+            () = cancel.cancelled() => {
+                txs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+        }
+    };
+    let ((), out) = tokio::join!(copy_phase, run_bounded(jobs, bound));
+    out
+}
+
+/// One host of an apply, for the bounded runner.
+struct ApplyJob<H> {
+    host: H,
+    steps: Steps,
+    /// The end of its copy, if it copies.
+    copied: Option<oneshot::Receiver<Copied>>,
+    opts: ApplyOptions,
+}
+
+impl<H: Host> HostJob for ApplyJob<H> {
+    async fn ready(&mut self, ev: &HostEvents) -> Result<(), HostOutcome> {
+        let Some(rx) = self.copied.take() else {
+            return Ok(());
+        };
+        match rx.await {
+            Ok(Ok(done)) => {
+                steps::copied(ev, &done).await;
+                Ok(())
+            }
+            Ok(Err(failed)) => Err(failed),
+            Err(_) => Err(HostOutcome::skipped(SkipReason::CancelledWhileCopying)),
+        }
+    }
+
+    async fn run(&mut self, ev: &HostEvents) -> HostOutcome {
+        steps::activate_one(&self.host, &self.steps, ev, &self.opts).await
+    }
+
+    async fn finish(self) {
+        self.host.close().await;
+    }
+}

@@ -1,0 +1,242 @@
+//! The delta route: the paths a host lacks as zstd patches against paths of the same package
+//! it has (see `fleet_store::delta`), in one bundle the host unpacks, rebuilds, checks and
+//! imports. Then the host's store is asked again: whatever it still lacks (a patch that did not
+//! rebuild the exact NAR, a base the host lost meanwhile) goes by the ordinary route, so a delta
+//! can only save bytes, never fail a deploy.
+//!
+//! On the host (as root, POSIX sh, `zstd`, `tar`, `sha256sum`, all in NixOS's required
+//! packages): unpack the bundle into a temporary folder; for each manifest line, in order,
+//! rebuild the NAR (`nix-store --dump BASE`, then `zstd -d --patch-from`), compare its SHA-256
+//! with the NAR hash the deployer's store records, and stream it with its export framing into
+//! one `nix-store --import`. The first path that does not check out ends the stream: what came
+//! before it is imported (each path after its references), nothing after it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use fleet_store::delta::{self, Entry};
+use fleet_store::{PathInfo, StorePath};
+
+use crate::sudo::Privilege;
+use crate::{quote, Connection, Stdin};
+
+/// The host side (`sh -c SCRIPT`), the bundle on stdin. Exit 0 with `imported N` on stdout;
+/// each path that did not check out is a `fleet-delta: …` line on stderr.
+pub const HOST_SCRIPT: &str = r#"set -u
+PATH=/run/current-system/sw/bin:/usr/bin:/bin:$PATH
+d=$(mktemp -d "${TMPDIR:-/tmp}/fleet-delta.XXXXXX") || exit 20
+trap 'rm -rf "$d"' EXIT
+zstd -q -dc | tar -x -C "$d" -f - || { echo "fleet-delta: cannot unpack the bundle" >&2; exit 21; }
+: > "$d/imported"
+{
+  while read -r kind i path base sha; do
+    if [ "$kind" = delta ]; then
+      if ! nix-store --dump "$base" > "$d/base.nar" 2> "$d/err"; then
+        echo "fleet-delta: $path: cannot read its base $base: $(cat "$d/err")" >&2; break
+      fi
+      if ! zstd -q -d --long=31 --patch-from="$d/base.nar" -o "$d/$i.nar" "$d/$i.patch" 2> "$d/err"; then
+        echo "fleet-delta: $path: the patch does not apply: $(cat "$d/err")" >&2; break
+      fi
+      rm -f "$d/base.nar" "$d/$i.patch"
+    fi
+    if ! echo "$sha  $d/$i.nar" | sha256sum -c --status; then
+      echo "fleet-delta: $path: the rebuilt NAR does not match its hash" >&2; break
+    fi
+    printf '\001\000\000\000\000\000\000\000'
+    cat "$d/$i.nar" "$d/$i.trailer"
+    rm -f "$d/$i.nar"
+    echo "$path" >> "$d/imported"
+  done < "$d/manifest"
+  printf '\000\000\000\000\000\000\000\000'
+} | nix-store --import > /dev/null || exit 22
+echo "imported $(wc -l < "$d/imported")"
+"#;
+
+/// Patches made in this run, per (base, path): computed once, whichever hosts need them.
+/// `None`: no patch worth sending (too large, or zstd failed).
+#[derive(Clone, Default)]
+pub struct PatchCache(Arc<Mutex<HashMap<PatchKey, Patch>>>);
+
+/// A patch, or `None` when none is worth sending.
+type Patch = Option<Arc<Vec<u8>>>;
+
+/// (base, path).
+type PatchKey = (StorePath, StorePath);
+
+impl PatchCache {
+    fn get(&self, key: &PatchKey) -> Option<Patch> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+    fn put(&self, key: PatchKey, v: Patch) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, v);
+    }
+}
+
+/// What a host's bundle holds.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub entries: Vec<Entry>,
+    /// Paths sent as patches, and the patches' bytes.
+    pub deltas: usize,
+    pub patch_bytes: u64,
+    /// NAR bytes those patches stand for.
+    pub delta_nar_bytes: u64,
+}
+
+/// The bundle for a host lacking `missing` (dependency order) and holding `has`: a patch for
+/// every path with a base the deployer also has (`local_has`) when the patch is at most
+/// [`delta::MAX_PATCH_RATIO`] of the NAR, the NAR otherwise. `None` when no path gets a patch
+/// (the ordinary route is better then).
+pub async fn bundle(
+    missing: &[PathInfo],
+    has: &[StorePath],
+    local_has: impl Fn(&StorePath) -> bool,
+    real_path: impl Fn(&StorePath) -> PathBuf + Clone,
+    cache: &PatchCache,
+    tmp: &Path,
+) -> Option<Bundle> {
+    let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
+    let bases = delta::pair(&paths, has);
+    let mut out = Bundle {
+        entries: Vec::with_capacity(missing.len()),
+        deltas: 0,
+        patch_bytes: 0,
+        delta_nar_bytes: 0,
+    };
+    for (i, info) in missing.iter().enumerate() {
+        let patch = match bases.get(&i) {
+            Some(base) if local_has(base) => {
+                let key = (base.clone(), info.path.clone());
+                let patch = match cache.get(&key) {
+                    Some(p) => p,
+                    None => {
+                        let made = delta::patch(real_path.clone(), base, &info.path, tmp)
+                            .await
+                            .ok()
+                            .filter(|p| {
+                                (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO
+                            })
+                            .map(Arc::new);
+                        cache.put(key, made.clone());
+                        made
+                    }
+                };
+                patch.map(|p| (base.clone(), p))
+            }
+            _ => None,
+        };
+        match patch {
+            Some((base, p)) => {
+                out.deltas += 1;
+                out.patch_bytes += p.len() as u64;
+                out.delta_nar_bytes += info.nar_size;
+                out.entries.push(Entry::Delta {
+                    info: info.clone(),
+                    base,
+                    patch: p.to_vec(),
+                });
+            }
+            None => out.entries.push(Entry::Full(info.clone())),
+        }
+    }
+    (out.deltas > 0).then_some(out)
+}
+
+/// What the host did with a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes of the (compressed) bundle.
+    pub bytes: u64,
+    /// Paths the host imported.
+    pub imported: usize,
+    /// Why the host stopped early (a path that did not check out), if it did.
+    pub stopped: Vec<String>,
+}
+
+/// Sends `bundle` to the host over `conn` and has it rebuilt and imported (as root). The bundle
+/// is written to a temporary file first and streamed from it.
+pub async fn send(
+    conn: &Connection,
+    privilege: &Privilege,
+    bundle: &Bundle,
+    real_path: impl Fn(&StorePath) -> PathBuf + Send + 'static,
+    tmp: &Path,
+) -> Result<Sent, String> {
+    let file = tmp.join(format!("bundle-{}.tar.zst", std::process::id()));
+    let entries = bundle.entries.clone();
+    let path = file.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        delta::write_bundle(std::io::BufWriter::new(f), &entries, real_path, 3)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let reader = tokio::fs::File::open(&file)
+        .await
+        .map_err(|e| format!("reading the bundle {}: {e}", file.display()))?;
+    let cmd = format!("sh -c {} fleet-delta", quote(HOST_SCRIPT));
+    let out = conn
+        .exec(&cmd, privilege, Stdin::Reader(Box::new(reader)))
+        .await;
+    let _ = std::fs::remove_file(&file);
+    let out = out.map_err(|e| e.to_string())?;
+    let stderr = out.stderr_lossy();
+    let stopped: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("fleet-delta: "))
+        .map(str::to_owned)
+        .collect();
+    if !out.success() {
+        return Err(format!(
+            "the delta import failed: {}",
+            stopped
+                .first()
+                .cloned()
+                .unwrap_or_else(|| stderr.trim().to_owned())
+        ));
+    }
+    let imported = out
+        .stdout_lossy()
+        .trim()
+        .strip_prefix("imported ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Sent {
+        bytes,
+        imported,
+        stopped,
+    })
+}
+
+/// The paths of `missing` the host has not got yet after a delta (the rest of the copy).
+pub fn still_missing(
+    missing: &BTreeSet<StorePath>,
+    valid_now: &BTreeSet<StorePath>,
+) -> BTreeSet<StorePath> {
+    missing.difference(valid_now).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_script_is_posix_sh() {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", super::HOST_SCRIPT])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! The copy of an apply's missing paths to the hosts, each path read once however many hosts
+//! lack it: over the hosts' store sessions (`serve`), or as zstd-compressed export streams into
+//! `nix-store --import` (`compressed`, cut into `segments` lacked by the same hosts). Which
+//! host takes which route is the apply's choice (`apply/route.rs`).
+
+mod compressed;
+pub mod delta;
+mod segments;
+mod serve;
+
+pub use compressed::{
+    copy_compressed, copy_compressed_each, drop_pending_roots, import_command, ImportTarget,
+    PENDING_ROOTS,
+};
+pub use serve::{copy_closures, copy_closures_each, CopyTarget};
+
+/// What one host received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyDone {
+    pub paths: usize,
+    pub nar_bytes: u64,
+    /// Bytes on the wire (after compression), where known.
+    pub wire_bytes: Option<u64>,
+}
+
+/// Told, as soon as one target's copy is complete and before the others are, its index in
+/// `targets` and what it received: an apply goes on to activate that host at once, so a slow
+/// host never holds back the others' activations.
+pub type OnCopied<'a> = &'a (dyn Fn(usize, CopyDone) + Sync);
