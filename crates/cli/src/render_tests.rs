@@ -114,6 +114,28 @@ fn before() -> Vec<RunEvent> {
             },
         ),
         run(
+            6,
+            RunKind::EvalCached {
+                hosts: names(&["same"]),
+            },
+        ),
+        run(
+            7,
+            RunKind::BuildRoute {
+                host: "pi1".into(),
+                system: "aarch64-linux".into(),
+                route: "builder".into(),
+                builder: Some("ssh-ng://builder".into()),
+            },
+        ),
+        run(
+            1100,
+            RunKind::EvalSplit {
+                hosts: names(&["pi1", "pi2", "nas"]),
+                limit: 3 << 30,
+            },
+        ),
+        run(
             1200,
             RunKind::EvalBatchFailed {
                 hosts: names(&["pi1", "pi2", "nas"]),
