@@ -78,6 +78,24 @@ pub struct GlobalArgs {
     /// Trust and record the keys of hosts not yet in known_hosts (keys that changed are still refused).
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
+
+    /// Debug logs on stderr: SSH connection and authentication steps, remote commands, Nix
+    /// commands, the activation helper (never the sudo password nor secrets). `-vv`: trace.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Colours in `plan`'s output: `auto` (stdout is a terminal and `NO_COLOR` is unset),
+    /// `always` or `never`.
+    #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// When to colour output (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 impl GlobalArgs {
@@ -461,6 +479,13 @@ mod tests {
         assert_eq!(cli.global.selector().as_deref(), Some("@pi,!pi3"));
         let cli = Cli::try_parse_from(["fleet", "hosts"]).unwrap();
         assert_eq!(cli.global.selector(), None);
+        assert_eq!((cli.global.verbose, cli.global.color), (0, ColorWhen::Auto));
+        let cli = Cli::try_parse_from(["fleet", "plan", "-vv", "--color", "never"]).unwrap();
+        assert_eq!(
+            (cli.global.verbose, cli.global.color),
+            (2, ColorWhen::Never)
+        );
+        assert!(Cli::try_parse_from(["fleet", "plan", "--color", "sometimes"]).is_err());
     }
 
     #[test]

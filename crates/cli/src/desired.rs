@@ -2,16 +2,18 @@
 //! from a saved plan, with their closures read from the local store in one query.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fleet_executor::error_chain;
 use fleet_inventory::{BuildMode, Host, Inventory, PinSource};
-use fleet_nix_build::{BuildEvent, BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
+use fleet_nix_build::{BuildOptions, FlakeSpec, HostBuildSpec, PinSpec};
 use fleet_planner::{ClosurePath, DesiredError, DesiredHost, FlakeLock, Plan, Specialisation};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 use fleet_types::{HostName, System};
+
+use crate::events::Events;
+use crate::report::Mode;
 
 /// Per host the desired system (or why there is none), and the union of all their closures.
 pub struct Desired {
@@ -127,12 +129,13 @@ fn mem_available() -> Option<u64> {
 }
 
 /// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
-/// (a package never holds another host's files), progress and warnings to stderr, `--show-trace`
-/// as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet was given).
+/// (a package never holds another host's files), progress and warnings as the run's events
+/// (`events`), `--show-trace` as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet
+/// was given).
 pub fn build_options(
     inventory: &Inventory,
     fleet_dir: &Utf8Path,
-    quiet: bool,
+    events: &Events,
     eval: &EvalSettings,
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
@@ -154,64 +157,7 @@ pub fn build_options(
         let config = crate::scale::with_nix_config(std::env::var("NIX_CONFIG").ok(), &extra);
         opts.nix_env.push(("NIX_CONFIG".into(), config));
     }
-    if quiet {
-        opts.on_event = Some(Arc::new(|e: BuildEvent| {
-            if let BuildEvent::Warning { host, message } = e {
-                errln!("fleet: warning: {host}: {message}");
-            }
-        }));
-    } else {
-        opts.on_event = Some(Arc::new(|e: BuildEvent| {
-            match e {
-            BuildEvent::EvalStarted { hosts } => {
-                errln!("fleet: evaluating {}", hosts.join(", "));
-            }
-            BuildEvent::EvalCached { hosts } => {
-                errln!(
-                    "fleet: unchanged since their last evaluation: {}",
-                    hosts.join(", ")
-                );
-            }
-            BuildEvent::EvalSplit { hosts, limit } => errln!(
-                "fleet: evaluating {} in one process took more than {}; evaluating them in smaller groups",
-                hosts.join(", "),
-                fleet_nix_build::error::human_bytes(limit)
-            ),
-            BuildEvent::EvalBatchFailed { hosts } => errln!(
-                "fleet: evaluating {} together failed; evaluating them one by one",
-                hosts.join(", ")
-            ),
-            BuildEvent::BuildStarted { hosts } => {
-                errln!("fleet: building {} on this machine", hosts.join(", "));
-            }
-            BuildEvent::Building { drv } => {
-                let name = drv.rsplit('/').next().unwrap_or(&drv);
-                let name = name.get(33..).unwrap_or(name).trim_end_matches(".drv");
-                errln!("fleet:   building {name}");
-            }
-            BuildEvent::BuildFinished {
-                built,
-                failed_hosts,
-            } => {
-                let failed = if failed_hosts.is_empty() {
-                    String::new()
-                } else {
-                    format!("; failed: {}", failed_hosts.join(", "))
-                };
-                errln!("fleet: built {} derivation(s){failed}", built.len());
-            }
-            BuildEvent::Warning { host, message } => {
-                errln!("fleet: warning: {host}: {message}");
-            }
-            BuildEvent::BuildRoute {
-                host,
-                system,
-                route,
-            } => errln!("fleet: {host} ({system}) builds {route}"),
-            BuildEvent::EvalFinished { .. } => {}
-        }
-        }));
-    }
+    opts.on_event = Some(events.build_sink());
     opts
 }
 
@@ -221,7 +167,7 @@ pub async fn build(
     inventory: &Inventory,
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
-    quiet: bool,
+    events: &Events,
     eval: &EvalSettings,
 ) -> Desired {
     if let Err(e) = crate::record::ensure_state_dir(fleet_dir) {
@@ -230,11 +176,12 @@ pub async fn build(
     let specs: Vec<HostBuildSpec> = hosts.iter().map(|h| build_spec(inventory, h)).collect();
     let built = fleet_nix_build::evaluate_and_build(
         &specs,
-        &build_options(inventory, fleet_dir, quiet, eval),
+        &build_options(inventory, fleet_dir, events, eval),
     )
     .await;
     // Nix colours its messages; keep the escapes only for a person watching a terminal.
-    let plain = quiet || !crate::term::stderr_is_tty();
+    let plain =
+        !(matches!(events.mode(), Mode::Live | Mode::Plain) && crate::term::stderr_is_tty());
     let wanted: Vec<(HostName, Result<Wanted, DesiredError>)> = built
         .into_iter()
         .zip(hosts)
@@ -453,13 +400,14 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(build_options(&inv, dir, true, &EvalSettings::default())
+        let events = Events::quiet();
+        assert!(build_options(&inv, dir, &events, &EvalSettings::default())
             .nix_env
             .is_empty());
         let opts = build_options(
             &inv,
             dir,
-            true,
+            &events,
             &EvalSettings {
                 show_trace: true,
                 ..EvalSettings::default()

@@ -15,6 +15,7 @@ use fleet_types::HostName;
 use futures::StreamExt;
 
 use crate::desired::Desired;
+use crate::events::RunKind;
 use crate::remote::{self, Remote};
 
 /// A host reached, with what was read.
@@ -68,7 +69,7 @@ pub async fn gather(
     parallel: usize,
     cancel: &CancellationToken,
 ) -> Gathered {
-    let reached = connect(remote, hosts, parallel, cancel, |_, _| {}).await;
+    let reached = connect(remote, hosts, parallel, cancel, &|_| {}).await;
     match desired {
         Some(d) if want.store => query_stores(reached, d, want.keep_store, parallel).await,
         _ => reached,
@@ -76,15 +77,15 @@ pub async fn gather(
 }
 
 /// The first step, which needs nothing built: connect to every host (at most `parallel` at
-/// once; host keys, authentication) and read its facts. `on_done(host, result)` is called as
-/// each host is done, so a down host or an unknown host key is reported at once, while the
-/// systems still build.
+/// once; host keys, authentication) and read its facts. Each step of each host is an event
+/// given to `on` as it happens (connected, a host key recorded, facts read, unreachable), so
+/// a down host or an unknown host key is reported at once, while the systems still build.
 pub async fn connect(
     remote: &Remote,
     hosts: &[&Host],
     parallel: usize,
     cancel: &CancellationToken,
-    on_done: impl Fn(&str, &Result<Reached, FactsError>),
+    on: &(dyn Fn(RunKind) + Sync),
 ) -> Gathered {
     let jobs: Vec<_> = hosts
         .iter()
@@ -99,14 +100,19 @@ pub async fn connect(
                     return (name, Err(FactsError::NotStarted));
                 }
                 let r = tokio::select! {
-                    r = reach(&connector, target, privilege) => r,
+                    r = reach(&connector, target, privilege, &name, on) => r,
                     () = cancel.cancelled() => Err(FactsError::Interrupted),
                 };
+                if let Err(error) = &r {
+                    on(RunKind::Unreachable {
+                        host: name.to_string(),
+                        error: error.to_string(),
+                    });
+                }
                 (name, r)
             }
         })
         .buffered(parallel.max(1))
-        .inspect(|(name, r)| on_done(name, r))
         .collect()
         .await
 }
@@ -157,6 +163,8 @@ async fn reach(
     connector: &fleet_executor::Connector,
     target: SshTarget,
     privilege: Privilege,
+    name: &str,
+    on: &(dyn Fn(RunKind) + Sync),
 ) -> Result<Reached, FactsError> {
     let conn = connector
         .connect(&target)
@@ -164,9 +172,27 @@ async fn reach(
         .map_err(|e| FactsError::Unreachable {
             reason: error_chain(&e),
         })?;
+    on(RunKind::Connected {
+        host: name.to_owned(),
+    });
+    if let Some(key) = conn.learned_host_key() {
+        on(RunKind::HostKeyRecorded {
+            host: name.to_owned(),
+            key: key.to_string(),
+        });
+    }
     let conn = Arc::new(conn);
     let facts = match read_facts(&conn).await {
-        Ok(f) => f,
+        Ok(f) => {
+            on(RunKind::Facts {
+                host: name.to_owned(),
+                current: f.current.clone(),
+                booted: f.booted.clone(),
+                generation: f.generation,
+                system: f.system.clone(),
+            });
+            f
+        }
         Err(e) => {
             conn.close().await;
             return Err(FactsError::State {

@@ -3,13 +3,18 @@
 //! # Layout
 //! - `args`: the clap definitions (also the source of `--help`, the man page, completions).
 //! - `commands`: one module per command.
+//! - `logs`: `-v`: `tracing` debug logs to stderr.
 //! - `load`: reading fleet.toml from disk and selecting hosts.
 //! - `desired`: the systems fleet.toml wants (built locally) or a saved plan names, with closures.
 //! - `remote`: the SSH connector, targets, privileges, the sudo password (asked once).
 //! - `gather`: each host's state over its connection, in parallel.
 //! - `one_host`: the one host a command names (`logs`, `generations`, `diff`), connected.
 //! - `planning`: desired + gathered → the plan (shared by `plan` and `apply`).
-//! - `report`: live/plain/JSON progress, the summary table, exit codes of runs over hosts.
+//! - `events`: the run's one typed event stream (evaluation, build, reaching hosts, then the
+//!   executor's per-host events) and its handle [`events::Events`].
+//! - `render`: the reporter: live, plain or JSON rendering of the events into any `Write`.
+//! - `envelope`: the JSON envelope (`format`, `type`) of every `--json` output.
+//! - `report`: progress modes, the summary table, exit codes of runs over hosts.
 //! - `checks`: fleet.toml's health checks as the executor's probes.
 //! - `waves`: `--canary`, `--batch`: the waves of a rollout.
 //! - `rollout`: an apply in waves: stops on a failed canary or `--max-failures`.
@@ -31,15 +36,19 @@ mod args;
 mod checks;
 mod commands;
 mod desired;
+mod envelope;
 mod error;
+mod events;
 mod exit;
 mod gather;
 mod load;
+mod logs;
 mod one_host;
 mod planning;
 mod reasons;
 mod record;
 mod remote;
+mod render;
 mod report;
 mod rollout;
 mod scale;
@@ -55,6 +64,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    logs::init(cli.global.verbose);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

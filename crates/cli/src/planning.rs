@@ -9,8 +9,10 @@ use fleet_planner::{HostInput, Plan, PlanOptions};
 use crate::args::GlobalArgs;
 use crate::desired::{self, Desired};
 use crate::error::CliError;
+use crate::events::{Events, RunKind};
 use crate::gather::{self, Gathered};
 use crate::remote::Remote;
+use crate::report::Mode;
 
 /// The planner's options for a goal and a `--specialisation` argument.
 pub fn options(goal: crate::args::Goal, specialisation: Option<&str>) -> PlanOptions {
@@ -55,18 +57,18 @@ pub async fn make(
     hosts: &[&Host],
     fleet_dir: &Utf8Path,
     remote: &Remote,
+    events: &Events,
     source: Source<'_>,
     options: &PlanOptions,
     keep_store: bool,
     cancel: &CancellationToken,
 ) -> Result<Planned, CliError> {
-    let quiet = global.json;
     // The hosts are reached (host keys, login, sudo, facts) while the systems build, so a down
     // host or an unknown host key is reported in seconds; only the store query needs the
     // built closures.
-    if !quiet {
-        errln!("fleet: reading the state of {} host(s)", hosts.len());
-    }
+    events.emit(RunKind::Reaching {
+        hosts: hosts.iter().map(|h| h.name.to_string()).collect(),
+    });
     let build = async {
         tokio::select! {
             d = async {
@@ -76,7 +78,7 @@ pub async fn make(
                             inventory,
                             hosts,
                             fleet_dir,
-                            quiet,
+                            events,
                             &desired::EvalSettings::of(global),
                         )
                         .await
@@ -87,19 +89,8 @@ pub async fn make(
             () = cancel.cancelled() => None,
         }
     };
-    let connect = gather::connect(remote, hosts, global.parallel, cancel, |name, r| match r {
-        Err(e) if !quiet => errln!("fleet: {name}: {e}"),
-        Ok(r) => {
-            if let Some(key) = r.conn.learned_host_key() {
-                errln!(
-                    "fleet: {name}: recorded its new host key in known_hosts \
-                     (--accept-new-host-keys); to pin it, add under [hosts.{name}] in fleet.toml: \
-                     host-key = \"{key}\""
-                );
-            }
-        }
-        Err(_) => {}
-    });
+    let on = |kind| events.emit(kind);
+    let connect = gather::connect(remote, hosts, global.parallel, cancel, &on);
     let (desired, reached) = tokio::join!(build, connect);
     let desired = match desired {
         Some(d) if !cancel.is_cancelled() => d,
@@ -109,6 +100,7 @@ pub async fn make(
         }
     };
     let mut gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
+    let quiet = matches!(events.mode(), Mode::Json | Mode::Quiet);
     crate::scale::ask_substitutable(&mut gathered, &desired, hosts, global.parallel, quiet).await;
     if cancel.is_cancelled() {
         close_all(gathered).await;

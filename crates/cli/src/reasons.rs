@@ -78,7 +78,7 @@ pub fn of(o: &HostOutcome) -> Option<String> {
 }
 
 /// An event as a JSON value; an outcome with a typed reason also carries it in words, as
-/// `reason` (next to its `reason-kind`).
+/// `reason` (next to its `reason_kind`).
 pub fn event_json(ev: &Event) -> serde_json::Value {
     let mut v = serde_json::to_value(ev).unwrap_or_default();
     if let EventKind::Outcome { outcome } = &ev.kind {
@@ -108,7 +108,7 @@ mod tests {
         };
         let v = event_json(&ev);
         assert_eq!(v["outcome"]["kind"], "rolled-back");
-        assert_eq!(v["outcome"]["reason-kind"], "not-confirmed");
+        assert_eq!(v["outcome"]["reason_kind"], "not-confirmed");
         assert_eq!(
             v["outcome"]["reason"],
             "not confirmed within 30s; the host reverted"

@@ -1,19 +1,20 @@
-//! Showing a run as it goes and how it ended: the executor's events rendered as one live line
-//! per host (stderr is a terminal), plain `[host] …` lines (it is not), or JSON lines on stdout
-//! (`--json`); then a summary table (or a JSON summary) and the exit code.
+//! Showing a run as it goes and how it ended: how progress is shown ([`Mode`]; the rendering
+//! is in `render.rs`), the words for phases and outcomes, then a summary table (or a JSON
+//! summary) and the exit code.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use fleet_executor::{Event, EventKind, HostOutcome, LogStream, Phase};
-use fleet_planner::{human_size, short_path};
+use fleet_executor::{HostOutcome, Phase};
+use fleet_planner::short_path;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::events::Events;
 use crate::exit;
+pub use crate::render::Track;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Mode {
     Plain,
     /// Every event as a JSON line on stdout.
     Json,
+    /// Only warnings, on stderr (stdout is one JSON document: `plan --json`, `status --json`).
+    Quiet,
 }
 
 impl Mode {
@@ -40,28 +43,9 @@ impl Mode {
     }
 }
 
-/// What the reporter saw of one host.
-#[derive(Debug, Clone, Default)]
-pub struct Track {
-    phase: Option<Phase>,
-    /// (done bytes, total bytes, done paths, total paths).
-    progress: Option<(u64, u64, u64, u64)>,
-    last: String,
-    first_at: Option<Duration>,
-    pub done_at: Option<Duration>,
-    outcome: Option<HostOutcome>,
-    plain_progress_at: Option<Duration>,
-}
-
-impl Track {
-    /// Seconds from the host's first event to its outcome.
-    pub fn seconds(&self) -> Option<f64> {
-        Some((self.done_at? - self.first_at?).as_secs_f64())
-    }
-}
-
 /// Starts reporting a run over `hosts`: when it started (event times are relative to it), the
-/// sink its events go to, and the reporter ([`spawn`], rendering as [`Mode::pick`] says).
+/// sink its events go to, and the reporter (rendering as [`Mode::pick`] says;
+/// [`Events::start_hosts`]).
 pub fn start_run(
     json: bool,
     hosts: &[&fleet_inventory::Host],
@@ -70,208 +54,25 @@ pub fn start_run(
     fleet_executor::EventSink,
     JoinHandle<BTreeMap<String, Track>>,
 ) {
-    let start = Instant::now();
-    let (sink, rx) = fleet_executor::EventSink::channel(1024);
-    let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
-    let reporter = spawn(Mode::pick(json, hosts.len()), names, rx, start);
-    (start, sink, reporter)
-}
-
-/// Drains `rx` until every sender is gone, rendering as `mode`; returns what it saw per host.
-/// `start` is the run's start (event times are relative to it).
-pub fn spawn(
-    mode: Mode,
-    hosts: Vec<String>,
-    mut rx: mpsc::Receiver<Event>,
-    start: Instant,
-) -> JoinHandle<BTreeMap<String, Track>> {
-    tokio::spawn(async move {
-        let mut tracks: BTreeMap<String, Track> = hosts
-            .iter()
-            .map(|h| (h.clone(), Track::default()))
-            .collect();
-        let width = hosts.iter().map(|h| h.chars().count()).max().unwrap_or(4);
-        let mut live = Live {
-            drawn: 0,
-            order: hosts,
-            width,
-        };
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    let track = tracks.entry(ev.host.clone()).or_default();
-                    match mode {
-                        Mode::Json => print_json(&ev),
-                        Mode::Plain => plain(&ev, track, live.width),
-                        Mode::Live => {}
-                    }
-                    update(track, &ev);
-                }
-                _ = tick.tick() => {}
-            }
-            if mode == Mode::Live {
-                live.draw(&tracks, start.elapsed());
-            }
-        }
-        if mode == Mode::Live {
-            live.draw(&tracks, start.elapsed());
-        }
-        tracks
-    })
-}
-
-fn update(track: &mut Track, ev: &Event) {
-    track.first_at.get_or_insert(ev.at);
-    match &ev.kind {
-        EventKind::Phase { phase } => {
-            track.phase = Some(*phase);
-            track.last.clear();
-        }
-        EventKind::Progress {
-            done_bytes,
-            total_bytes,
-            done_paths,
-            total_paths,
-        } => track.progress = Some((*done_bytes, *total_bytes, *done_paths, *total_paths)),
-        EventKind::Log { line, .. } => {
-            if !line.trim().is_empty() {
-                track.last = line.trim().to_owned();
-            }
-        }
-        EventKind::Outcome { outcome } => {
-            track.outcome = Some(outcome.clone());
-            track.done_at = Some(ev.at);
-        }
-    }
-}
-
-fn print_json(ev: &Event) {
-    if let Ok(line) = serde_json::to_string(&crate::reasons::event_json(ev)) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-    }
+    Events::for_hosts(json, hosts).start_hosts()
 }
 
 pub fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Queued => "queued",
         Phase::Connecting => "connecting",
-        Phase::Connected => "connected",
-        Phase::GatheringFacts => "reading state",
         Phase::Copying => "copying",
-        Phase::SettingProfile => "setting profile",
         Phase::Activating => "activating",
         Phase::Linking => "linking package",
         Phase::Checking => "checking",
         Phase::Rebooting => "rebooting",
         Phase::Confirming => "confirming",
         Phase::RollingBack => "rolling back",
-        Phase::Running => "running",
-    }
-}
-
-fn progress_text((done, total, done_paths, total_paths): (u64, u64, u64, u64)) -> String {
-    format!(
-        "{} / {} ({done_paths}/{total_paths} paths)",
-        human_size(done),
-        human_size(total)
-    )
-}
-
-/// `[host] …` lines: phases, fleet's remarks, remote output, progress at most every 2 s.
-fn plain(ev: &Event, track: &mut Track, width: usize) {
-    let line = match &ev.kind {
-        EventKind::Phase {
-            phase: Phase::Queued,
-        } => return,
-        EventKind::Phase { phase } => phase_name(*phase).to_owned(),
-        EventKind::Log { stream, line } => match stream {
-            LogStream::Fleet => line.clone(),
-            LogStream::Stdout | LogStream::Stderr => format!("| {line}"),
-        },
-        EventKind::Progress {
-            done_bytes,
-            total_bytes,
-            done_paths,
-            total_paths,
-        } => {
-            let last_done = done_paths == total_paths;
-            if !last_done
-                && track
-                    .plain_progress_at
-                    .is_some_and(|t| ev.at.saturating_sub(t) < Duration::from_secs(2))
-            {
-                return;
-            }
-            track.plain_progress_at = Some(ev.at);
-            format!(
-                "copying {}",
-                progress_text((*done_bytes, *total_bytes, *done_paths, *total_paths))
-            )
-        }
-        EventKind::Outcome { outcome } => outcome_text(outcome),
-    };
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "[{:<width$}] {line}", ev.host);
-}
-
-/// The live block: one line per host, redrawn in place.
-struct Live {
-    drawn: usize,
-    order: Vec<String>,
-    width: usize,
-}
-
-impl Live {
-    fn draw(&mut self, tracks: &BTreeMap<String, Track>, now: Duration) {
-        let cols = terminal_size().0;
-        let mut out = String::new();
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}A", self.drawn);
-        }
-        for name in &self.order {
-            let t = tracks.get(name).cloned().unwrap_or_default();
-            let state = match (&t.outcome, t.phase) {
-                (Some(o), _) => outcome_text(o),
-                (None, Some(p)) => {
-                    let mut s = phase_name(p).to_owned();
-                    if p == Phase::Copying {
-                        if let Some(pr) = t.progress {
-                            let _ = write!(s, " {}", progress_text(pr));
-                        }
-                    } else if !t.last.is_empty() {
-                        let _ = write!(s, ": {}", t.last);
-                    }
-                    s
-                }
-                (None, None) => "waiting".to_owned(),
-            };
-            let secs = match (t.first_at, t.done_at) {
-                (Some(a), Some(b)) => format!("{:>6.1}s", (b - a).as_secs_f64()),
-                (Some(a), None) => format!("{:>6.1}s", now.saturating_sub(a).as_secs_f64()),
-                _ => String::new(),
-            };
-            let mut line = format!("{name:<w$}  {secs}  {state}", w = self.width);
-            if line.chars().count() > cols.saturating_sub(1) {
-                line = line
-                    .chars()
-                    .take(cols.saturating_sub(2))
-                    .collect::<String>()
-                    + "…";
-            }
-            let _ = writeln!(out, "\x1b[2K{line}");
-        }
-        self.drawn = self.order.len();
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(out.as_bytes());
-        let _ = err.flush();
     }
 }
 
 /// Columns and rows of the terminal on stderr (100 × 24 when unknown).
-fn terminal_size() -> (usize, usize) {
+pub fn terminal_size() -> (usize, usize) {
     match terminal_size::terminal_size_of(std::io::stderr()) {
         Some((terminal_size::Width(w), terminal_size::Height(h))) if w > 0 && h > 0 => {
             (usize::from(w), usize::from(h))
@@ -296,7 +97,7 @@ pub fn outcome_kind(o: &HostOutcome) -> &'static str {
     }
 }
 
-fn outcome_text(o: &HostOutcome) -> String {
+pub fn outcome_text(o: &HostOutcome) -> String {
     match o {
         HostOutcome::RolledBack { reason } => {
             format!(
@@ -334,13 +135,13 @@ pub struct Row {
     pub success: bool,
 }
 
-/// Prints the summary: a table on stdout, or `{"type": "summary", "hosts": [...]}` as the
-/// last JSON line.
+/// Prints the summary: a table on stdout, or `{"format":1,"type":"summary","hosts":[...]}`
+/// as the last JSON line.
 pub fn summary(rows: &[Row], json: bool) {
     let mut out = std::io::stdout().lock();
     if json {
-        let v = serde_json::json!({ "type": "summary", "hosts": rows });
-        let _ = writeln!(out, "{v}");
+        let line = json_line("summary", "hosts", &rows);
+        let _ = writeln!(out, "{line}");
         return;
     }
     let arrow = |r: &Row| -> String {
@@ -372,6 +173,11 @@ pub fn summary(rows: &[Row], json: bool) {
         }
     }
     let _ = out.write_all(text.as_bytes());
+}
+
+/// A JSON line of a run's output other than an event (`plan`, `summary`, `waves`), stamped now.
+pub fn json_line(ty: &str, key: &str, value: &impl Serialize) -> String {
+    crate::envelope::line(ty, Some(key), value, std::time::SystemTime::now())
 }
 
 /// Splits an outcome into the summary's kind and detail.

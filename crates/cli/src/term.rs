@@ -13,9 +13,18 @@ pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// Colours on stdout: a terminal, and `NO_COLOR` unset (https://no-color.org).
-pub fn stdout_color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// Colours on stdout: as `--color` says; for `auto`, a terminal and `NO_COLOR` unset
+/// (https://no-color.org).
+pub fn stdout_color(when: crate::args::ColorWhen) -> bool {
+    use crate::args::ColorWhen;
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }
 
 /// The prompt waiting for a line, if any: its terminal and the settings to restore. The

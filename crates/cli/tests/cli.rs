@@ -32,15 +32,30 @@ fn hosts_on_pi_json_prints_just_the_pis() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hosts = hosts.as_array().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The envelope every --json output has (docs/cli.md, "JSON output").
+    assert_eq!(doc["format"], 1, "{doc}");
+    assert_eq!(doc["type"], "hosts", "{doc}");
+    let hosts = doc["hosts"].as_array().unwrap();
     let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["pi1", "pi2"]);
     for host in hosts {
         for key in [
-            "name", "address", "user", "port", "system", "pin", "config", "tags",
+            "name",
+            "address",
+            "user",
+            "port",
+            "system",
+            "pin",
+            "config",
+            "tags",
+            "confirm_timeout",
         ] {
             assert!(host.get(key).is_some(), "missing `{key}` in {host}");
+        }
+        // One key case: snake_case, though fleet.toml's keys are kebab-case.
+        for key in host.as_object().unwrap().keys() {
+            assert!(!key.contains('-'), "`{key}` is not snake_case in {host}");
         }
         assert_eq!(host["system"], "aarch64-linux");
     }

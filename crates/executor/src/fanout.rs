@@ -15,16 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::outcome::{error_chain, HostOutcome, SkipReason};
 
-/// What a host is doing.
+/// What a host is doing. Every variant is emitted by some command (docs/cli.md lists them);
+/// reaching a host and reading its state before a run are the CLI's run-level events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Queued,
     Connecting,
-    Connected,
-    GatheringFacts,
     Copying,
-    SettingProfile,
     Activating,
     /// Linking the deployment package only (the host already runs the system).
     Linking,
@@ -34,7 +32,6 @@ pub enum Phase {
     Rebooting,
     Confirming,
     RollingBack,
-    Running,
 }
 
 /// Which stream a log line came from.
@@ -373,7 +370,7 @@ mod tests {
             async move {
                 let now = r.fetch_add(1, Ordering::SeqCst) + 1;
                 p.fetch_max(now, Ordering::SeqCst);
-                ctx.events.phase(Phase::Running).await.unwrap();
+                ctx.events.phase(Phase::Checking).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 r.fetch_sub(1, Ordering::SeqCst);
                 if ctx.host == 7 {
@@ -402,7 +399,7 @@ mod tests {
             cancel.clone(),
             sink,
             |ctx| async move {
-                if ctx.events.phase(Phase::Running).await.is_err() {
+                if ctx.events.phase(Phase::Checking).await.is_err() {
                     return HostOutcome::skipped(SkipReason::CancelledBeforeStart);
                 }
                 HostOutcome::Ok

@@ -2,7 +2,7 @@
 //! words for them are the CLI's (its reporter renders them). A failed host is a value, never
 //! a panic.
 //!
-//! In JSON an outcome is `{"kind": "rolled-back", "reason-kind": "not-confirmed", ...}`: the
+//! In JSON an outcome is `{"kind": "rolled-back", "reason_kind": "not-confirmed", ...}`: the
 //! reason's own fields sit next to its kind.
 
 use serde::Serialize;
@@ -58,7 +58,7 @@ pub enum HostOutcome {
 
 /// Why a host is back on its previous system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason-kind", rename_all = "kebab-case")]
+#[serde(tag = "reason_kind", rename_all = "kebab-case")]
 pub enum RollbackReason {
     /// `switch-to-configuration GOAL` failed and the helper undid it; `said`: the lines of its
     /// log that tell why (before the undo's own output).
@@ -80,7 +80,7 @@ pub enum RollbackReason {
 
 /// Why a host was not attempted (or not to its end).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason-kind", rename_all = "kebab-case")]
+#[serde(tag = "reason_kind", rename_all = "kebab-case")]
 pub enum SkipReason {
     /// The run was cancelled before the host's turn ([`crate::run_hosts`]).
     CancelledBeforeStart,
@@ -94,7 +94,7 @@ pub enum SkipReason {
 
 /// Why a host needs a reboot before its new system runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason-kind", rename_all = "kebab-case")]
+#[serde(tag = "reason_kind", rename_all = "kebab-case")]
 pub enum RebootReason {
     /// The new system has a new init interface (switch-to-configuration exit 100). With
     /// `test`, nothing was changed; otherwise it is the boot default. `said`: what
@@ -156,12 +156,12 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
-            r#"{"kind":"rolled-back","reason-kind":"not-confirmed","timeout_secs":30}"#
+            r#"{"kind":"rolled-back","reason_kind":"not-confirmed","timeout_secs":30}"#
         );
         let o = HostOutcome::skipped(SkipReason::CancelledBeforeStart);
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
-            r#"{"kind":"skipped","reason-kind":"cancelled-before-start"}"#
+            r#"{"kind":"skipped","reason_kind":"cancelled-before-start"}"#
         );
         let o = HostOutcome::RebootRequired {
             reason: RebootReason::NewInitInterface {
@@ -171,7 +171,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
-            r#"{"kind":"reboot-required","reason-kind":"new-init-interface","goal":"test","said":""}"#
+            r#"{"kind":"reboot-required","reason_kind":"new-init-interface","goal":"test","said":""}"#
         );
     }
 }

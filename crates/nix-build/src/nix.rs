@@ -16,6 +16,7 @@ pub(crate) struct Output {
 }
 
 pub(crate) fn command(program: &str, args: &[String], env: &[(String, String)]) -> Command {
+    tracing::debug!(program, ?args, "running a Nix command");
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

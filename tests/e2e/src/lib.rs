@@ -72,20 +72,42 @@ impl Run {
         self
     }
 
-    /// stdout parsed as one JSON document.
+    /// stdout parsed as one JSON document in fleet's envelope (docs/cli.md, "JSON output"):
+    /// checked to have `format` 1 and a `type`.
     #[track_caller]
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    pub fn envelope(&self) -> serde_json::Value {
+        let doc: serde_json::Value = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout));
+        check_envelope(&doc);
+        doc
     }
 
-    /// stdout as JSON lines (`apply --json`, `rollback --json`).
+    /// The payload of the envelope on stdout: the value under the key named like its `type`
+    /// (`plan`, `hosts`, `generations`), else under `hosts` (`status`, `exec`, `gc`), else the
+    /// whole document (`diff`).
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        let doc = self.envelope();
+        let ty = doc["type"].as_str().unwrap_or_default().to_owned();
+        [ty.as_str(), "hosts"]
+            .iter()
+            .find_map(|k| doc.get(*k).cloned())
+            .unwrap_or(doc)
+    }
+
+    /// stdout as JSON lines (`apply --json`, `rollback --json`), each checked to be in the
+    /// envelope.
     #[track_caller]
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .map(|l| {
+                let v =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"));
+                check_envelope(&v);
+                v
+            })
             .collect()
     }
 
@@ -313,6 +335,21 @@ pub fn config_with(name: &str, extra: &str) -> String {
 /// What a host runs now (`/run/current-system`, resolved).
 pub fn current(f: &Fleet, host: &str) -> Option<String> {
     f.link(host, "/run/current-system")
+}
+
+/// Panics unless `v` is in fleet's JSON envelope: `format` 1, a `type`, and, on a line of an
+/// event stream, an RFC 3339 UTC `time`.
+#[track_caller]
+pub fn check_envelope(v: &serde_json::Value) {
+    assert_eq!(v["format"], 1, "no format 1: {v}");
+    assert!(v["type"].is_string(), "no type: {v}");
+    if let Some(t) = v.get("time") {
+        let t = t.as_str().unwrap_or_default();
+        assert!(
+            t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "time is not RFC 3339 UTC: {v}"
+        );
+    }
 }
 
 /// What the system profile points at.

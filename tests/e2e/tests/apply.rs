@@ -66,6 +66,37 @@ fn three_hosts_go_from_empty_to_running_in_one_apply_with_one_password() {
     assert!(events
         .iter()
         .any(|e| e["host"] == "nas" && e["type"] == "progress"));
+    // One event stream: evaluation, build, reaching the hosts and reading their state come
+    // before the plan and the copy.
+    let copy = events
+        .iter()
+        .position(|e| e["type"] == "phase" && e["phase"] == "copying")
+        .expect("a copying phase");
+    for t in [
+        "reaching",
+        "eval-started",
+        "eval-finished",
+        "build-started",
+        "build-finished",
+        "connected",
+        "facts",
+        "plan",
+    ] {
+        let at = events.iter().position(|e| e["type"] == t);
+        assert!(
+            at.is_some_and(|i| i < copy),
+            "{t} before the copy:\n{}",
+            run.stdout
+        );
+    }
+    for h in ["pi1", "pi2", "nas"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == "facts" && e["host"] == h),
+            "{h}'s state"
+        );
+    }
 
     for h in ["pi1", "pi2", "nas"] {
         let (toplevel, package) = deployed(&f, h);

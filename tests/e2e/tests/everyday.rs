@@ -210,7 +210,9 @@ fn generations_diff_and_rollback_to_a_chosen_generation() {
     // The package diff between generations, as the plan shows it.
     let run = f.fleet(&["diff", "a", "1", "2", "--json"]);
     run.expect_code(0);
-    let d = &run.json()["diff"];
+    assert_eq!(run.envelope()["type"], "diff");
+    assert_eq!(run.envelope()["host"], "a");
+    let d = &run.json();
     let names = |k: &str| -> Vec<String> {
         d[k].as_array()
             .unwrap()

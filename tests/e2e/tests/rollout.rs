@@ -93,8 +93,7 @@ fn a_failing_unit_port_http_endpoint_and_command_each_roll_back_their_host_only(
         plan.stdout
     );
     // And so does its JSON, per host.
-    let json: serde_json::Value =
-        serde_json::from_str(&f.fleet(&["plan", "--json"]).stdout).expect("plan JSON");
+    let json = f.fleet(&["plan", "--json"]).json();
     let good = json["hosts"]
         .as_array()
         .and_then(|hs| hs.iter().find(|h| h["name"] == "good"))

@@ -295,7 +295,7 @@ when = "after-activation"
     // The plan says what would happen, per host, compared on the host; no content, no hash.
     let planned = f.fleet(&["plan", "--json", "--out", "plan2.json"]);
     planned.expect_code(0);
-    let plan: serde_json::Value = serde_json::from_str(&planned.stdout).unwrap();
+    let plan = planned.json();
     let changes = |host: &str| -> Vec<(String, String)> {
         let h = plan["hosts"]
             .as_array()
@@ -493,7 +493,7 @@ fn after_a_reboot_status_shows_missing_secrets_and_push_places_them_without_acti
     let status = |f: &Fleet| {
         let run = f.fleet(&["status", "--json", "--no-eval"]);
         run.expect_code(0);
-        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let v = run.json();
         v.as_array()
             .unwrap()
             .iter()

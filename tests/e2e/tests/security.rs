@@ -288,7 +288,8 @@ fn the_sudo_password_is_in_no_argv_environment_output_or_log() {
         "FLEET_CONTROL=control-remote-77 setsid sleep 600 >/dev/null 2>&1 </dev/null &",
     );
 
-    let mut run = f.spawn(&["apply", "--json"]);
+    // With every debug log on (`-vv`): they must not hold the password either.
+    let mut run = f.spawn(&["apply", "--json", "-vv"]);
     let fleet_pid = run.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let scanner = {
@@ -328,6 +329,14 @@ fn the_sudo_password_is_in_no_argv_environment_output_or_log() {
             !text.contains(&password),
             "the password is in fleet's {what}"
         );
+    }
+    for logged in [
+        "ssh: authenticated",
+        "ssh: running",
+        "running a Nix command",
+        "running the activation helper",
+    ] {
+        assert!(run.stderr.contains(logged), "-vv logs {logged:?}");
     }
     for h in ["nas", "pi"] {
         assert_eq!(run.outcomes()[h], "applied");

@@ -42,8 +42,8 @@ pub(super) fn fleet_events(
     let Some(first) = first_copying else {
         return (None, outcomes);
     };
-    // Event times count from the start of the apply step, after reading the hosts; the time
-    // before it is the rest of the wall time.
+    // Event times count from the start of the run (`at_ms`); only their differences are used:
+    // the time before the first copy is the rest of the wall time.
     let ms = Duration::from_millis;
     let tail = ms(last_outcome.saturating_sub(first));
     d.copy = ms(last_copied.saturating_sub(first));

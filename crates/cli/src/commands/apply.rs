@@ -20,6 +20,7 @@ use fleet_store::StorePath;
 use crate::args::{self, ApplyArgs, ApplyTarget, GlobalArgs};
 use crate::desired::fleet_dir;
 use crate::error::{CliError, CommandError};
+use crate::events::Events;
 use crate::planning::{self, Source};
 use crate::record::Provenance;
 use crate::remote::Remote;
@@ -78,6 +79,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
+        let events = Events::for_hosts(global.json, &hosts);
         let source = match &saved {
             Some(plan) => Source::Saved(plan),
             None => Source::Build,
@@ -85,13 +87,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
         let options = planning::options(goal, args.specialisation.as_deref());
         let goal = options.goal;
         let mut planned = planning::make(
-            global, &inventory, &hosts, &dir, &remote, source, &options, true, &cancel,
+            global, &inventory, &hosts, &dir, &remote, &events, source, &options, true, &cancel,
         )
         .await?;
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
         if global.json {
-            let line = serde_json::json!({ "type": "plan", "plan": &planned.plan });
-            outln!("{line}");
+            outln!("{}", report::json_line("plan", "plan", &planned.plan));
         } else {
             let changing = |name: &str| {
                 planned
@@ -135,7 +136,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                 return Ok(exit::DECLINED);
             }
         }
-        let (start, sink, reporter) = report::start_run(global.json, &hosts);
+        let (start, sink, reporter) = events.start_hosts();
 
         // Decide per host (fleet_planner::decide): apply, or an outcome known now (unchanged,
         // error, refused).
@@ -371,8 +372,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
             .collect();
         report::summary(&rows, global.json);
         if global.json {
-            let line = serde_json::json!({ "type": "waves", "waves": &waves });
-            outln!("{line}");
+            outln!("{}", report::json_line("waves", "waves", &waves));
         } else {
             errp!("{}", rollout::describe(&waves));
         }

@@ -8,6 +8,7 @@ use fleet_executor::CancellationToken;
 use crate::args::{BuildArgs, GlobalArgs};
 use crate::desired::{self, fleet_dir};
 use crate::error::{CliError, CommandError};
+use crate::events::Events;
 use crate::{exit, load, signals};
 
 pub fn run(global: &GlobalArgs, args: &BuildArgs) -> Result<u8, CommandError> {
@@ -19,8 +20,13 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> Result<u8, CommandError> {
             let cancel = CancellationToken::new();
             signals::on_ctrl_c(cancel.clone());
             let eval = desired::EvalSettings::of(global);
+            let events = if global.json {
+                Events::quiet()
+            } else {
+                Events::new(crate::report::Mode::Plain, Vec::new())
+            };
             let built = tokio::select! {
-                d = desired::build(&inventory, &hosts, &dir, global.json, &eval) => d,
+                d = desired::build(&inventory, &hosts, &dir, &events, &eval) => d,
                 () = cancel.cancelled() => return Err(CliError::Interrupted),
             };
             let mut code = exit::OK;
@@ -41,12 +47,7 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> Result<u8, CommandError> {
                 if !global.json {
                     errln!("fleet: pushing {} system(s) to {url}", systems.len());
                 }
-                let opts = desired::build_options(
-                    &inventory,
-                    &dir,
-                    true,
-                    &desired::EvalSettings::of(global),
-                );
+                let opts = desired::build_options(&inventory, &dir, &Events::quiet(), &eval);
                 if let Err(e) = fleet_nix_build::push_to_cache(url, &systems, &opts.nix_env).await {
                     errln!(
                         "fleet: pushing to {url} failed: {}",

@@ -38,10 +38,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<u8, CommandError> {
             "to": { "generation": args.to, "system": to },
             "diff": diff,
         });
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("diff serialises")
-        );
+        outln!("{}", crate::envelope::document("diff", None, &v).trim_end());
         return Ok(exit::OK);
     }
     outln!(

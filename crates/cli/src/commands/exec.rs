@@ -74,7 +74,7 @@ pub fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<u8, CommandError> {
     if global.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&runs).expect("results serialise")
+            crate::envelope::document("exec", Some("hosts"), &runs).trim_end()
         );
     } else {
         print_summary(&runs);

@@ -122,7 +122,7 @@ pub fn run(global: &GlobalArgs, args: &GcArgs) -> Result<u8, CommandError> {
     if global.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&results).expect("results serialise")
+            crate::envelope::document("gc", Some("hosts"), &results).trim_end()
         );
     }
     Ok(if results.iter().all(|r| r.error.is_none()) {

@@ -105,9 +105,10 @@ pub fn run(global: &GlobalArgs, args: &GenerationsArgs) -> Result<u8, CommandErr
         gens
     })?;
     if global.json {
+        let doc = serde_json::json!({ "host": host.name.as_str(), "generations": gens });
         outln!(
             "{}",
-            serde_json::to_string_pretty(&gens).expect("generations serialise")
+            crate::envelope::document("generations", None, &doc).trim_end()
         );
         return Ok(exit::OK);
     }

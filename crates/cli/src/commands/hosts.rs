@@ -14,9 +14,8 @@ pub fn run(global: &GlobalArgs, _args: &HostsArgs) -> Result<(), CommandError> {
     let inventory = load::inventory(global)?;
     let hosts = load::selected(&inventory, global)?;
     let text = if global.json {
-        let mut json = serde_json::to_string_pretty(&hosts).expect("hosts serialise to JSON");
-        json.push('\n');
-        json
+        let hosts = serde_json::to_value(&hosts).unwrap_or_default();
+        crate::envelope::document("hosts", Some("hosts"), &crate::envelope::snake_keys(hosts))
     } else {
         let cwd = std::env::current_dir()
             .ok()

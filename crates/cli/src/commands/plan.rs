@@ -10,6 +10,7 @@ use fleet_planner::{render, Action, RenderOptions};
 use crate::args::{GlobalArgs, PlanArgs};
 use crate::desired::fleet_dir;
 use crate::error::{output, CliError, CommandError};
+use crate::events::Events;
 use crate::planning::{self, Source};
 use crate::remote::Remote;
 use crate::{exit, load, signals, term};
@@ -29,6 +30,11 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CommandError> {
             &hosts,
             &dir,
             &remote,
+            &if global.json {
+                Events::quiet()
+            } else {
+                Events::new(crate::report::Mode::Plain, Vec::new())
+            },
             Source::Build,
             &planning::options(args.goal, args.specialisation.as_deref()),
             false,
@@ -57,7 +63,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CommandError> {
         errln!("fleet: plan saved to {path}; apply it with `fleet apply {path}`");
     }
     let text = if global.json {
-        plan.to_json()
+        crate::envelope::document("plan", Some("plan"), &plan)
     } else {
         let changing = |name: &str| {
             plan.host(name)
@@ -66,7 +72,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CommandError> {
         render(
             &plan,
             RenderOptions {
-                color: term::stdout_color(),
+                color: term::stdout_color(global.color),
             },
         ) + &crate::checks::plan_text(&hosts, changing)
     };

@@ -116,7 +116,7 @@ async fn preview(
     parallel: usize,
     cancel: &CancellationToken,
 ) -> Vec<(String, Result<(String, String), String>)> {
-    let reached = gather::connect(remote, hosts, parallel, cancel, |_, _| {}).await;
+    let reached = gather::connect(remote, hosts, parallel, cancel, &|_| {}).await;
     let mut out = Vec::new();
     errln!("fleet rollback would switch:");
     for (name, r) in reached {

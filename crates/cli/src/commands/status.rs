@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::desired::{build_options, build_spec, fleet_dir};
 use crate::error::{output, CliError, CommandError};
+use crate::events::Events;
 use crate::gather::{self, Want};
 use crate::remote::Remote;
 use crate::{exit, load, signals};
@@ -72,7 +73,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CommandError> {
                     &build_options(
                         &inventory,
                         &dir,
-                        true,
+                        &Events::quiet(),
                         &crate::desired::EvalSettings::of(global),
                     ),
                 )
@@ -168,9 +169,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, CommandError> {
         Ok(out)
     })?;
     let text = if global.json {
-        let mut s = serde_json::to_string_pretty(&statuses).expect("statuses serialise");
-        s.push('\n');
-        s
+        crate::envelope::document("status", Some("hosts"), &statuses)
     } else {
         table(&statuses)
     };

@@ -87,6 +87,12 @@ pub(crate) async fn run_script(
     mode: Mode,
     args: &[&str],
 ) -> Result<crate::Output, ExecError> {
+    tracing::debug!(
+        host = conn.name(),
+        ?mode,
+        ?args,
+        "running the activation helper"
+    );
     conn.exec(
         &script_command(mode, args),
         privilege,

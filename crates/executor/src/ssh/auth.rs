@@ -140,6 +140,7 @@ pub(crate) async fn authenticate(
                     } else {
                         id.comment().to_owned()
                     };
+                    tracing::debug!(host = %r.host, user = %r.user, key = %what, "ssh: trying an agent key");
                     match handle
                         .authenticate_publickey_with(r.user.clone(), pk, rsa_hash, &mut agent)
                         .await
@@ -183,6 +184,7 @@ pub(crate) async fn authenticate(
                 continue;
             }
         };
+        tracing::debug!(host = %r.host, user = %r.user, key = %what, "ssh: trying a key file");
         let res = handle
             .authenticate_publickey(r.user.clone(), PrivateKeyWithHashAlg::new(key, rsa_hash))
             .await

@@ -123,6 +123,7 @@ impl Connection {
         cmd: &str,
         privilege: &Privilege,
     ) -> Result<(ChannelReadHalf, ChannelWriteHalf<Msg>, Early), ExecError> {
+        tracing::debug!(host = %self.name, command = cmd, "ssh: running");
         let ch = self
             .handle
             .channel_open_session()

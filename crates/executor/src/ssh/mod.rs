@@ -323,6 +323,7 @@ impl Connector {
                     (h, Some(Arc::new(jump_conn)))
                 }
                 _ => {
+                    tracing::debug!(host = %r.host, port = r.port, "ssh: connecting");
                     let stream = tcp_connect(&r.host, r.port, timeout).await?;
                     let h = tokio::time::timeout(
                         timeout,
@@ -334,7 +335,9 @@ impl Connector {
                     (h, None)
                 }
             };
+            tracing::debug!(host = %r.host, "ssh: host key accepted, authenticating");
             auth::authenticate(&mut handle, &r, self.options.use_agent, &self.keys).await?;
+            tracing::debug!(host = %r.host, user = %r.user, "ssh: authenticated");
             let learned_host_key = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
             Ok(Connection {
                 handle,
