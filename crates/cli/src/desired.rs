@@ -114,20 +114,6 @@ impl EvalSettings {
     }
 }
 
-/// `MemAvailable` of this machine, in bytes.
-fn mem_available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Build options for a run: GC roots under `<fleet_dir>/.fleet/`, every host's configuration
 /// (a package never holds another host's files), progress and warnings as the run's events
 /// (`events`), `--show-trace` as Nix's `show-trace` setting (added to the `NIX_CONFIG` fleet
@@ -140,7 +126,7 @@ pub fn build_options(
 ) -> BuildOptions {
     let mut opts = BuildOptions::new(fleet_dir.to_path_buf());
     opts.eval_cache = eval.cache;
-    let (jobs, max_memory) = eval.bounds(mem_available());
+    let (jobs, max_memory) = eval.bounds(fleet_nix_build::mem_available());
     opts.max_parallel_evals = jobs;
     opts.eval_max_memory = max_memory;
     let show_trace = eval.show_trace;

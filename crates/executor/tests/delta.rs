@@ -3,10 +3,11 @@
 //! paths; a corrupted patch or a patch against the wrong base never becomes a valid path, and
 //! what did not arrive goes by the ordinary copy. Needs root and namespaces; never skipped.
 
+mod simulated;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use fleet_executor::copy::delta::{self, PatchCache};
@@ -17,27 +18,7 @@ use fleet_store::delta::Entry;
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::{PathInfo, StorePath};
 use fleet_testbed::{HostSpec, Testbed};
-
-fn connector(tb: &Testbed) -> Arc<Connector> {
-    let mut o = ConnectOptions::from_env();
-    o.ssh_config = None;
-    o.use_agent = false;
-    o.known_hosts = tb.known_hosts_path().to_owned();
-    o.default_identity_files = vec![tb.client_key_path().to_owned()];
-    Arc::new(Connector::new(o, Arc::new(NoPassphrase)).unwrap())
-}
-
-fn target(tb: &Testbed, name: &str) -> SshTarget {
-    let h = tb.host(name);
-    SshTarget {
-        name: name.to_owned(),
-        address: Some(h.address.to_string()),
-        port: Some(h.port),
-        user: Some(h.user.clone()),
-        identity_file: Some(tb.client_key_path().to_owned()),
-        ..Default::default()
-    }
-}
+use simulated::{connector, target};
 
 /// `lib-1.0` of generation `seed`: 1.3 MB of text and the path of its `dep-1.0` (which holds
 /// the seed), so two generations differ only where that path is embedded.

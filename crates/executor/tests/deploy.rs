@@ -1,6 +1,8 @@
 //! Copy + activation + confirmation + rollback against the simulated fleet, with systems built
 //! by fleet-nix-build from the nixpkgs stand-in. Needs root and namespaces; never skipped.
 
+mod simulated;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,27 +15,7 @@ use fleet_nix_build::{BuildOptions, HostBuildSpec, PinSpec};
 use fleet_store::local::{closure_infos, LocalStore};
 use fleet_store::StorePath;
 use fleet_testbed::{HostSpec, Testbed};
-
-fn connector(tb: &Testbed) -> Arc<Connector> {
-    let mut o = ConnectOptions::from_env();
-    o.ssh_config = None;
-    o.use_agent = false;
-    o.known_hosts = tb.known_hosts_path().to_owned();
-    o.default_identity_files = vec![tb.client_key_path().to_owned()];
-    Arc::new(Connector::new(o, Arc::new(NoPassphrase)).unwrap())
-}
-
-fn target(tb: &Testbed, name: &str) -> SshTarget {
-    let h = tb.host(name);
-    SshTarget {
-        name: name.to_owned(),
-        address: Some(h.address.to_string()),
-        port: Some(h.port),
-        user: Some(h.user.clone()),
-        identity_file: Some(tb.client_key_path().to_owned()),
-        ..Default::default()
-    }
-}
+use simulated::{connector, target};
 
 /// Builds `config` (a stand-in configuration) for `system`; returns (toplevel, package).
 async fn build(tb: &Testbed, dir: &Utf8PathBuf, name: &str, config: &str) -> (String, String) {

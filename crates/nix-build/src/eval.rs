@@ -153,16 +153,7 @@ fn eval_split<'a>(
                 let mut results = Vec::with_capacity(list.len());
                 for (ev, host) in list.into_iter().zip(batch) {
                     if ev.alone {
-                        let _permit = pool
-                            .permits
-                            .acquire()
-                            .await
-                            .expect("semaphore is never closed");
-                        results.push(
-                            eval_once(std::slice::from_ref(host), opts)
-                                .await
-                                .map(|mut v| v.remove(0)),
-                        );
+                        results.push(eval_alone(host, pool, opts).await);
                     } else {
                         results.push(Ok(ev));
                     }
@@ -187,21 +178,24 @@ fn eval_split<'a>(
                 });
                 let mut results = Vec::with_capacity(batch.len());
                 for host in batch {
-                    let _permit = pool
-                        .permits
-                        .acquire()
-                        .await
-                        .expect("semaphore is never closed");
-                    results.push(
-                        eval_once(std::slice::from_ref(host), opts)
-                            .await
-                            .map(|mut v| v.remove(0)),
-                    );
+                    results.push(eval_alone(host, pool, opts).await);
                 }
                 results
             }
         }
     })
+}
+
+/// One host in a process of its own.
+async fn eval_alone(host: &(String, ExprHost), pool: &Pool, opts: &BuildOptions) -> EvalResult {
+    let _permit = pool
+        .permits
+        .acquire()
+        .await
+        .expect("semaphore is never closed");
+    eval_once(std::slice::from_ref(host), opts)
+        .await
+        .map(|mut v| v.remove(0))
 }
 
 /// Nix says `file 'NAME' was not found in the Nix search path`: say how fleet provides it.

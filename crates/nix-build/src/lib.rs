@@ -46,6 +46,7 @@ use fleet_types::{BootEntry, BootSpec};
 
 pub use capability::{check_can_build, BuildRoute, NixCapabilities};
 pub use error::{BuildError, CannotBuild};
+pub use nix::mem_available;
 pub use push::push_to_cache;
 pub use spec::{
     BuildEvent, BuildOptions, BuiltHost, EventSink, FlakeLock, FlakeSpec, HostBuildSpec,

@@ -92,10 +92,25 @@ const RSS_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
 pub(crate) fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
+    kb_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS:",
+    )
+}
+
+/// This machine's `MemAvailable` (`/proc/meminfo`), in bytes: what evaluation may use.
+pub fn mem_available() -> Option<u64> {
+    kb_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
+}
+
+/// A `NAME:   123 kB` line of a `/proc` file, in bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    let kb: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(name))?
         .trim()
         .trim_end_matches("kB")
         .trim()
