@@ -178,7 +178,10 @@ pub async fn send(
     tmp: &Path,
     pending_roots: Option<&str>,
 ) -> Result<Sent, String> {
-    let file = tmp.join(format!("bundle-{}.tar.zst", std::process::id()));
+    // One file per bundle: hosts are sent to at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = tmp.join(format!("bundle-{}-{n}.tar.zst", std::process::id()));
     let entries = bundle.entries.clone();
     let path = file.clone();
     let bytes = tokio::task::spawn_blocking(move || {
