@@ -145,13 +145,17 @@ pub async fn apply_all(
                 )
             })
             .unzip();
-        let used = tokio::select! {
-            used = delta_first(delta_hosts, infos, store, opts.parallel) => used,
-            () = run.cancel.cancelled() => Vec::new(),
-        };
-        for (i, u) in index.into_iter().zip(used) {
-            rooted[i] = u;
+        // Their paths are pending roots from here on, also when cancelled midway.
+        for &i in &index {
+            rooted[i] = true;
         }
+        for h in &delta_hosts {
+            let _ = h.events.phase(Phase::Copying).await;
+        }
+        tokio::select! {
+            _ = delta_first(delta_hosts, infos, store, opts.parallel) => {}
+            () = run.cancel.cancelled() => {}
+        };
     }
     let mut copy = SshCopy {
         store,

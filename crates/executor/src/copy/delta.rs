@@ -99,8 +99,9 @@ pub struct Bundle {
 
 /// The bundle for a host lacking `missing` (dependency order) and holding `has`: a patch for
 /// every path with a base the deployer also has (`local_has`) when the patch is at most
-/// [`delta::MAX_PATCH_RATIO`] of the NAR, the NAR otherwise. `None` when no path gets a patch
-/// (the ordinary route is better then).
+/// [`delta::MAX_PATCH_RATIO`] of the NAR and its references are on the host or patched before
+/// it. Paths without a patch are left to the ordinary route (with its shared, compressed copy),
+/// and so are the paths that refer to them. `None` when no path gets a patch.
 pub async fn bundle(
     missing: &[PathInfo],
     has: &[StorePath],
@@ -111,6 +112,10 @@ pub async fn bundle(
 ) -> Option<Bundle> {
     let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
     let bases = delta::pair(&paths, has);
+    let lacking: BTreeSet<&StorePath> = paths.iter().collect();
+    // Paths that go as patches; each needs its references on the host first: valid there
+    // already, or patched before it in this bundle (`missing` is in dependency order).
+    let mut patched: BTreeSet<&StorePath> = BTreeSet::new();
     let mut out = Bundle {
         entries: Vec::with_capacity(missing.len()),
         deltas: 0,
@@ -118,8 +123,12 @@ pub async fn bundle(
         delta_nar_bytes: 0,
     };
     for (i, info) in missing.iter().enumerate() {
+        let refs_ready = info
+            .references
+            .iter()
+            .all(|r| *r == info.path || !lacking.contains(r) || patched.contains(r));
         let patch = match bases.get(&i) {
-            Some(base) if local_has(base) => {
+            Some(base) if refs_ready && local_has(base) => {
                 let key = (base.clone(), info.path.clone());
                 let patch = match cache.get(&key) {
                     Some(p) => p,
@@ -139,18 +148,17 @@ pub async fn bundle(
             }
             _ => None,
         };
-        match patch {
-            Some((base, p)) => {
-                out.deltas += 1;
-                out.patch_bytes += p.len() as u64;
-                out.delta_nar_bytes += info.nar_size;
-                out.entries.push(Entry::Delta {
-                    info: info.clone(),
-                    base,
-                    patch: p.to_vec(),
-                });
-            }
-            None => out.entries.push(Entry::Full(info.clone())),
+        // A path without a patch goes by the ordinary route, and so do the paths that need it.
+        if let Some((base, p)) = patch {
+            patched.insert(&info.path);
+            out.deltas += 1;
+            out.patch_bytes += p.len() as u64;
+            out.delta_nar_bytes += info.nar_size;
+            out.entries.push(Entry::Delta {
+                info: info.clone(),
+                base,
+                patch: p.to_vec(),
+            });
         }
     }
     (out.deltas > 0).then_some(out)
@@ -257,25 +265,24 @@ pub(crate) struct DeltaHost<'a> {
 /// paths it lacks as patches where they are worth it (hosts at once, at most `parallel`; each
 /// patch made once), and what it imported is no longer missing. A host where nothing is worth
 /// a patch, or whose delta import fails, keeps its whole missing set for the ordinary copy.
-/// Returns, per host, whether it used the pending roots folder.
 pub(crate) async fn delta_first(
     hosts: Vec<DeltaHost<'_>>,
     infos: &[PathInfo],
     store: &fleet_store::local::LocalStore,
     parallel: usize,
-) -> Vec<bool> {
+) {
     use crate::fanout::LogStream;
     use futures::StreamExt;
     let tmp = std::env::temp_dir().join(format!("fleet-delta-{}", std::process::id()));
     if std::fs::create_dir_all(&tmp).is_err() {
-        return hosts.iter().map(|_| false).collect();
+        return;
     }
     let cache = PatchCache::default();
-    let results = futures::stream::iter(hosts.into_iter().map(|h| {
+    futures::stream::iter(hosts.into_iter().map(|h| {
         let (cache, tmp, store) = (cache.clone(), tmp.clone(), store.clone());
         async move {
             if h.has.is_empty() || h.missing.is_empty() {
-                return false;
+                return;
             }
             let missing: Vec<PathInfo> = infos
                 .iter()
@@ -288,7 +295,7 @@ pub(crate) async fn delta_first(
             };
             let local = |p: &StorePath| store.real_path(p).exists();
             let Some(b) = bundle(&missing, h.has, local, real.clone(), &cache, &tmp).await else {
-                return false;
+                return;
             };
             match send(h.conn, h.privilege, &b, real, &tmp, Some(&h.pending_roots)).await {
                 Ok(sent) => {
@@ -298,13 +305,13 @@ pub(crate) async fn delta_first(
                     let mut line = format!(
                         "{} of {} paths as patches ({} bytes for {} bytes of NAR); {} bytes sent",
                         b.deltas,
-                        b.entries.len(),
+                        missing.len(),
                         b.patch_bytes,
                         b.delta_nar_bytes,
                         sent.bytes
                     );
                     if let Some(why) = sent.stopped.first() {
-                        line.push_str(&format!("; stopped at {why}: the rest goes whole"));
+                        line.push_str(&format!("; stopped at {why}"));
                     }
                     let _ = h.events.log(LogStream::Fleet, line).await;
                 }
@@ -318,14 +325,12 @@ pub(crate) async fn delta_first(
                         .await;
                 }
             }
-            true
         }
     }))
     .buffered(parallel.max(1))
-    .collect::<Vec<bool>>()
+    .collect::<Vec<()>>()
     .await;
     let _ = std::fs::remove_dir_all(&tmp);
-    results
 }
 
 #[cfg(test)]
