@@ -3,6 +3,7 @@
 //! stand-in's `fleet.evalMemoryMB`) with and without `--eval-max-memory`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,6 +118,45 @@ impl Ctx {
             peak_process,
         })
     }
+}
+
+/// The evaluation section: cached and uncached plans, heavy evaluations' memory.
+pub(super) fn section(e: &EvalBench) -> String {
+    let mut o = String::new();
+    let mb = |b: u64| b >> 20;
+    let _ = writeln!(o, "\n### Evaluation of {} hosts\n", e.hosts);
+    if !e.plan_cached.is_empty() {
+        let c = report::median(&e.plan_cached);
+        let _ = writeln!(
+            o,
+            "`fleet plan` with every host in the evaluation cache: median {} s (runs {}); \
+             `fleet plan --no-eval-cache`: {} s.\n",
+            report::s(c.wall),
+            report::secs_list(&e.plan_cached),
+            e.plan_uncached.map_or("-".into(), |t| report::s(t.wall)),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Heavy evaluations (`fleet.evalMemoryMB = {}` per host, `fleet plan --no-eval-cache`):\n\n\
+         | limit per process | wall s | peak of fleet + all Nix processes, MB | peak of one process, MB |\n|---|---|---|---|",
+        e.heavy_mb
+    );
+    for (label, run) in [
+        ("none (64G)".to_owned(), e.unlimited),
+        (format!("`--eval-max-memory {}M`", mb(e.limit)), e.limited),
+    ] {
+        if let Some(m) = run {
+            let _ = writeln!(
+                o,
+                "| {label} | {} | {} | {} |",
+                report::s(m.wall),
+                mb(m.peak_total),
+                mb(m.peak_process)
+            );
+        }
+    }
+    o
 }
 
 /// Summed and largest resident memory of `root` and its descendants, in bytes.

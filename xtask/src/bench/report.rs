@@ -85,7 +85,7 @@ impl MachineInfo {
     }
 }
 
-fn s(d: Duration) -> String {
+pub(super) fn s(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
@@ -114,7 +114,7 @@ pub fn secs_list(v: &[Timed]) -> String {
 }
 
 /// The median of each figure.
-fn median(v: &[Timed]) -> Timed {
+pub(super) fn median(v: &[Timed]) -> Timed {
     let mid = |f: fn(&Timed) -> Duration| {
         let mut x: Vec<Duration> = v.iter().map(f).collect();
         x.sort();
@@ -355,7 +355,7 @@ pub fn console(r: &Results) -> String {
         );
     }
     if let Some(e) = r.short.as_ref().map(|sh| &sh.eval) {
-        o.push_str(&eval_section(e));
+        o.push_str(&super::evaluation::section(e));
     }
     let noisy = r.samples.iter().any(|x| x.m.noisy)
         || r.short
@@ -453,45 +453,6 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
         }
     }
     t
-}
-
-/// The evaluation section: cached and uncached plans, heavy evaluations' memory.
-fn eval_section(e: &super::evaluation::EvalBench) -> String {
-    let mut o = String::new();
-    let mb = |b: u64| b >> 20;
-    let _ = writeln!(o, "\n### Evaluation of {} hosts\n", e.hosts);
-    if !e.plan_cached.is_empty() {
-        let c = median(&e.plan_cached);
-        let _ = writeln!(
-            o,
-            "`fleet plan` with every host in the evaluation cache: median {} s (runs {}); \
-             `fleet plan --no-eval-cache`: {} s.\n",
-            s(c.wall),
-            secs_list(&e.plan_cached),
-            e.plan_uncached.map_or("-".into(), |t| s(t.wall)),
-        );
-    }
-    let _ = writeln!(
-        o,
-        "Heavy evaluations (`fleet.evalMemoryMB = {}` per host, `fleet plan --no-eval-cache`):\n\n\
-         | limit per process | wall s | peak of fleet + all Nix processes, MB | peak of one process, MB |\n|---|---|---|---|",
-        e.heavy_mb
-    );
-    for (label, run) in [
-        ("none (64G)".to_owned(), e.unlimited),
-        (format!("`--eval-max-memory {}M`", mb(e.limit)), e.limited),
-    ] {
-        if let Some(m) = run {
-            let _ = writeln!(
-                o,
-                "| {label} | {} | {} | {} |",
-                s(m.wall),
-                mb(m.peak_total),
-                mb(m.peak_process)
-            );
-        }
-    }
-    o
 }
 
 /// Raw results for `target/bench/results.json`.
