@@ -119,44 +119,7 @@ pub async fn apply_all(
     run: Run,
 ) -> Vec<(String, HostOutcome)> {
     // Deltas first: what a host imports as patches is no longer missing.
-    let mut rooted = vec![false; hosts.len()];
-    if opts.deltas && opts.compress.is_some() {
-        let events: Vec<HostEvents> = hosts
-            .iter()
-            .map(|h| HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone()))
-            .collect();
-        let (index, delta_hosts): (Vec<usize>, Vec<DeltaHost>) = hosts
-            .iter_mut()
-            .zip(&events)
-            .enumerate()
-            .filter(|(_, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty())
-            .map(|(i, (h, events))| {
-                let pending_roots = format!("{PENDING_ROOTS}/{}", h.activation.record.id);
-                (
-                    i,
-                    DeltaHost {
-                        conn: &h.conn,
-                        privilege: &h.privilege,
-                        missing: &mut h.missing,
-                        has: &h.has,
-                        pending_roots,
-                        events,
-                    },
-                )
-            })
-            .unzip();
-        // Their paths are pending roots from here on, also when cancelled midway.
-        for &i in &index {
-            rooted[i] = true;
-        }
-        for h in &delta_hosts {
-            let _ = h.events.phase(Phase::Copying).await;
-        }
-        tokio::select! {
-            _ = delta_first(delta_hosts, infos, store, opts.parallel) => {}
-            () = run.cancel.cancelled() => {}
-        };
-    }
+    let rooted = delta_phase(&mut hosts, store, infos, opts, &run).await;
     let mut copy = SshCopy {
         store,
         infos,
@@ -241,6 +204,58 @@ pub async fn apply_all(
         });
     }
     orchestrate(planned, copy, opts, &run.cancel).await
+}
+
+/// The delta phase (docs/deltas.md): hosts with `zstd` and a known closure get patches first,
+/// which take the imported paths out of their missing sets. Returns, per host, whether its
+/// pending roots folder may hold paths (so that the apply drops it at the end).
+async fn delta_phase(
+    hosts: &mut [ApplyHost],
+    store: &LocalStore,
+    infos: &[PathInfo],
+    opts: &ApplyOptions,
+    run: &Run,
+) -> Vec<bool> {
+    let mut rooted = vec![false; hosts.len()];
+    if !opts.deltas || opts.compress.is_none() {
+        return rooted;
+    }
+    let events: Vec<HostEvents> = hosts
+        .iter()
+        .map(|h| HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone()))
+        .collect();
+    let (index, delta_hosts): (Vec<usize>, Vec<DeltaHost>) = hosts
+        .iter_mut()
+        .zip(&events)
+        .enumerate()
+        .filter(|(_, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty())
+        .map(|(i, (h, events))| {
+            let pending_roots = format!("{PENDING_ROOTS}/{}", h.activation.record.id);
+            (
+                i,
+                DeltaHost {
+                    conn: &h.conn,
+                    privilege: &h.privilege,
+                    missing: &mut h.missing,
+                    has: &h.has,
+                    pending_roots,
+                    events,
+                },
+            )
+        })
+        .unzip();
+    // Their paths are pending roots from here on, also when cancelled midway.
+    for &i in &index {
+        rooted[i] = true;
+    }
+    for h in &delta_hosts {
+        let _ = h.events.phase(Phase::Copying).await;
+    }
+    tokio::select! {
+        () = delta_first(delta_hosts, infos, store, opts.parallel) => {}
+        () = run.cancel.cancelled() => {}
+    };
+    rooted
 }
 
 /// Where a host's copy stands when the apply starts.
