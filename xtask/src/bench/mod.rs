@@ -52,24 +52,28 @@ use measure::{machine_busy, spawn, veth_tx};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation]
 
   --quick        a smoke run: 40 paths / 20 MB, 1 and 3 hosts, no-op and status on 6 hosts
   --write        rewrite the generated part of docs/performance.md (default for a full run)
   --no-write     do not touch docs/performance.md (default for --quick)
-  --fleet PATH   measure this fleet binary instead of building one (compare two builds)";
+  --fleet PATH   measure this fleet binary instead of building one (compare two builds)
+  --only-evaluation  only the evaluation runs (cache, heavy evaluations) on the biggest bed;
+                 never writes docs/performance.md";
 
 use beds::drop_bed;
 use fleet_output::{fleet_events, nar_of_fleet};
 pub use model::*;
 pub fn run(args: &[OsString]) -> Result<ExitCode> {
     let mut quick = false;
+    let mut only_evaluation = false;
     let mut write = None;
     let mut fleet = None;
     let mut args = args.iter();
     while let Some(a) = args.next() {
         match a.to_string_lossy().as_ref() {
             "--quick" => quick = true,
+            "--only-evaluation" => only_evaluation = true,
             "--fleet" => match args.next() {
                 Some(p) => fleet = Some(std::path::absolute(PathBuf::from(p))?),
                 None => return Err("--fleet needs a path".into()),
@@ -86,7 +90,8 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
             }
         }
     }
-    let write = write.unwrap_or(!quick);
+    // A partial run never rewrites docs/performance.md.
+    let write = write.unwrap_or(!quick) && !only_evaluation;
     let scale = if quick { Scale::quick() } else { Scale::full() };
 
     crate::setup()?;
@@ -143,7 +148,11 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
         machine.commit = format!("{} (binary)", ctx.fleet.display());
     }
     let started = Instant::now();
-    let short = ctx.run_all()?;
+    let short = if only_evaluation {
+        ctx.run_evaluation()?
+    } else {
+        ctx.run_all()?
+    };
     let results = Results {
         scale,
         samples: std::mem::take(&mut ctx.samples),
@@ -270,6 +279,20 @@ impl Ctx {
             drop_bed(bed)?;
         }
         Ok(short)
+    }
+
+    /// Only the evaluation runs, on a fresh bed of the most hosts (`--only-evaluation`).
+    fn run_evaluation(&mut self) -> Result<Option<Short>> {
+        let n = self.scale.many;
+        let bed = self.bed(n, None, Variant::Base)?;
+        self.plan(&bed, "plan")?;
+        let eval = self.evaluation(&bed)?;
+        drop_bed(bed)?;
+        Ok(Some(Short {
+            hosts: n,
+            eval,
+            ..Short::default()
+        }))
     }
 
     // -----------------------------------------------------------------------------------
