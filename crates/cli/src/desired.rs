@@ -187,7 +187,7 @@ pub async fn build(
                     system: host.system.clone(),
                     toplevel: b.toplevel,
                     package: b.package,
-                    flake: b.flake.and_then(to_planner_lock),
+                    flake: b.flake,
                 });
             (host.name.clone(), r)
         })
@@ -230,16 +230,9 @@ struct Wanted {
     flake: Option<FlakeLock>,
 }
 
-/// A flake lock from fleet-nix-build or a host's record, in the planner's type (same shape).
-fn to_planner_lock(lock: impl serde::Serialize) -> Option<FlakeLock> {
-    serde_json::to_value(lock)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
-}
-
 /// The flake lock a host's deployment record carries (`flake`), if any.
 pub fn recorded_flake(record: Option<&serde_json::Value>) -> Option<FlakeLock> {
-    to_planner_lock(record?.get("flake")?)
+    serde_json::from_value(record?.get("flake")?.clone()).ok()
 }
 
 /// Reads the closures of all wanted packages in one local query and splits them per host.

@@ -1,35 +1,9 @@
 //! A flake host's lock in the plan: the flake's revision (or NAR hash) and which of its inputs
 //! changed since the host's last deploy (the lock recorded on the host).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-/// What a flake was locked to (the same shape as fleet-nix-build's and the host's record).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlakeLock {
-    pub reference: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    pub nar_hash: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<u64>,
-    #[serde(default)]
-    pub dirty: bool,
-    #[serde(default)]
-    pub inputs: BTreeMap<String, LockedInput>,
-}
-
-/// One input of a flake as its lock has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockedInput {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nar_hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<u64>,
-}
+pub use fleet_types::{FlakeLock, LockedInput};
 
 /// The flake part of a host's plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,18 +25,16 @@ pub struct InputChange {
     pub to: Option<String>,
 }
 
-impl LockedInput {
-    /// `2026-11-20 (1a2b3c4)`: the date of its last change and a short revision or hash.
-    pub fn label(&self) -> String {
-        let id = match (&self.revision, &self.nar_hash) {
-            (Some(r), _) => r.chars().take(7).collect(),
-            (None, Some(h)) => short_hash(h),
-            (None, None) => "?".to_owned(),
-        };
-        match self.last_modified.filter(|t| *t > 86_400) {
-            Some(t) => format!("{} ({id})", date(t)),
-            None => id,
-        }
+/// `2026-11-20 (1a2b3c4)`: the date of an input's last change and a short revision or hash.
+pub fn input_label(input: &LockedInput) -> String {
+    let id = match (&input.revision, &input.nar_hash) {
+        (Some(r), _) => r.chars().take(7).collect(),
+        (None, Some(h)) => short_hash(h),
+        (None, None) => "?".to_owned(),
+    };
+    match input.last_modified.filter(|t| *t > 86_400) {
+        Some(t) => format!("{} ({id})", date(t)),
+        None => id,
     }
 }
 
@@ -103,8 +75,8 @@ pub fn flake_plan(desired: &FlakeLock, previous: Option<&FlakeLock>) -> FlakePla
             if old != new {
                 changed.push(InputChange {
                     input: name.clone(),
-                    from: old.map(LockedInput::label),
-                    to: new.map(LockedInput::label),
+                    from: old.map(input_label),
+                    to: new.map(input_label),
                 });
             }
         }

@@ -52,7 +52,8 @@ use measure::{machine_busy, spawn, veth_tx};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation]
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation]
 
   --quick        a smoke run: 40 paths / 20 MB, 1 and 3 hosts, no-op and status on 6 hosts
   --write        rewrite the generated part of docs/performance.md (default for a full run)
