@@ -62,8 +62,7 @@ impl Provenance {
 
 /// The name of this process's user in `/etc/passwd` (when `$USER` is not set, e.g. in CI).
 fn login_name() -> Option<String> {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() }.to_string();
+    let uid = rustix::process::getuid().as_raw().to_string();
     std::fs::read_to_string("/etc/passwd")
         .ok()?
         .lines()

@@ -3,8 +3,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::unix::io::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions, Termios};
 
 use zeroize::Zeroizing;
 
@@ -29,22 +30,20 @@ pub fn stdout_color(when: crate::args::ColorWhen) -> bool {
 
 /// The prompt waiting for a line, if any: its terminal and the settings to restore. The
 /// Ctrl-C handler ([`interrupt_prompt`]) restores them and exits, since a blocking read of the
-/// terminal does not return on SIGINT once tokio handles the signal.
+/// terminal does not return on SIGINT once tokio handles the signal. (This is why fleet does
+/// not use `rpassword`: its read cannot be interrupted with the terminal restored.)
 static PROMPT: Mutex<Option<Prompting>> = Mutex::new(None);
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Prompting {
-    fd: i32,
+    tty: Arc<File>,
     /// The settings before echo was turned off; `None` when echo was left on.
-    saved: Option<libc::termios>,
+    saved: Option<Termios>,
 }
 
 fn restore(p: &Prompting) {
     if let Some(saved) = &p.saved {
-        // SAFETY: restores settings read by tcgetattr on the same, still open, descriptor.
-        unsafe {
-            libc::tcsetattr(p.fd, libc::TCSANOW, saved);
-        }
+        let _ = tcsetattr(&*p.tty, OptionalActions::Now, saved);
     }
 }
 
@@ -69,27 +68,19 @@ struct PromptGuard {
 
 impl PromptGuard {
     fn new(tty: &File, echo: bool) -> std::io::Result<Self> {
-        let fd = tty.as_raw_fd();
+        let tty = Arc::new(tty.try_clone()?);
         let saved = if echo {
             None
         } else {
-            // SAFETY: tcgetattr/tcsetattr on a descriptor we own, with a zeroed termios to fill.
-            unsafe {
-                let mut saved: libc::termios = std::mem::zeroed();
-                if libc::tcgetattr(fd, &mut saved) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut quiet = saved;
-                quiet.c_lflag &= !libc::ECHO;
-                quiet.c_lflag |= libc::ECHONL;
-                if libc::tcsetattr(fd, libc::TCSANOW, &quiet) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Some(saved)
-            }
+            let saved = tcgetattr(&*tty)?;
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            quiet.local_modes.insert(LocalModes::ECHONL);
+            tcsetattr(&*tty, OptionalActions::Now, &quiet)?;
+            Some(saved)
         };
-        let state = Prompting { fd, saved };
-        *PROMPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        let state = Prompting { tty, saved };
+        *PROMPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
         Ok(PromptGuard { state })
     }
 }
