@@ -138,6 +138,35 @@ fn tty_passphrase() -> impl Fn(&std::path::Path) -> PassphraseFuture + Send + Sy
     }
 }
 
+/// Runs `one` for each host, at most `parallel` at once, and hands each result to `shown` in
+/// selection order as soon as it and those before it finished (the simple commands: `exec`,
+/// `gc`). Interrupted when `cancel` fired.
+pub async fn each_host<'h, T, F, Fut>(
+    hosts: &[&'h Host],
+    parallel: usize,
+    cancel: &fleet_executor::CancellationToken,
+    one: F,
+    mut shown: impl FnMut(&T),
+) -> Result<Vec<T>, CliError>
+where
+    F: Fn(&'h Host) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    let mut done = futures::stream::iter(hosts.iter().copied())
+        .map(one)
+        .buffered(parallel.max(1));
+    let mut out = Vec::with_capacity(hosts.len());
+    while let Some(r) = done.next().await {
+        shown(&r);
+        out.push(r);
+    }
+    if cancel.is_cancelled() {
+        return Err(CliError::Interrupted);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

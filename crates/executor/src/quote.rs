@@ -48,6 +48,20 @@ fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"_-./:=@+,%".contains(&b)
 }
 
+/// Test helper: `script` parses as POSIX sh (`sh -n`), with sh's complaint as the failure.
+#[cfg(test)]
+pub(crate) fn assert_posix_sh(script: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,14 +293,6 @@ async fn reboot_and_wait(
 mod tests {
     #[test]
     fn the_host_script_is_posix_sh() {
-        let out = std::process::Command::new("sh")
-            .args(["-n", "-c", super::SCRIPT])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::quote::assert_posix_sh(super::SCRIPT);
     }
 }

@@ -461,11 +461,7 @@ mod tests {
     #[test]
     fn the_upload_script_parses_and_sets_the_mode_before_writing() {
         let script = upload_script(&meta());
-        let ok = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        crate::quote::assert_posix_sh(&script);
         let chmod = script.find("chmod -- 440").unwrap();
         let chown = script.find("chown -- root:wheel").unwrap();
         let write = script.find("cat > \"$tmp\"").unwrap();

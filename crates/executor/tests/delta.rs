@@ -49,6 +49,24 @@ fn real_path(p: &StorePath) -> PathBuf {
     PathBuf::from(p.as_str())
 }
 
+/// The bundle for a host lacking `missing` and holding `has`, from this machine's store.
+async fn bundle(
+    missing: &[PathInfo],
+    has: &[StorePath],
+    cache: &PatchCache,
+    tmp: &std::path::Path,
+) -> Option<delta::Bundle> {
+    delta::bundle(
+        missing,
+        has,
+        |p| real_path(p).exists(),
+        real_path,
+        cache,
+        tmp,
+    )
+    .await
+}
+
 async fn closure(p: &StorePath) -> Vec<PathInfo> {
     closure_infos(&LocalStore::system(), std::slice::from_ref(p))
         .await
@@ -115,16 +133,9 @@ async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
     let new_infos = closure(&new).await;
     let missing = lacking(&conn, &new_infos).await;
     assert_eq!(missing.len(), 2, "dep and lib");
-    let b = delta::bundle(
-        &missing,
-        &has,
-        |p| real_path(p).exists(),
-        real_path,
-        &cache,
-        tmp.path(),
-    )
-    .await
-    .expect("lib gets a patch");
+    let b = bundle(&missing, &has, &cache, tmp.path())
+        .await
+        .expect("lib gets a patch");
     let lib_patch = b
         .entries
         .iter()
@@ -161,16 +172,7 @@ async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
     let newer_infos = closure(&newer).await;
     let missing = lacking(&conn, &newer_infos).await;
     let has: Vec<StorePath> = new_infos.iter().map(|i| i.path.clone()).collect();
-    let good = delta::bundle(
-        &missing,
-        &has,
-        |p| real_path(p).exists(),
-        real_path,
-        &cache,
-        tmp.path(),
-    )
-    .await
-    .unwrap();
+    let good = bundle(&missing, &has, &cache, tmp.path()).await.unwrap();
     let spoil = |f: &dyn Fn(&mut Entry)| {
         let mut b = good.clone();
         b.entries.iter_mut().for_each(f);

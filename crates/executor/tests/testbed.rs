@@ -1,6 +1,8 @@
 //! The executor against the simulated fleet (fleet-testbed: hosts in network namespaces with
 //! their own sshd, `/nix`, and a password-sudo user). Needs root and namespaces; never skipped.
 
+mod simulated;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,26 +10,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fleet_executor::*;
 use fleet_testbed::{HostSpec, Testbed};
+use simulated::connector;
 
-fn connector(tb: &Testbed) -> Arc<Connector> {
-    let mut o = ConnectOptions::from_env();
-    o.ssh_config = None;
-    o.use_agent = false;
-    o.known_hosts = tb.known_hosts_path().to_owned();
-    o.default_identity_files = vec![tb.client_key_path().to_owned()];
-    Arc::new(Connector::new(o, Arc::new(NoPassphrase)).unwrap())
-}
-
+/// A testbed host's target; `pin`: its host key pinned (else known_hosts decides).
 fn target(tb: &Testbed, name: &str, pin: bool) -> SshTarget {
-    let h = tb.host(name);
     SshTarget {
-        name: name.to_owned(),
-        address: Some(h.address.to_string()),
-        port: Some(h.port),
-        user: Some(h.user.clone()),
-        identity_file: Some(tb.client_key_path().to_owned()),
-        host_key: pin.then(|| h.host_key_line.clone()),
-        ..Default::default()
+        host_key: pin.then(|| tb.host(name).host_key_line.clone()),
+        ..simulated::target(tb, name)
     }
 }
 

@@ -9,11 +9,10 @@
 
 use fleet_executor::{command_line, error_chain, CancellationToken, Privilege, Stdin};
 use fleet_inventory::Host;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::args::{ExecArgs, GlobalArgs};
-use crate::error::{CliError, CommandError};
+use crate::error::CommandError;
 use crate::remote::{self, Remote};
 use crate::{exit, load, signals};
 
@@ -55,21 +54,19 @@ pub fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<u8, CommandError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, args.sudo).await?;
-        let mut runs = Vec::new();
-        let mut done = futures::stream::iter(hosts.iter().copied())
-            .map(|h| run_one(&remote, h, &line, args.sudo, &cancel))
-            .buffered(global.parallel.max(1));
         // In selection order, each host as soon as it (and those before it) finished.
-        while let Some(r) = done.next().await {
-            if !global.json {
-                print_host(&r, args.prefix);
-            }
-            runs.push(r);
-        }
-        if cancel.is_cancelled() {
-            return Err(CliError::Interrupted);
-        }
-        Ok(runs)
+        remote::each_host(
+            &hosts,
+            global.parallel,
+            &cancel,
+            |h| run_one(&remote, h, &line, args.sudo, &cancel),
+            |r| {
+                if !global.json {
+                    print_host(r, args.prefix);
+                }
+            },
+        )
+        .await
     })?;
     if global.json {
         outln!(

@@ -11,7 +11,6 @@
 
 use fleet_executor::{command_line, error_chain, CancellationToken, Stdin};
 use fleet_inventory::Host;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::args::{GcArgs, GlobalArgs};
@@ -104,20 +103,18 @@ pub fn run(global: &GlobalArgs, args: &GcArgs) -> Result<u8, CommandError> {
         let cancel = CancellationToken::new();
         signals::on_ctrl_c(cancel.clone());
         let remote = Remote::new(global, &hosts, true).await?;
-        let mut out = Vec::new();
-        let mut done = futures::stream::iter(hosts.iter().copied())
-            .map(|h| gc_one(&remote, h, &cmd, &cancel))
-            .buffered(global.parallel.max(1));
-        while let Some(r) = done.next().await {
-            if !global.json {
-                print_host(&r, args.dry_run);
-            }
-            out.push(r);
-        }
-        if cancel.is_cancelled() {
-            return Err(CliError::Interrupted);
-        }
-        Ok(out)
+        remote::each_host(
+            &hosts,
+            global.parallel,
+            &cancel,
+            |h| gc_one(&remote, h, &cmd, &cancel),
+            |r| {
+                if !global.json {
+                    print_host(r, args.dry_run);
+                }
+            },
+        )
+        .await
     })?;
     if global.json {
         outln!(

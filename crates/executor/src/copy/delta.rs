@@ -337,14 +337,6 @@ pub(crate) async fn delta_first(
 mod tests {
     #[test]
     fn the_host_script_is_posix_sh() {
-        let out = std::process::Command::new("sh")
-            .args(["-n", "-c", super::HOST_SCRIPT])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::quote::assert_posix_sh(super::HOST_SCRIPT);
     }
 }
