@@ -27,6 +27,7 @@
 //! - `cache.rs`: a signed binary cache served on the bridge ([`BinaryCache`]), hosts' own
 //!   nix.conf, remote builder lines.
 //! - `fleet_toml.rs`: a `fleet.toml` for the running hosts.
+//! - `uplink.rs`: a rate limit on the deployer's side of the bridge ([`Testbed::limit_uplink`]).
 //! - `reboot.rs`: simulated reboots ([`Testbed::reboot`]): processes end, `/run` empties, the
 //!   default (or one-shot) boot entry boots, sshd comes back.
 //! - `host.rs`: [`HostSpec`] (what to start), [`SimHost`] (what runs).
@@ -51,6 +52,7 @@ mod setup;
 mod sshd;
 mod testbed;
 mod uname;
+mod uplink;
 pub mod userland;
 
 use std::path::PathBuf;

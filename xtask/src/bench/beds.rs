@@ -389,6 +389,7 @@ pub(super) struct Probe {
     start: Instant,
     machine: Duration,
     wire: u64,
+    uplink: u64,
     noisy: bool,
 }
 
@@ -401,6 +402,7 @@ impl Probe {
         Probe {
             noisy: !measure::busy_processes().is_empty(),
             wire: bed.wire(),
+            uplink: bed.tb.uplink_tx_bytes(),
             machine: machine_busy(),
             start: Instant::now(),
         }
@@ -413,6 +415,7 @@ impl Probe {
             cpu,
             machine: machine_busy().saturating_sub(self.machine),
             wire: bed.wire().saturating_sub(self.wire),
+            uplink: bed.tb.uplink_tx_bytes().saturating_sub(self.uplink),
             noisy: self.noisy || !measure::busy_processes().is_empty(),
             ..Measured::default()
         }

@@ -27,6 +27,7 @@
 //! - `beds.rs`: the testbeds and the tools run on them (fleet, nix-copy-closure, the floor).
 //! - `evaluation.rs`: the no-op re-plan with the evaluation cache, peak memory of heavy
 //!   evaluations with and without `--eval-max-memory`.
+//! - `uplink.rs`: hosts behind one slow deployer uplink, with and without a relay.
 //! - `fleet_output.rs`: fleet's phases, outcomes and bytes from its `apply --json` events.
 //! - `measure.rs`: rusage, `/proc/stat`, veth counters.
 //! - `report.rs`: console tables, ratios, targets, `docs/performance.md`.
@@ -37,6 +38,7 @@ mod fleet_output;
 mod measure;
 mod model;
 mod report;
+mod uplink;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -53,14 +55,16 @@ use measure::{machine_busy, spawn, veth_tx};
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation]
+    "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation] [--only-relay]
 
   --quick        a smoke run: 40 paths / 20 MB, 1 and 3 hosts, no-op and status on 6 hosts
   --write        rewrite the generated part of docs/performance.md (default for a full run)
   --no-write     do not touch docs/performance.md (default for --quick)
   --fleet PATH   measure this fleet binary instead of building one (compare two builds)
   --only-evaluation  only the evaluation runs (cache, heavy evaluations) on the biggest bed;
-                 never writes docs/performance.md";
+                 never writes docs/performance.md
+  --only-relay   only the runs behind one slow uplink (parallel nix-copy-closure, fleet
+                 direct, fleet with a relay); never writes docs/performance.md";
 
 use beds::drop_bed;
 use fleet_output::{fleet_events, nar_of_fleet};
@@ -68,6 +72,7 @@ pub use model::*;
 pub fn run(args: &[OsString]) -> Result<ExitCode> {
     let mut quick = false;
     let mut only_evaluation = false;
+    let mut only_relay = false;
     let mut write = None;
     let mut fleet = None;
     let mut args = args.iter();
@@ -75,6 +80,7 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
         match a.to_string_lossy().as_ref() {
             "--quick" => quick = true,
             "--only-evaluation" => only_evaluation = true,
+            "--only-relay" => only_relay = true,
             "--fleet" => match args.next() {
                 Some(p) => fleet = Some(std::path::absolute(PathBuf::from(p))?),
                 None => return Err("--fleet needs a path".into()),
@@ -92,7 +98,7 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
         }
     }
     // A partial run never rewrites docs/performance.md.
-    let write = write.unwrap_or(!quick) && !only_evaluation;
+    let write = write.unwrap_or(!quick) && !only_evaluation && !only_relay;
     let scale = if quick { Scale::quick() } else { Scale::full() };
 
     crate::setup()?;
@@ -151,6 +157,9 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
     let started = Instant::now();
     let short = if only_evaluation {
         ctx.run_evaluation()?
+    } else if only_relay {
+        ctx.uplink_runs()?;
+        None
     } else {
         ctx.run_all()?
     };
@@ -259,6 +268,9 @@ impl Ctx {
             self.fresh_ncc(n, Some(sc.rate), Tool::NccPar)?;
             self.fresh_ncc(n, Some(sc.rate), Tool::NccParGzip)?;
         }
+        // 2b. The most hosts behind one slow deployer uplink: each byte once per host, or
+        //     once through a relay.
+        self.uplink_runs()?;
         // 3. Incremental deploys: hosts run the base system; the update changes a few
         //    packages.
         for rate in [None, Some(sc.rate)] {

@@ -20,6 +20,8 @@ pub struct Scale {
     pub fresh: Vec<usize>,
     /// Link rate of the rate-limited runs, Mbit/s.
     pub rate: u32,
+    /// The deployer's uplink in the runs behind one uplink (the relay's), Mbit/s.
+    pub uplink: u32,
     /// Host counts of the deployer-CPU series (fleet only).
     pub series: Vec<usize>,
     /// Hosts of the no-op apply and status (the last of `series`).
@@ -42,6 +44,7 @@ impl Scale {
             update_mb: 8,
             fresh: vec![1, 10],
             rate: 20,
+            uplink: 100,
             series: vec![1, 10, 25, 50],
             many: 50,
             repeats: 5,
@@ -59,6 +62,7 @@ impl Scale {
             update_mb: 2,
             fresh: vec![1, 3],
             rate: 20,
+            uplink: 100,
             series: vec![1, 3, 6],
             many: 6,
             repeats: 3,
@@ -85,6 +89,8 @@ pub enum Variant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     Fleet,
+    /// `fleet apply` with a relay host forwarding to the others (`relay = "h1"`).
+    FleetRelay,
     /// `fleet apply --no-compress`: the serve protocol, even to hosts with zstd.
     FleetNoCompress,
     /// `nix-copy-closure` per host, one after the other.
@@ -101,6 +107,7 @@ impl Tool {
     pub fn label(self, hosts: usize) -> &'static str {
         match (self, hosts) {
             (Tool::Fleet, _) => "fleet apply",
+            (Tool::FleetRelay, _) => "fleet apply, relay h1",
             (Tool::FleetNoCompress, _) => "fleet apply --no-compress",
             (Tool::NccSeq | Tool::NccPar, 1) => "nix-copy-closure",
             (Tool::NccSeq, _) => "nix-copy-closure, sequential",
@@ -122,6 +129,8 @@ pub struct Measured {
     pub machine: Duration,
     /// Bytes sent into the hosts' links (all hosts).
     pub wire: u64,
+    /// Bytes the deployer sent into the bridge (its uplink).
+    pub uplink: u64,
     /// NAR bytes that had to reach the hosts (all hosts).
     pub nar: u64,
     /// fleet only: compressed bytes it wrote (all hosts), and its phases.

@@ -142,6 +142,9 @@ pub fn line(smp: &Sample) -> String {
         s(m.machine),
         mb(m.wire),
     );
+    if smp.scenario == super::uplink::UPLINK {
+        let _ = write!(l, "  uplink {} MB", mb(m.uplink));
+    }
     if m.noisy {
         l.push_str("  (other work running: noisy)");
     }
@@ -415,6 +418,29 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
             ));
         }
     }
+    let up = Some(r.scale.uplink);
+    if let (Some(f), Some(p)) = (
+        find(r, super::uplink::UPLINK, n, up, Tool::FleetRelay),
+        find(r, super::uplink::UPLINK, n, up, Tool::NccPar),
+    ) {
+        let q = ratio(f.wall, p.wall);
+        t.push((
+            format!(
+                "{n} hosts behind one {} Mbit/s uplink: fleet with a relay, wall ÷ parallel nix-copy-closure's",
+                r.scale.uplink
+            ),
+            "≤ 0.15×".into(),
+            format!(
+                "{} ({} s vs {} s; uplink carried {} MB vs {} MB)",
+                times(q),
+                s(f.wall),
+                s(p.wall),
+                mb(f.uplink),
+                mb(p.uplink)
+            ),
+            q.map(|q| q <= 0.15),
+        ));
+    }
     if let Some(sh) = &r.short {
         let aw = median(&sh.noop_apply).wall;
         let sw = median(&sh.status).wall;
@@ -471,6 +497,7 @@ pub fn json(r: &Results) -> serde_json::Value {
                 "deployer_cpu_s": secs(x.m.cpu),
                 "machine_cpu_s": secs(x.m.machine),
                 "sent_bytes": x.m.wire,
+                "uplink_bytes": x.m.uplink,
                 "nar_bytes": x.m.nar,
                 "noisy": x.m.noisy,
                 "fleet": x.m.fleet.as_ref().map(|f| serde_json::json!({
