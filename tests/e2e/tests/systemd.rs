@@ -261,9 +261,13 @@ fn the_watchdog_timer_undoes_a_deploy_whose_deployer_died() {
     let f = start(&["h"]);
     let a = current(&f, "h").unwrap();
     f.set_config("h", &sd("h", &["htop", "jq"], ""));
+    // A health check that cannot pass holds the deployer before its confirmation, so killing it
+    // while it checks can never race a confirmation that already went out. The watchdog waits
+    // for the confirmation timeout plus the checks' (6 + 5 s).
+    f.edit_toml(|t| format!("{t}\n[hosts.h.checks]\ntimeout = 5\ncommands = [\"sleep 30\"]\n"));
     let mut running = f.spawn(&["apply", "--json", "--confirm-timeout", "6"]);
-    running.wait_for_event("confirming", LONG, |e| {
-        e["type"] == "phase" && e["host"] == "h" && e["phase"] == "confirming"
+    running.wait_for_event("checking", LONG, |e| {
+        e["type"] == "phase" && e["host"] == "h" && e["phase"] == "checking"
     });
     let b = current(&f, "h").unwrap();
     assert_ne!(a, b, "the new system was active");
