@@ -57,7 +57,16 @@ async fn sudo_password_never_in_argv_or_environment() {
         .env("CONTROL_SECRET", "fleet-control-secret-42")
         .spawn()
         .unwrap();
-    let seen = scan_proc(b"fleet-control-secret-42");
+    // Right after the fork the child still shows its parent's environment until its exec:
+    // scan until the exec is visible (or give up after 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let seen = scan_proc(b"fleet-control-secret-42");
+        if !seen.is_empty() || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     control.kill().unwrap();
     control.wait().unwrap();
     assert!(!seen.is_empty(), "the scanner works");
