@@ -21,6 +21,7 @@
 //! - `diff`: closure diffs from store path names ([`Diff`]).
 //! - `errors`: why a host has no desired system or no facts ([`DesiredError`], [`FactsError`]).
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
+//! - `relay`: which hosts' copies go through a relay ([`assign_relays`], docs/relay.md).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
 mod decide;
@@ -32,6 +33,7 @@ mod goal;
 mod input;
 mod plan;
 mod platform;
+mod relay;
 mod render;
 mod secrets;
 
@@ -39,6 +41,7 @@ pub use decide::{
     copy_route, decide, ApplyPolicy, CopyRoute, Decision, HostPolicy, RebootWhen, RouteFacts, Steps,
 };
 pub use diff::{diff_closures, Change, Diff, Pkg};
+pub use relay::{assign_relays, relay_for};
 pub use drift::{check_still_valid, Drift};
 pub use errors::{DesiredError, FactsError};
 pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
