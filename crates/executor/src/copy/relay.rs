@@ -1,0 +1,547 @@
+//! The relayed copy (docs/relay.md): the compressed segments the hosts behind a relay need go
+//! **once** over the deployer's link into a private folder on the relay, and the relay
+//! forwards each host its segments over the LAN, into the same root `zstd -dc | nix-store
+//! --import` as the direct compressed route.
+//!
+//! The LAN hop has its own, least-privileged channel: a one-off ed25519 key made in memory for
+//! this run (its private half reaches the relay through a channel's stdin, never argv, the
+//! environment, a log or the store), the host keys fleet's own connections verified (the
+//! relay's `ssh` checks them strictly), and on each host one `authorized_keys` line that
+//! accepts that key only from the relay, only until an expiry an hour ahead, and only to run
+//! `cat > FIFO`: the FIFO that host's root import (started by fleet over its own connection,
+//! sudo inside that channel as always) reads. The relay holds no password and gains no lasting
+//! access: the folder, the line and the FIFO are removed at the end (success, failure, Ctrl-C:
+//! [`Cleanups`]), and the expiry bounds a deployer that dies.
+//!
+//! A host whose hop fails (relay unreachable or dying, no `ssh` on it, authentication refused)
+//! gets [`Relayed::Direct`]: the caller copies it directly. A host whose own import fails gets
+//! [`Relayed::Failed`]: it fails alone.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fleet_store::copy::{fan_out, Destination, FanOutOptions};
+use fleet_store::local::LocalStore;
+use fleet_store::{PathInfo, StorePath};
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::PrivateKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use zeroize::Zeroizing;
+
+use super::relay_sh::{self as sh, Dial};
+use super::segments::plan_segments;
+use super::{import_command, CopyDone, OnCopied};
+use crate::error::DeployError;
+use crate::fanout::HostEvents;
+use crate::sudo::Privilege;
+use crate::{Connection, Stdin};
+
+/// How long the `authorized_keys` line is accepted, at most (a deployer that dies mid-run).
+pub const KEY_LIFETIME_SECS: u64 = 3600;
+
+/// One host behind a relay.
+pub struct RelayTarget {
+    pub conn: Arc<Connection>,
+    pub privilege: Privilege,
+    pub missing: BTreeSet<StorePath>,
+    pub events: HostEvents,
+    /// As for the direct import: the deployment id its paths are rooted under until activation.
+    pub pending_roots: Option<String>,
+}
+
+/// How one host's relayed copy ended.
+#[derive(Debug)]
+pub enum Relayed {
+    Done(CopyDone),
+    /// The relay or the LAN hop failed before the host's import got its stream: copy it
+    /// directly (what it imported stays).
+    Direct(String),
+    /// The host's own import failed: it fails alone.
+    Failed(DeployError),
+}
+
+/// Cleanups still owed on hosts (the `authorized_keys` line, the FIFO, the relay's folder).
+/// Each relayed copy runs its own as it goes; what a cancelled copy left is run by
+/// [`Cleanups::run_all`], which the apply calls at its end.
+#[derive(Clone, Default)]
+pub struct Cleanups(Arc<Mutex<Vec<(u64, Arc<Connection>, String)>>>);
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+impl Cleanups {
+    fn add(&self, conn: &Arc<Connection>, script: String) -> u64 {
+        let key = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((key, conn.clone(), script));
+        key
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<Connection>, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs (once) the cleanup registered as `key`; best effort.
+    async fn run(&self, key: u64) {
+        let found = {
+            let mut v = self.lock();
+            v.iter()
+                .position(|(k, ..)| *k == key)
+                .map(|i| v.remove(i))
+        };
+        if let Some((_, conn, script)) = found {
+            let _ = conn.exec(&script, &Privilege::None, Stdin::None).await;
+        }
+    }
+
+    /// Runs every cleanup still owed (best effort, all at once).
+    pub async fn run_all(&self) {
+        let left: Vec<_> = std::mem::take(&mut *self.lock());
+        futures::future::join_all(left.into_iter().map(|(_, conn, script)| async move {
+            let _ = conn.exec(&script, &Privilege::None, Stdin::None).await;
+        }))
+        .await;
+    }
+
+    /// How many are still owed.
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The run's one-off key: the OpenSSH private key (zeroed when dropped) and the public line.
+struct OneOffKey {
+    private: Zeroizing<String>,
+    public: String,
+}
+
+impl OneOffKey {
+    fn new() -> Result<Self, String> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        {
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut seed[..]))
+                .map_err(|e| format!("no randomness for the relay's key: {e}"))?;
+        }
+        let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+        let private = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| format!("encoding the relay's key: {e}"))?;
+        let mut public = key.public_key().clone();
+        public.set_comment("");
+        let public = public
+            .to_openssh()
+            .map_err(|e| format!("encoding the relay's key: {e}"))?;
+        Ok(OneOffKey {
+            private,
+            public: public.trim().to_owned(),
+        })
+    }
+}
+
+/// The address the hosts see the relay's connections come from (`from=` of the line): the
+/// address fleet reaches the relay at, resolved here if it is a name (docs/relay.md: the
+/// relay must be reached at its LAN address).
+pub async fn relay_source_address(relay: &Connection) -> String {
+    let r = relay.resolved();
+    if r.host.parse::<IpAddr>().is_ok() {
+        return r.host.clone();
+    }
+    match tokio::net::lookup_host((r.host.as_str(), r.port)).await {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| r.host.clone()),
+        Err(_) => r.host.clone(),
+    }
+}
+
+/// Where segment uploads stand: how many are on the relay, or why the relay failed.
+#[derive(Debug, Clone)]
+enum Upload {
+    Uploaded(usize),
+    Failed(String),
+}
+
+/// One host's hop, prepared: its folder, its import waiting on the FIFO, its segments.
+struct Hop {
+    index: usize,
+    cleanup: u64,
+    import: crate::RemoteProcess,
+    segments: Vec<usize>,
+    dial: Dial,
+}
+
+/// Copies to `targets` through `relay` (see the module docs). Results in `targets` order;
+/// `on_copied` is told each host whose import completed, as it does.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_via_relay(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    relay: &Arc<Connection>,
+    from: &str,
+    targets: &[RelayTarget],
+    zstd_level: i32,
+    on_copied: OnCopied<'_>,
+    cleanups: &Cleanups,
+) -> Vec<Relayed> {
+    let name = relay.name().to_owned();
+    let mut results: Vec<Option<Relayed>> = (0..targets.len()).map(|_| None).collect();
+    let all_direct = |why: String| -> Vec<Relayed> {
+        (0..targets.len())
+            .map(|_| Relayed::Direct(why.clone()))
+            .collect()
+    };
+    let key = match OneOffKey::new() {
+        Ok(k) => k,
+        Err(e) => return all_direct(e),
+    };
+    let id = crate::deploy::deployment_id();
+
+    // The relay's private folder, with the key (through stdin), the hosts' verified keys and
+    // the end of every stream.
+    let setup = relay
+        .exec(
+            &sh::relay_setup(),
+            &Privilege::None,
+            Stdin::Bytes(bytes::Bytes::from(key.private.as_bytes().to_vec())),
+        )
+        .await;
+    let dir = match setup {
+        Ok(out) if out.success() => out.stdout_lossy().trim().to_owned(),
+        Ok(out) => return all_direct(out.stderr_lossy().trim().to_owned()),
+        Err(e) => return all_direct(e.to_string()),
+    };
+    let relay_cleanup = cleanups.add(relay, sh::relay_cleanup(&dir));
+    let mut known_hosts = String::new();
+    let mut dials = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let r = t.conn.resolved();
+        let dial = Dial {
+            host: r.host.clone(),
+            port: r.port,
+            user: r.user.clone(),
+        };
+        match t.conn.host_key() {
+            Some(k) => known_hosts.push_str(&sh::known_hosts_line(&dial.host, dial.port, k)),
+            None => {
+                results[i] = Some(Relayed::Direct(
+                    "fleet's connection verified no host key to hand the relay".into(),
+                ))
+            }
+        }
+        known_hosts.push('\n');
+        dials.push(dial);
+    }
+    let end = fleet_store::export::export_end(Some(zstd_level));
+    for (file, bytes) in [("known_hosts", known_hosts.into_bytes()), ("end", end)] {
+        let out = relay
+            .exec(
+                &sh::write_file(&dir, file),
+                &Privilege::None,
+                Stdin::Bytes(bytes.into()),
+            )
+            .await;
+        let failed = match out {
+            Ok(o) if o.success() => None,
+            Ok(o) => Some(o.stderr_lossy().trim().to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            cleanups.run(relay_cleanup).await;
+            return all_direct(e);
+        }
+    }
+
+    // Each host: its FIFO and line, then its root import reading the FIFO.
+    let expiry = sh::utc_stamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            + KEY_LIFETIME_SECS,
+    );
+    let prepared = futures::future::join_all(targets.iter().enumerate().map(|(i, t)| {
+        let skip = results[i].is_some() || t.missing.is_empty();
+        let (expiry, key, id) = (&expiry, &key.public, &id);
+        async move {
+            if skip {
+                return None;
+            }
+            Some(prepare_host(t, from, expiry, key, id, cleanups).await)
+        }
+    }))
+    .await;
+    let mut hops = Vec::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        match p {
+            Some(Ok((cleanup, import))) => hops.push((i, cleanup, import)),
+            Some(Err(e)) => results[i] = Some(Relayed::Direct(e)),
+            None if results[i].is_none() => results[i] = Some(Relayed::Done(CopyDone::default())),
+            None => {}
+        }
+    }
+
+    // The segments of the hosts whose hop is ready, each once over the uplink.
+    static NOTHING: BTreeSet<StorePath> = BTreeSet::new();
+    let missing: Vec<&BTreeSet<StorePath>> = (0..targets.len())
+        .map(|i| {
+            if hops.iter().any(|(k, ..)| *k == i) {
+                &targets[i].missing
+            } else {
+                &NOTHING
+            }
+        })
+        .collect();
+    let segments = plan_segments(infos, &missing);
+    let hops: Vec<Hop> = hops
+        .into_iter()
+        .map(|(index, cleanup, import)| Hop {
+            index,
+            cleanup,
+            import,
+            segments: (0..segments.len())
+                .filter(|&s| segments[s].members.contains(&index))
+                .collect(),
+            dial: dials[index].clone(),
+        })
+        .collect();
+    let totals: Vec<(u64, u64)> = targets
+        .iter()
+        .map(|t| {
+            let bytes = infos
+                .iter()
+                .filter(|i| t.missing.contains(&i.path))
+                .map(|i| i.nar_size)
+                .sum();
+            (bytes, t.missing.len() as u64)
+        })
+        .collect();
+    let (tx, rx) = watch::channel(Upload::Uploaded(0));
+    let uploader = async {
+        let mut have = vec![(0u64, 0u64); targets.len()];
+        for (s, seg) in segments.iter().enumerate() {
+            match upload(store, infos, seg.paths.clone(), relay, &dir, s, zstd_level).await {
+                Ok(()) => {
+                    let nar: u64 = infos
+                        .iter()
+                        .filter(|i| seg.paths.contains(&i.path))
+                        .map(|i| i.nar_size)
+                        .sum();
+                    for &m in &seg.members {
+                        have[m].0 += nar;
+                        have[m].1 += seg.paths.len() as u64;
+                        let _ = targets[m]
+                            .events
+                            .progress(have[m].0, totals[m].0, have[m].1, totals[m].1)
+                            .await;
+                    }
+                    let _ = tx.send(Upload::Uploaded(s + 1));
+                }
+                Err(e) => {
+                    let _ = tx.send(Upload::Failed(e));
+                    return;
+                }
+            }
+        }
+    };
+    let forwarders = futures::future::join_all(hops.into_iter().map(|hop| {
+        let (rx, dir, name) = (rx.clone(), &dir, &name);
+        let t = &targets[hop.index];
+        let total = totals[hop.index];
+        async move {
+            let i = hop.index;
+            let r = forward(hop, t, relay, dir, name, rx, total, cleanups).await;
+            if let Relayed::Done(done) = &r {
+                on_copied(i, *done);
+            }
+            (i, r)
+        }
+    }));
+    let ((), finished) = tokio::join!(uploader, forwarders);
+    for (i, r) in finished {
+        results[i] = Some(r);
+    }
+    cleanups.run(relay_cleanup).await;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Relayed::Direct("not relayed".into())))
+        .collect()
+}
+
+/// A host's side of the hop: the FIFO and the `authorized_keys` line (as the login user),
+/// then the root import reading the FIFO (with the privilege, over fleet's own connection).
+async fn prepare_host(
+    t: &RelayTarget,
+    from: &str,
+    expiry: &str,
+    public_key: &str,
+    id: &str,
+    cleanups: &Cleanups,
+) -> Result<(u64, crate::RemoteProcess), String> {
+    let out = t
+        .conn
+        .exec(
+            &sh::host_setup(from, expiry, public_key, id),
+            &Privilege::None,
+            Stdin::None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!(
+            "preparing the hop on {}: {}",
+            t.conn.name(),
+            out.stderr_lossy().trim()
+        ));
+    }
+    let dir = out.stdout_lossy().trim().to_owned();
+    let cleanup = cleanups.add(&t.conn, sh::host_cleanup(&dir, id));
+    let import = import_command(t.pending_roots.as_deref(), &t.missing);
+    match t
+        .conn
+        .spawn(&sh::import_from_fifo(&dir, &import), &t.privilege)
+        .await
+    {
+        Ok(p) => Ok((cleanup, p)),
+        Err(e) => {
+            cleanups.run(cleanup).await;
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Waits for the host's segments on the relay, runs the hop, and reads the import's end.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    hop: Hop,
+    t: &RelayTarget,
+    relay: &Connection,
+    dir: &str,
+    name: &str,
+    mut rx: watch::Receiver<Upload>,
+    (total_bytes, total_paths): (u64, u64),
+    cleanups: &Cleanups,
+) -> Relayed {
+    let need = hop.segments.last().map_or(0, |s| s + 1);
+    let waited = loop {
+        let now = rx.borrow().clone();
+        match now {
+            Upload::Uploaded(k) if k >= need => break Ok(()),
+            Upload::Failed(e) => break Err(format!("relay {name} failed: {e}")),
+            Upload::Uploaded(_) => {}
+        }
+        if rx.changed().await.is_err() {
+            break Err(format!("relay {name}: the upload ended early"));
+        }
+    };
+    let hop_result = match waited {
+        Err(e) => Err(e),
+        Ok(()) => match relay
+            .exec(
+                &sh::forward(dir, &hop.segments, &hop.dial),
+                &Privilege::None,
+                Stdin::None,
+            )
+            .await
+        {
+            Ok(out) if out.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "relay {name} could not forward to {} (exit {}): {}",
+                t.conn.name(),
+                out.status.map_or("signal".into(), |s| s.to_string()),
+                out.stderr_lossy().trim()
+            )),
+            Err(e) => Err(format!("relay {name} failed: {e}")),
+        },
+    };
+    match hop_result {
+        Err(e) => {
+            // Wake the import still waiting on the FIFO, drop it, and remove the line.
+            cleanups.run(hop.cleanup).await;
+            hop.import.kill().await;
+            Relayed::Direct(e)
+        }
+        Ok(()) => {
+            let info = hop.import.finish().await;
+            cleanups.run(hop.cleanup).await;
+            match info {
+                Ok(info) if info.success() => {
+                    let _ = t
+                        .events
+                        .progress(total_bytes, total_bytes, total_paths, total_paths)
+                        .await;
+                    Relayed::Done(CopyDone {
+                        paths: total_paths as usize,
+                        nar_bytes: total_bytes,
+                        wire_bytes: None,
+                    })
+                }
+                Ok(info) => Relayed::Failed(DeployError::Import {
+                    host: t.conn.name().to_owned(),
+                    status: info.status,
+                    stderr: String::from_utf8_lossy(&info.stderr).trim().to_owned(),
+                }),
+                Err(e) => Relayed::Failed(e.into()),
+            }
+        }
+    }
+}
+
+/// One segment, read and compressed once, into `DIR/s<N>` on the relay (a complete zstd
+/// frame, no end marker: the hop appends the segments a host needs, then `end`).
+async fn upload(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    paths: BTreeSet<StorePath>,
+    relay: &Connection,
+    dir: &str,
+    n: usize,
+    zstd_level: i32,
+) -> Result<(), String> {
+    let file = sh::segment_file(n);
+    let proc = relay
+        .spawn(&sh::write_file(dir, &file), &Privilege::None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut stdout, mut stdin, exit) = proc.into_parts();
+    let (nar_tx, nar_rx) = mpsc::channel(64);
+    let label = format!("relay {}", relay.name());
+    let options = FanOutOptions::default();
+    let producer = fan_out(
+        store,
+        infos,
+        vec![Destination {
+            label: label.clone(),
+            missing: paths,
+            tx: nar_tx,
+        }],
+        &options,
+    );
+    let write = async {
+        let r =
+            fleet_store::export::write_export_part(nar_rx, &mut stdin, Some(zstd_level), &label, false)
+                .await;
+        let _ = stdin.shutdown().await;
+        r
+    };
+    let drain = async {
+        let mut sink = Vec::new();
+        let _ = stdout.read_to_end(&mut sink).await;
+    };
+    let (_report, written, ()) = tokio::join!(producer, write, drain);
+    drop(stdin);
+    let info = exit.finish().await.map_err(|e| e.to_string())?;
+    written.map_err(|e| e.to_string())?;
+    if info.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "writing {dir}/{file} failed: {}",
+            String::from_utf8_lossy(&info.stderr).trim()
+        ))
+    }
+}
