@@ -243,6 +243,11 @@ fn update(track: &mut Track, ev: &fleet_executor::Event) {
             track.outcome = Some(outcome.clone());
             track.done_at = Some(ev.at);
         }
+        EventKind::Relayed { .. } | EventKind::RelayFailed { .. } => {
+            if let Some(line) = relay_text(&ev.kind) {
+                track.last = line;
+            }
+        }
     }
 }
 
@@ -352,7 +357,19 @@ fn plain_text(ev: &fleet_executor::Event, track: &mut Track) -> Option<String> {
             )
         }
         EventKind::Outcome { outcome } => outcome_text(outcome),
+        EventKind::Relayed { .. } | EventKind::RelayFailed { .. } => relay_text(&ev.kind)?,
     })
+}
+
+/// A relay event's words (docs/relay.md).
+fn relay_text(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::Relayed { relay } => Some(format!("copied via {relay}")),
+        EventKind::RelayFailed { relay, error } => {
+            Some(format!("relay {relay} failed: {error}; copying directly"))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
