@@ -185,13 +185,24 @@ fn a_relay_that_dies_mid_run_leaves_its_hosts_to_direct_copies() {
         Duration::from_secs(300),
         || {
             relay_dirs().iter().any(|d| {
-                std::fs::metadata(format!("/tmp/{d}/s0")).is_ok_and(|m| m.len() > 100_000)
+                !dirs_before.contains(d)
+                    && std::fs::metadata(format!("/tmp/{d}/s0")).is_ok_and(|m| m.len() > 100_000)
             })
         },
     );
     f.tb.stop_sshd("nas").unwrap();
     let _ = running.running();
     let run = running.finish(Duration::from_secs(300));
+    // The dead relay's own folder could not be removed (fleet could not reach it any more): it
+    // holds the key, which no host accepts any more. Removed here for the next test.
+    let left: Vec<String> = relay_dirs()
+        .into_iter()
+        .filter(|d| !dirs_before.contains(d))
+        .collect();
+    for d in &left {
+        let _ = std::fs::remove_dir_all(format!("/tmp/{d}"));
+    }
+    assert!(left.len() <= 1, "{left:?}");
     eprintln!("{}", run.stderr);
     run.expect_code(0);
     let failed = events_of(&run, "relay-failed");
@@ -199,9 +210,9 @@ fn a_relay_that_dies_mid_run_leaves_its_hosts_to_direct_copies() {
     assert_eq!(hosts, DOWNSTREAM.into_iter().collect(), "{failed:?}");
     for e in &failed {
         assert_eq!(e["relay"], "nas");
-        assert!(e["error"].as_str().unwrap().contains("nas"), "{e}");
+        // It died mid-run: it was reached first.
+        assert!(!e["error"].as_str().unwrap().starts_with("unreachable"), "{e}");
     }
-    assert!(run.stderr.contains("relay nas failed"), "{}", run.stderr);
     for pi in DOWNSTREAM {
         assert_eq!(run.outcomes()[pi], "applied");
         let toplevel = current(&f, pi).expect("activated");
@@ -210,13 +221,6 @@ fn a_relay_that_dies_mid_run_leaves_its_hosts_to_direct_copies() {
         assert!(!keys.contains("fleet-relay-"), "{pi} keeps a line: {keys}");
     }
     assert_eq!(current(&f, "nas"), None, "nas was not deployed");
-    // The dead relay's own folder could not be removed (fleet could not reach it): it holds
-    // the key, which no host accepts any more. Remove it for the next test.
-    for d in relay_dirs() {
-        if !dirs_before.contains(&d) {
-            let _ = std::fs::remove_dir_all(format!("/tmp/{d}"));
-        }
-    }
 }
 
 /// Runs `fleet ARGS` while scanning every process of the run, the relay's and the hosts'
@@ -264,10 +268,18 @@ fn apply_scanned(f: &Fleet, args: &[&str], needles: &[&str]) -> (Run, Vec<(usize
 #[test]
 fn the_password_and_the_key_are_in_no_argv_or_environment() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let f = fleet_with_relay(HostSpec::new("nas").sudo_password(), |n| {
+    let mut f = fleet_with_relay(HostSpec::new("nas").sudo_password(), |n| {
         HostSpec::new(n).sudo_password()
     });
     let password = f.tb.sudo_password().to_owned();
+    // The password comes from a file through a command (as in CI), so it is in no
+    // environment of the test's own making.
+    let pw_file = f.dir.join("pw");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    f.env = vec![(
+        "FLEET_SUDO_PASSWORD_COMMAND".into(),
+        format!("cat '{}'", pw_file.display()),
+    )];
     let home = f.sh("pi1", &format!("getent passwd {} | cut -d: -f6", f.tb.sudo_user()));
     let (run, hits) = apply_scanned(
         &f,
