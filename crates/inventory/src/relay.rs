@@ -57,7 +57,11 @@ impl Checker<'_, '_> {
         let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
         let relayed: Vec<(String, String)> = hosts
             .iter()
-            .filter_map(|h| h.relay.as_ref().map(|r| (h.name.to_string(), r.to_string())))
+            .filter_map(|h| {
+                h.relay
+                    .as_ref()
+                    .map(|r| (h.name.to_string(), r.to_string()))
+            })
             .collect();
         for w in std::mem::take(&mut self.relays) {
             let target = w.relay.value.as_str();
@@ -139,7 +143,10 @@ mod tests {
     fn unknown_relay_says_did_you_mean_at_the_value() {
         let text = format!("{HEAD}[hosts.nas]\n[hosts.pi1]\nrelay = \"nass\"\n");
         let err = run(&text).unwrap_err();
-        assert!(err.contains("there is no host `nass` in this file"), "{err}");
+        assert!(
+            err.contains("there is no host `nass` in this file"),
+            "{err}"
+        );
         assert!(err.contains("did you mean `nas`?"), "{err}");
         let span_at = text.find("\"nass\"").unwrap();
         let opts = ParseOptions {

@@ -155,10 +155,7 @@ pub fn decide(
         CopyRoute::Compressed if !policy.compress => CopyRoute::Serve,
         r => r,
     };
-    let relay = hp
-        .relay
-        .clone()
-        .filter(|_| route == CopyRoute::Compressed);
+    let relay = hp.relay.clone().filter(|_| route == CopyRoute::Compressed);
     Decision::Apply(Steps {
         goal: if reboot { Goal::Boot } else { policy.goal },
         reboot,

@@ -41,13 +41,13 @@ pub use decide::{
     copy_route, decide, ApplyPolicy, CopyRoute, Decision, HostPolicy, RebootWhen, RouteFacts, Steps,
 };
 pub use diff::{diff_closures, Change, Diff, Pkg};
-pub use relay::{assign_relays, relay_for};
 pub use drift::{check_still_valid, Drift};
 pub use errors::{DesiredError, FactsError};
 pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};
 pub use plan::{plan, Action, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute, FORMAT};
+pub use relay::{assign_relays, relay_for};
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};
 

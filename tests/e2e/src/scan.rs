@@ -33,7 +33,11 @@ pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
 
 /// Processes of the run (fleet's descendants, anything in a host's network namespace) whose
 /// argv or environment holds one of `needles`: (needle index, description).
-pub fn scan_proc(needles: &[Vec<u8>], fleet_pid: u32, netns: &BTreeSet<u64>) -> Vec<(usize, String)> {
+pub fn scan_proc(
+    needles: &[Vec<u8>],
+    fleet_pid: u32,
+    netns: &BTreeSet<u64>,
+) -> Vec<(usize, String)> {
     let mut hits = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -55,4 +59,3 @@ pub fn scan_proc(needles: &[Vec<u8>], fleet_pid: u32, netns: &BTreeSet<u64>) -> 
     }
     hits
 }
-

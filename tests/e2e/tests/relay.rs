@@ -94,7 +94,7 @@ fn counters(f: &Fleet) -> (u64, u64, Vec<(u64, u64)>) {
     )
 }
 
-fn events_of<'a>(run: &'a Run, kind: &str) -> Vec<serde_json::Value> {
+fn events_of(run: &Run, kind: &str) -> Vec<serde_json::Value> {
     run.json_lines()
         .into_iter()
         .filter(|e| e["type"] == kind)
@@ -157,7 +157,10 @@ fn hosts_behind_a_relay_get_the_closure_from_it_and_nothing_is_left() {
         "uplink {uplink}, relay sent {relay_sent}, into pis {into_pis}, hosts to deployer \
          {to_deployer}, deployer to pis ≤ {from_deployer}"
     );
-    assert!(one_closure > 1_000_000, "the hops carried {relay_sent} bytes");
+    assert!(
+        one_closure > 1_000_000,
+        "the hops carried {relay_sent} bytes"
+    );
     assert!(
         from_deployer < one_closure / 4,
         "the deployer sent the relayed hosts {from_deployer} bytes (one closure: {one_closure})"
@@ -211,7 +214,10 @@ fn a_relay_that_dies_mid_run_leaves_its_hosts_to_direct_copies() {
     for e in &failed {
         assert_eq!(e["relay"], "nas");
         // It died mid-run: it was reached first.
-        assert!(!e["error"].as_str().unwrap().starts_with("unreachable"), "{e}");
+        assert!(
+            !e["error"].as_str().unwrap().starts_with("unreachable"),
+            "{e}"
+        );
     }
     for pi in DOWNSTREAM {
         assert_eq!(run.outcomes()[pi], "applied");
@@ -280,7 +286,10 @@ fn the_password_and_the_key_are_in_no_argv_or_environment() {
         "FLEET_SUDO_PASSWORD_COMMAND".into(),
         format!("cat '{}'", pw_file.display()),
     )];
-    let home = f.sh("pi1", &format!("getent passwd {} | cut -d: -f6", f.tb.sudo_user()));
+    let home = f.sh(
+        "pi1",
+        &format!("getent passwd {} | cut -d: -f6", f.tb.sudo_user()),
+    );
     let (run, hits) = apply_scanned(
         &f,
         &["apply", "--json"],

@@ -135,8 +135,7 @@ async fn run_group(
         })
         .collect();
     let on_import = |k: usize, done: CopyDone| tell(direct[k].index, Ok(done));
-    let results =
-        copy::copy_compressed_each(store, infos, targets, zstd_level, &on_import).await;
+    let results = copy::copy_compressed_each(store, infos, targets, zstd_level, &on_import).await;
     for (k, r) in results.into_iter().enumerate() {
         tell(direct[k].index, r.map_err(|e| HostOutcome::failed(&e)));
     }

@@ -68,7 +68,10 @@ pub enum Relayed {
 /// Each relayed copy runs its own as it goes; what a cancelled copy left is run by
 /// [`Cleanups::run_all`], which the apply calls at its end.
 #[derive(Clone, Default)]
-pub struct Cleanups(Arc<Mutex<Vec<(u64, Arc<Connection>, String)>>>);
+pub struct Cleanups(Arc<Mutex<Vec<Owed>>>);
+
+/// One cleanup owed: its key, the connection it runs over, the script.
+type Owed = (u64, Arc<Connection>, String);
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -79,7 +82,7 @@ impl Cleanups {
         key
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<Connection>, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Owed>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -87,9 +90,7 @@ impl Cleanups {
     async fn run(&self, key: u64) {
         let found = {
             let mut v = self.lock();
-            v.iter()
-                .position(|(k, ..)| *k == key)
-                .map(|i| v.remove(i))
+            v.iter().position(|(k, ..)| *k == key).map(|i| v.remove(i))
         };
         if let Some((_, conn, script)) = found {
             let _ = conn.exec(&script, &Privilege::None, Stdin::None).await;
@@ -188,7 +189,6 @@ pub async fn copy_via_relay(
     on_copied: OnCopied<'_>,
     cleanups: &Cleanups,
 ) -> Vec<Relayed> {
-    let name = relay.name().to_owned();
     let mut results: Vec<Option<Relayed>> = (0..targets.len()).map(|_| None).collect();
     let all_direct = |why: String| -> Vec<Relayed> {
         (0..targets.len())
@@ -349,12 +349,12 @@ pub async fn copy_via_relay(
         }
     };
     let forwarders = futures::future::join_all(hops.into_iter().map(|hop| {
-        let (rx, dir, name) = (rx.clone(), &dir, &name);
+        let (rx, dir) = (rx.clone(), &dir);
         let t = &targets[hop.index];
         let total = totals[hop.index];
         async move {
             let i = hop.index;
-            let r = forward(hop, t, relay, dir, name, rx, total, cleanups).await;
+            let r = forward(hop, t, relay, dir, rx, total, cleanups).await;
             if let Relayed::Done(done) = &r {
                 on_copied(i, *done);
             }
@@ -421,7 +421,6 @@ async fn forward(
     t: &RelayTarget,
     relay: &Connection,
     dir: &str,
-    name: &str,
     mut rx: watch::Receiver<Upload>,
     (total_bytes, total_paths): (u64, u64),
     cleanups: &Cleanups,
@@ -431,11 +430,11 @@ async fn forward(
         let now = rx.borrow().clone();
         match now {
             Upload::Uploaded(k) if k >= need => break Ok(()),
-            Upload::Failed(e) => break Err(format!("relay {name} failed: {e}")),
+            Upload::Failed(e) => break Err(e),
             Upload::Uploaded(_) => {}
         }
         if rx.changed().await.is_err() {
-            break Err(format!("relay {name}: the upload ended early"));
+            break Err("the upload to the relay ended early".to_owned());
         }
     };
     let hop_result = match waited {
@@ -450,12 +449,12 @@ async fn forward(
         {
             Ok(out) if out.success() => Ok(()),
             Ok(out) => Err(format!(
-                "relay {name} could not forward to {} (exit {}): {}",
+                "forwarding to {} failed (exit {}): {}",
                 t.conn.name(),
                 out.status.map_or("signal".into(), |s| s.to_string()),
                 out.stderr_lossy().trim()
             )),
-            Err(e) => Err(format!("relay {name} failed: {e}")),
+            Err(e) => Err(e.to_string()),
         },
     };
     match hop_result {
@@ -522,9 +521,14 @@ async fn upload(
         &options,
     );
     let write = async {
-        let r =
-            fleet_store::export::write_export_part(nar_rx, &mut stdin, Some(zstd_level), &label, false)
-                .await;
+        let r = fleet_store::export::write_export_part(
+            nar_rx,
+            &mut stdin,
+            Some(zstd_level),
+            &label,
+            false,
+        )
+        .await;
         let _ = stdin.shutdown().await;
         r
     };

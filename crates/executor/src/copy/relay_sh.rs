@@ -169,7 +169,8 @@ mod tests {
     use super::*;
     use crate::quote::assert_posix_sh;
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
     #[test]
     fn the_scripts_are_posix_sh() {
@@ -248,7 +249,10 @@ mod tests {
         assert!(dir.starts_with("/tmp/fleet-relay."), "{dir}");
         let text = std::fs::read_to_string(&keys).unwrap();
         assert!(text.starts_with(&mine), "{text}");
-        assert!(!text.contains("fleet-relay-old-1"), "expired line pruned: {text}");
+        assert!(
+            !text.contains("fleet-relay-old-1"),
+            "expired line pruned: {text}"
+        );
         let want = format!(
             "{} {KEY} fleet-relay-run-7\n",
             line_options("10.0.0.2", "209901010000Z", &format!("{dir}/fifo"))
@@ -271,8 +275,14 @@ mod tests {
             );
         }
         // The cleanup of another run's id leaves this line alone.
-        let dir2 = sh(home.path(), &host_setup("10.0.0.2", "209901010000Z", KEY, "run-8"));
-        sh(home.path(), &host_cleanup("/tmp/fleet-relay.none", "run-80"));
+        let dir2 = sh(
+            home.path(),
+            &host_setup("10.0.0.2", "209901010000Z", KEY, "run-8"),
+        );
+        sh(
+            home.path(),
+            &host_cleanup("/tmp/fleet-relay.none", "run-80"),
+        );
         assert!(std::fs::read_to_string(&keys)
             .unwrap()
             .contains("fleet-relay-run-8\n"));
@@ -285,7 +295,10 @@ mod tests {
     #[test]
     fn cleanup_wakes_a_reader_blocked_on_the_fifo() {
         let home = tempfile::tempdir().unwrap();
-        let dir = sh(home.path(), &host_setup("10.0.0.2", "209901010000Z", KEY, "r1"));
+        let dir = sh(
+            home.path(),
+            &host_setup("10.0.0.2", "209901010000Z", KEY, "r1"),
+        );
         let dir = dir.trim().to_owned();
         let mut reader = Command::new("sh")
             .arg("-c")
