@@ -137,6 +137,8 @@ pub async fn apply_all(
         cleanups: crate::copy::relay::Cleanups::default(),
     };
     let cleanups = copy.cleanups.clone();
+    // Relays of this run that are deployed in it too import from the files they hold.
+    let relays_used: BTreeSet<String> = hosts.iter().filter_map(|h| h.relay.clone()).collect();
     let mut planned = Vec::new();
     for ((index, h), rooted) in hosts.into_iter().enumerate().zip(rooted) {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
@@ -166,7 +168,14 @@ pub async fn apply_all(
                     id: id.clone(),
                 };
                 match h.relay {
-                    Some(relay) => relayed::add(&mut copy.relayed, &opts.relays, relay, part),
+                    Some(relay) => {
+                        relayed::add(&mut copy.relayed, &opts.relays, relay, part, false)
+                    }
+                    None if relays_used.contains(&h.name)
+                        && opts.relays.0.get(&h.name).is_some_and(Result::is_ok) =>
+                    {
+                        relayed::add(&mut copy.relayed, &opts.relays, h.name, part, true)
+                    }
                     None => copy.import.push(part),
                 }
                 pending_roots = Some(id);

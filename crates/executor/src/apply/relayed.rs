@@ -36,6 +36,8 @@ pub(crate) struct RelayGroup {
     pub relay: String,
     pub conn: Result<Arc<Connection>, String>,
     pub parts: Vec<ImportPart>,
+    /// Which of `parts` is the relay itself (deployed in the same run).
+    pub local: Option<usize>,
 }
 
 /// Runs every relay's group at once; each host is told as its copy ends.
@@ -63,13 +65,20 @@ async fn run_group(
     tell: &(dyn Fn(usize, Copied) + Sync),
     cleanups: &Cleanups,
 ) {
-    let RelayGroup { relay, conn, parts } = group;
+    let RelayGroup {
+        relay,
+        conn,
+        parts,
+        local,
+    } = group;
     let results = match &conn {
         Ok(conn) => {
             let from = relay_source_address(conn).await;
             let targets: Vec<RelayTarget> = parts
                 .iter()
-                .map(|p| RelayTarget {
+                .enumerate()
+                .map(|(k, p)| RelayTarget {
+                    local: local == Some(k),
                     conn: p.conn.clone(),
                     privilege: p.privilege.clone(),
                     missing: p.missing.clone(),
@@ -169,10 +178,21 @@ async fn still_missing(
     }
 }
 
-/// Puts `part` into the group of `relay`.
-pub(crate) fn add(groups: &mut Vec<RelayGroup>, relays: &Relays, relay: String, part: ImportPart) {
+/// Puts `part` into the group of `relay`; `local`: it is the relay itself.
+pub(crate) fn add(
+    groups: &mut Vec<RelayGroup>,
+    relays: &Relays,
+    relay: String,
+    part: ImportPart,
+    local: bool,
+) {
     match groups.iter_mut().find(|g| g.relay == relay) {
-        Some(g) => g.parts.push(part),
+        Some(g) => {
+            if local {
+                g.local = Some(g.parts.len());
+            }
+            g.parts.push(part);
+        }
         None => {
             let conn = relays
                 .0
@@ -183,6 +203,7 @@ pub(crate) fn add(groups: &mut Vec<RelayGroup>, relays: &Relays, relay: String, 
                 relay,
                 conn,
                 parts: vec![part],
+                local: local.then_some(0),
             });
         }
     }

@@ -51,6 +51,9 @@ pub struct RelayTarget {
     pub events: HostEvents,
     /// As for the direct import: the deployment id its paths are rooted under until activation.
     pub pending_roots: Option<String>,
+    /// The relay itself, deployed in the same run: it imports from the segment files it
+    /// holds (no hop), so the closure crosses the deployer's link once for it and its hosts.
+    pub local: bool,
 }
 
 /// How one host's relayed copy ended.
@@ -170,8 +173,9 @@ enum Upload {
 /// One host's hop, prepared: its folder, its import waiting on the FIFO, its segments.
 struct Hop {
     index: usize,
-    cleanup: u64,
-    import: crate::RemoteProcess,
+    /// The host's side (its cleanup, its import waiting on the FIFO); `None`: the relay's own
+    /// import, from the files.
+    remote: Option<(u64, crate::RemoteProcess)>,
     segments: Vec<usize>,
     dial: Dial,
 }
@@ -226,6 +230,7 @@ pub async fn copy_via_relay(
             user: r.user.clone(),
         };
         match t.conn.host_key() {
+            _ if t.local => {}
             Some(k) => known_hosts.push_str(&sh::known_hosts_line(&dial.host, dial.port, k)),
             None => {
                 results[i] = Some(Relayed::Direct(
@@ -271,14 +276,21 @@ pub async fn copy_via_relay(
             if skip {
                 return None;
             }
-            Some(prepare_host(t, from, expiry, key, id, cleanups).await)
+            if t.local {
+                return Some(Ok(None));
+            }
+            Some(
+                prepare_host(t, from, expiry, key, id, cleanups)
+                    .await
+                    .map(Some),
+            )
         }
     }))
     .await;
     let mut hops = Vec::new();
     for (i, p) in prepared.into_iter().enumerate() {
         match p {
-            Some(Ok((cleanup, import))) => hops.push((i, cleanup, import)),
+            Some(Ok(remote)) => hops.push((i, remote)),
             Some(Err(e)) => results[i] = Some(Relayed::Direct(e)),
             None if results[i].is_none() => results[i] = Some(Relayed::Done(CopyDone::default())),
             None => {}
@@ -299,10 +311,9 @@ pub async fn copy_via_relay(
     let segments = plan_segments(infos, &missing);
     let hops: Vec<Hop> = hops
         .into_iter()
-        .map(|(index, cleanup, import)| Hop {
+        .map(|(index, remote)| Hop {
             index,
-            cleanup,
-            import,
+            remote,
             segments: (0..segments.len())
                 .filter(|&s| segments[s].members.contains(&index))
                 .collect(),
@@ -437,6 +448,12 @@ async fn forward(
             break Err("the upload to the relay ended early".to_owned());
         }
     };
+    let Some((cleanup, import)) = hop.remote else {
+        return match waited {
+            Err(e) => Relayed::Direct(e),
+            Ok(()) => own_import(t, dir, &hop.segments, (total_bytes, total_paths)).await,
+        };
+    };
     let hop_result = match waited {
         Err(e) => Err(e),
         Ok(()) => match relay
@@ -460,13 +477,13 @@ async fn forward(
     match hop_result {
         Err(e) => {
             // Wake the import still waiting on the FIFO, drop it, and remove the line.
-            cleanups.run(hop.cleanup).await;
-            hop.import.kill().await;
+            cleanups.run(cleanup).await;
+            import.kill().await;
             Relayed::Direct(e)
         }
         Ok(()) => {
-            let info = hop.import.finish().await;
-            cleanups.run(hop.cleanup).await;
+            let info = import.finish().await;
+            cleanups.run(cleanup).await;
             match info {
                 Ok(info) if info.success() => {
                     let _ = t
@@ -487,6 +504,43 @@ async fn forward(
                 Err(e) => Relayed::Failed(e.into()),
             }
         }
+    }
+}
+
+/// The relay's own import, from the segment files it holds (with its privilege).
+async fn own_import(
+    t: &RelayTarget,
+    dir: &str,
+    segments: &[usize],
+    (total_bytes, total_paths): (u64, u64),
+) -> Relayed {
+    let import = import_command(t.pending_roots.as_deref(), &t.missing);
+    let out = t
+        .conn
+        .exec(
+            &sh::import_from_files(dir, segments, &import),
+            &t.privilege,
+            Stdin::None,
+        )
+        .await;
+    match out {
+        Ok(o) if o.success() => {
+            let _ = t
+                .events
+                .progress(total_bytes, total_bytes, total_paths, total_paths)
+                .await;
+            Relayed::Done(CopyDone {
+                paths: total_paths as usize,
+                nar_bytes: total_bytes,
+                wire_bytes: None,
+            })
+        }
+        Ok(o) => Relayed::Failed(DeployError::Import {
+            host: t.conn.name().to_owned(),
+            status: o.status,
+            stderr: o.stderr_lossy().trim().to_owned(),
+        }),
+        Err(e) => Relayed::Direct(e.to_string()),
     }
 }
 

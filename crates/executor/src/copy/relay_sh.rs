@@ -56,11 +56,7 @@ pub(crate) struct Dial {
 /// `known_hosts`. The host's forced command writes them into its FIFO. Exit 255: the hop
 /// itself failed (connection, host key, authentication).
 pub(crate) fn forward(dir: &str, segments: &[usize], dial: &Dial) -> String {
-    let mut files: Vec<String> = segments
-        .iter()
-        .map(|&n| quote(&format!("{dir}/{}", segment_file(n))))
-        .collect();
-    files.push(quote(&format!("{dir}/end")));
+    let files = stream_files(dir, segments);
     format!(
         "cat {} | ssh -F /dev/null -T -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
          -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} \
@@ -70,6 +66,25 @@ pub(crate) fn forward(dir: &str, segments: &[usize], dial: &Dial) -> String {
         quote(&format!("{dir}/known_hosts")),
         dial.port,
         quote(&format!("{}@{}", dial.user, dial.host)),
+    )
+}
+
+/// A host's stream on the relay: its segment files, then the end marker.
+fn stream_files(dir: &str, segments: &[usize]) -> Vec<String> {
+    let mut files: Vec<String> = segments
+        .iter()
+        .map(|&n| quote(&format!("{dir}/{}", segment_file(n))))
+        .collect();
+    files.push(quote(&format!("{dir}/end")));
+    files
+}
+
+/// On the relay, with its privilege: its own import (`import`, from `copy::import_command`)
+/// reading its segment files.
+pub(crate) fn import_from_files(dir: &str, segments: &[usize], import: &str) -> String {
+    format!(
+        "cat {} | ( {import} )",
+        stream_files(dir, segments).join(" ")
     )
 }
 
@@ -185,6 +200,11 @@ mod tests {
             forward("/tmp/fleet-relay.x", &[0, 3], &dial),
             host_setup("10.0.0.2", "202611301200Z", KEY, "1-2-3"),
             import_from_fifo("/tmp/fleet-relay.y", "zstd -dc | nix-store --import"),
+            import_from_files(
+                "/tmp/fleet-relay.x",
+                &[0, 2],
+                "a && zstd -dc | nix-store --import",
+            ),
             host_cleanup("/tmp/fleet-relay.y", "1-2-3"),
             relay_cleanup("/tmp/fleet-relay.x"),
         ] {
