@@ -375,3 +375,27 @@ fn relay_text(kind: &EventKind) -> Option<String> {
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod relay_words {
+    use super::*;
+
+    #[test]
+    fn relay_events_in_words() {
+        let ok = EventKind::Relayed {
+            relay: "nas".into(),
+        };
+        assert_eq!(relay_text(&ok).as_deref(), Some("copied via nas"));
+        let failed = EventKind::RelayFailed {
+            relay: "nas".into(),
+            error: "no ssh client (openssh) on the relay".into(),
+        };
+        assert_eq!(
+            relay_text(&failed).as_deref(),
+            Some("relay nas failed: no ssh client (openssh) on the relay; copying directly")
+        );
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["type"], "relay-failed");
+        assert_eq!(json["relay"], "nas");
+    }
+}

@@ -106,7 +106,8 @@ fn hosts_behind_a_relay_get_the_closure_from_it_and_nothing_is_left() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let f = fleet_with_relay(HostSpec::new("nas"), |n| HostSpec::new(n).tag("pi"));
 
-    let plan = f.fleet(&["plan"]);
+    // Saved, then applied from the file (as the benchmark does).
+    let plan = f.fleet(&["plan", "--out", "plan.json"]);
     plan.expect_code(0);
     for pi in DOWNSTREAM {
         let line = plan
@@ -120,7 +121,7 @@ fn hosts_behind_a_relay_get_the_closure_from_it_and_nothing_is_left() {
     assert!(!direct.stdout.contains("via nas"), "{}", direct.stdout);
 
     let before = counters(&f);
-    let run = f.fleet(&["apply", "--json"]);
+    let run = f.fleet(&["apply", "plan.json", "--json"]);
     let after = counters(&f);
     eprintln!("{}", run.stderr);
     run.expect_code(0);
