@@ -320,3 +320,37 @@ fn the_password_and_the_key_are_in_no_argv_or_environment() {
     }
     assert_nothing_left(&f, home.trim());
 }
+
+/// A host whose sshd does not take the hop's key (as with NixOS's `authorizedKeysInHomedir =
+/// false`: here its `authorized_keys` is `/dev/null`) falls back to a direct copy alone; the
+/// others go through the relay.
+#[test]
+fn a_host_that_refuses_the_hop_is_copied_directly_alone() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let f = fleet_with_relay(HostSpec::new("nas"), |n| HostSpec::new(n).tag("pi"));
+    f.sh(
+        "pi3",
+        "mkdir -p /root/.ssh && ln -sfn /dev/null /root/.ssh/authorized_keys",
+    );
+    let run = f.fleet(&["apply", "--json", "--on", "@pi"]);
+    run.expect_code(0);
+    let failed = events_of(&run, "relay-failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["host"], "pi3");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("forwarding to pi3 failed (exit 255)")
+            && error.contains("Permission denied"),
+        "{error}"
+    );
+    let relayed: BTreeSet<String> = events_of(&run, "relayed")
+        .iter()
+        .map(|e| e["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(relayed, ["pi1".to_owned(), "pi2".to_owned()].into());
+    for pi in DOWNSTREAM {
+        assert_eq!(run.outcomes()[pi], "applied");
+        f.assert_sound(pi, &[current(&f, pi).as_deref()]);
+    }
+    assert_nothing_left(&f, "/root");
+}

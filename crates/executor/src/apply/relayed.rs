@@ -100,15 +100,7 @@ async fn run_group(
     let mut direct = Vec::new();
     for (part, r) in parts.into_iter().zip(results) {
         match r {
-            Relayed::Done(done) => {
-                let _ = part
-                    .events
-                    .emit(EventKind::Relayed {
-                        relay: relay.clone(),
-                    })
-                    .await;
-                tell(part.index, Ok(done));
-            }
+            Relayed::Done(done) => tell(part.index, Ok(done)),
             Relayed::Failed(e) => tell(part.index, Err(HostOutcome::failed(&e))),
             Relayed::Direct(error) => {
                 let _ = part

@@ -32,7 +32,7 @@ pub use super::relay_state::{relay_source_address, Cleanups};
 use super::segments::plan_segments;
 use super::{import_command, CopyDone, OnCopied};
 use crate::error::DeployError;
-use crate::fanout::HostEvents;
+use crate::fanout::{EventKind, HostEvents};
 use crate::sudo::Privilege;
 use crate::{Connection, Stdin};
 
@@ -81,7 +81,7 @@ struct Hop {
 }
 
 /// Copies to `targets` through `relay` (see the module docs). Results in `targets` order;
-/// `on_copied` is told each host whose import completed, as it does.
+/// each host whose import completed gets a `relayed` event and `on_copied` is told, as it does.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_via_relay(
     store: &LocalStore,
@@ -267,6 +267,12 @@ pub async fn copy_via_relay(
             let i = hop.index;
             let r = forward(hop, t, relay, dir, rx, total, cleanups).await;
             if let Relayed::Done(done) = &r {
+                let _ = t
+                    .events
+                    .emit(EventKind::Relayed {
+                        relay: relay.name().to_owned(),
+                    })
+                    .await;
                 on_copied(i, *done);
             }
             (i, r)
