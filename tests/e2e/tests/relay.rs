@@ -354,3 +354,40 @@ fn a_host_that_refuses_the_hop_is_copied_directly_alone() {
     }
     assert_nothing_left(&f, "/root");
 }
+
+/// Ctrl-C while the closure is on its way to the relay: the hosts end `skipped`, and fleet
+/// removes what the run placed: the `authorized_keys` lines, the FIFOs (no import left waiting
+/// on one), the relay's folder with the key.
+#[test]
+fn ctrl_c_during_a_relayed_copy_leaves_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let f = fleet_with_relay(HostSpec::new("nas").rate_mbit(4), |n| {
+        HostSpec::new(n).tag("pi")
+    });
+    let dirs_before: BTreeSet<String> = relay_dirs().into_iter().collect();
+    let running = f.spawn(&["apply", "--json", "--on", "@pi"]);
+    fleet_e2e::wait_until(
+        "the first segment to be on its way to nas",
+        Duration::from_secs(300),
+        || {
+            relay_dirs().iter().any(|d| {
+                !dirs_before.contains(d)
+                    && std::fs::metadata(format!("/tmp/{d}/s0")).is_ok_and(|m| m.len() > 50_000)
+            })
+        },
+    );
+    running.interrupt();
+    let run = running.finish(Duration::from_secs(120));
+    for pi in DOWNSTREAM {
+        assert_eq!(run.outcomes()[pi], "skipped", "{pi}");
+        assert_eq!(current(&f, pi), None);
+        let waiting = f.sh(
+            pi,
+            "me=$(readlink /proc/self/ns/net); for p in /proc/[0-9]*; do \
+             [ \"$(readlink $p/ns/net 2>/dev/null)\" = \"$me\" ] || continue; \
+             tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'fleet-rela[y]' && echo $p; done; true",
+        );
+        assert_eq!(waiting.trim(), "", "{pi}: processes still on the FIFO");
+    }
+    assert_nothing_left(&f, "/root");
+}

@@ -214,6 +214,7 @@ pub async fn apply_all(
             secrets: h.secrets,
             session,
             pending_roots,
+            relay_cleanups: Some(cleanups.clone()),
         };
         let steps = Steps {
             activation: h.activation,

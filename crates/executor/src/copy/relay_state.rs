@@ -47,6 +47,21 @@ impl Cleanups {
         }
     }
 
+    /// Runs (once) every cleanup still owed over `conn` (before it closes).
+    pub async fn run_on(&self, conn: &Arc<Connection>) {
+        let mine: Vec<Owed> = {
+            let mut v = self.lock();
+            let (mine, rest) = std::mem::take(&mut *v)
+                .into_iter()
+                .partition(|(_, c, _)| Arc::ptr_eq(c, conn));
+            *v = rest;
+            mine
+        };
+        for (_, conn, script) in mine {
+            let _ = conn.exec(&script, &Privilege::None, Stdin::None).await;
+        }
+    }
+
     /// Runs every cleanup still owed (best effort, all at once).
     pub async fn run_all(&self) {
         let left: Vec<_> = std::mem::take(&mut *self.lock());
