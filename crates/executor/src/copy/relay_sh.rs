@@ -15,13 +15,41 @@ pub(crate) fn key_comment(id: &str) -> String {
 }
 
 /// On the relay, as the login user: a private folder holding the key read from stdin (never
-/// in argv or the environment). Fails (exit 3) without an `ssh` client. Prints the folder.
+/// in argv or the environment). Fails (exit 3) without an `ssh` client. Prints the folder, then
+/// [`PIPELINED`] when its `tail` follows a file until its writer ends (GNU `tail --pid`): the
+/// hops then forward segments while they arrive.
 pub(crate) fn relay_setup() -> String {
     format!(
         "command -v ssh >/dev/null 2>&1 || {{ echo 'no ssh client (openssh) on the relay' >&2; exit 3; }}; \
-         umask 077 && d=$(mktemp -d {}) && cat > \"$d/key\" && printf '%s\\n' \"$d\"",
+         umask 077 && d=$(mktemp -d {}) && cat > \"$d/key\" && printf '%s\\n' \"$d\" && \
+         {{ tail --pid=$$ -c 0 /dev/null >/dev/null 2>&1 && echo {PIPELINED}; true; }}",
         quote(DIR_TEMPLATE)
     )
+}
+
+/// What [`relay_setup`] prints when the hops can forward segments as they arrive.
+pub(crate) const PIPELINED: &str = "pipelined";
+
+/// What a pipelined hop says on stderr when a segment did not arrive whole (the relay's
+/// upload failed or was abandoned): the host is then copied directly.
+pub(crate) const INCOMPLETE: &str = "fleet-relay: a segment did not arrive whole";
+
+/// On the relay: stdin into segment `n`'s file, its writer's pid published first (`sN.pid`,
+/// atomically) so that pipelined hops follow the file until the writer ends.
+pub(crate) fn segment_upload(dir: &str, n: usize) -> String {
+    let f = quote(&format!("{dir}/{}", segment_file(n)));
+    format!("umask 077 && : > {f} && echo $$ > {f}.t && mv {f}.t {f}.pid && cat >> {f}")
+}
+
+/// On the relay: an empty marker file `DIR/NAME` (`sN.ok`: segment `n` arrived whole, said by
+/// the deployer once its upload ended well; `abort`: the uploads stopped).
+pub(crate) fn mark(dir: &str, name: &str) -> String {
+    format!("umask 077 && : > {}", quote(&format!("{dir}/{name}")))
+}
+
+/// The marker that segment `n` arrived whole.
+pub(crate) fn segment_ok(n: usize) -> String {
+    format!("{}.ok", segment_file(n))
 }
 
 /// On the relay: stdin into `DIR/NAME`, private.
@@ -57,11 +85,41 @@ pub(crate) struct Dial {
 /// itself failed (connection, host key, authentication).
 pub(crate) fn forward(dir: &str, segments: &[usize], dial: &Dial) -> String {
     let files = stream_files(dir, segments);
+    format!("cat {} | {}", files.join(" "), ssh_to(dir, dial))
+}
+
+/// On the relay, pipelined: like [`forward`], but each segment is followed while it arrives
+/// (`tail -f` until its writer ends), and the end marker is sent only if every segment arrived
+/// whole (`sN.ok`); otherwise it says [`INCOMPLETE`] and the host's import gets no end (it
+/// fails, nothing partial is registered). A wait ends with `abort`, with the folder, or after
+/// 10 minutes.
+pub(crate) fn forward_pipelined(dir: &str, segments: &[usize], dial: &Dial) -> String {
+    let d = quote(dir);
+    let names: Vec<String> = segments.iter().map(|&n| segment_file(n)).collect();
+    let wait = |file: &str| {
+        format!(
+            "n=0; while [ ! -e {d}/{file} ]; do \
+             if [ -e {d}/abort ] || [ ! -d {d} ] || [ $n -gt 6000 ]; then echo {} >&2; exit 1; fi; \
+             n=$((n+1)); sleep 0.1; done",
+            quote(INCOMPLETE)
+        )
+    };
     format!(
-        "cat {} | ssh -F /dev/null -T -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
+        "{{ for s in {}; do {}; tail -c +1 -s 0.2 -f --pid=\"$(cat {d}/$s.pid)\" {d}/$s || exit 1; {}; done; \
+         cat {d}/end; }} | {}",
+        names.join(" "),
+        wait("$s.pid"),
+        wait("$s.ok"),
+        ssh_to(dir, dial),
+    )
+}
+
+/// The relay's `ssh` to a downstream host (see [`forward`]).
+fn ssh_to(dir: &str, dial: &Dial) -> String {
+    format!(
+        "ssh -F /dev/null -T -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
          -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} \
          -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR -p {} {}",
-        files.join(" "),
         quote(&format!("{dir}/key")),
         quote(&format!("{dir}/known_hosts")),
         dial.port,
@@ -198,6 +256,9 @@ mod tests {
             relay_setup(),
             write_file("/tmp/fleet-relay.x", "known_hosts"),
             forward("/tmp/fleet-relay.x", &[0, 3], &dial),
+            forward_pipelined("/tmp/fleet-relay.x", &[0, 3], &dial),
+            segment_upload("/tmp/fleet-relay.x", 2),
+            mark("/tmp/fleet-relay.x", &segment_ok(2)),
             host_setup("10.0.0.2", "202611301200Z", KEY, "1-2-3"),
             import_from_fifo("/tmp/fleet-relay.y", "zstd -dc | nix-store --import"),
             import_from_files(
@@ -334,6 +395,78 @@ mod tests {
             }
             assert!(start.elapsed().as_secs() < 5, "the reader is still blocked");
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A pipelined hop (its part before `ssh`) streams a segment while its writer still writes,
+    /// and sends the end only once the segment is marked whole; an aborted upload ends it with
+    /// [`INCOMPLETE`] and no end.
+    #[test]
+    fn a_pipelined_hop_follows_the_segment_and_ends_only_when_it_is_whole() {
+        let dial = Dial {
+            host: "h".into(),
+            port: 22,
+            user: "u".into(),
+        };
+        let hop_of = |dir: &str| {
+            let script = forward_pipelined(dir, &[0], &dial);
+            let (before, _) = script.rsplit_once(" | ssh ").unwrap();
+            before.to_owned()
+        };
+        for whole in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_str().unwrap().to_owned();
+            std::fs::write(format!("{dir}/end"), "END").unwrap();
+            let mut writer = Command::new("sh")
+                .arg("-c")
+                .arg(segment_upload(&dir, 0))
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut hop = Command::new("sh")
+                .arg("-c")
+                .arg(hop_of(&dir))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut hop_out = hop.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 64];
+                let mut all = Vec::new();
+                while let Ok(n) = hop_out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    let _ = tx.send(all.len());
+                }
+                all
+            });
+            {
+                use std::io::Write;
+                let mut w = writer.stdin.take().unwrap();
+                w.write_all(b"first ").unwrap();
+                w.flush().unwrap();
+                // Forwarded while the writer is still writing.
+                let got = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+                assert_eq!(got, 6);
+                w.write_all(b"second ").unwrap();
+            }
+            assert!(writer.wait().unwrap().success());
+            let marker = if whole { segment_ok(0) } else { "abort".into() };
+            sh(tmp.path(), &mark(&dir, &marker));
+            let out = hop.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if whole {
+                assert_eq!(stdout, "first second END", "{stderr}");
+            } else {
+                assert_eq!(stdout, "first second ", "{stderr}");
+                assert!(stderr.contains(INCOMPLETE), "{stderr}");
+            }
         }
     }
 }
