@@ -114,8 +114,13 @@ pub async fn copy_via_relay(
             Stdin::Bytes(bytes::Bytes::from(key.private.as_bytes().to_vec())),
         )
         .await;
-    let dir = match setup {
-        Ok(out) if out.success() => out.stdout_lossy().trim().to_owned(),
+    let (dir, pipelined) = match setup {
+        Ok(out) if out.success() => {
+            let text = out.stdout_lossy();
+            let mut lines = text.lines();
+            let dir = lines.next().unwrap_or_default().trim().to_owned();
+            (dir, lines.any(|l| l.trim() == sh::PIPELINED))
+        }
         Ok(out) => return all_direct(out.stderr_lossy().trim().to_owned()),
         Err(e) => return all_direct(e.to_string()),
     };
@@ -235,7 +240,13 @@ pub async fn copy_via_relay(
     let uploader = async {
         let mut have = vec![(0u64, 0u64); targets.len()];
         for (s, seg) in segments.iter().enumerate() {
-            match upload(store, infos, seg.paths.clone(), relay, &dir, s, zstd_level).await {
+            let uploaded =
+                match upload(store, infos, seg.paths.clone(), relay, &dir, s, zstd_level).await {
+                    // Whole: the pipelined hops may send the end after it.
+                    Ok(()) => mark(relay, &dir, &sh::segment_ok(s)).await,
+                    Err(e) => Err(e),
+                };
+            match uploaded {
                 Ok(()) => {
                     let nar: u64 = infos
                         .iter()
@@ -254,6 +265,8 @@ pub async fn copy_via_relay(
                 }
                 Err(e) => {
                     let _ = tx.send(Upload::Failed(e));
+                    // The pipelined hops stop waiting (best effort: the relay may be gone).
+                    let _ = mark(relay, &dir, "abort").await;
                     return;
                 }
             }
@@ -265,7 +278,7 @@ pub async fn copy_via_relay(
         let total = totals[hop.index];
         async move {
             let i = hop.index;
-            let r = forward(hop, t, relay, dir, rx, total, cleanups).await;
+            let r = forward(hop, t, relay, dir, rx, total, cleanups, pipelined).await;
             if let Relayed::Done(done) = &r {
                 let _ = t
                     .events
@@ -341,9 +354,15 @@ async fn forward(
     mut rx: watch::Receiver<Upload>,
     (total_bytes, total_paths): (u64, u64),
     cleanups: &Cleanups,
+    pipelined: bool,
 ) -> Relayed {
     let need = hop.segments.last().map_or(0, |s| s + 1);
+    // A pipelined hop starts at once and follows the segments as they arrive.
+    let pipe = pipelined && hop.remote.is_some();
     let waited = loop {
+        if pipe {
+            break Ok(());
+        }
         let now = rx.borrow().clone();
         match now {
             Upload::Uploaded(k) if k >= need => break Ok(()),
@@ -364,12 +383,20 @@ async fn forward(
         Err(e) => Err(e),
         Ok(()) => match relay
             .exec(
-                &sh::forward(dir, &hop.segments, &hop.dial),
+                &if pipe {
+                    sh::forward_pipelined(dir, &hop.segments, &hop.dial)
+                } else {
+                    sh::forward(dir, &hop.segments, &hop.dial)
+                },
                 &Privilege::None,
                 Stdin::None,
             )
             .await
         {
+            // The segments did not all arrive: why the upload stopped, if known.
+            Ok(out) if out.stderr_lossy().contains(sh::INCOMPLETE) => {
+                Err(upload_failure(&rx).unwrap_or_else(|| out.stderr_lossy().trim().to_owned()))
+            }
             Ok(out) if out.success() => Ok(()),
             Ok(out) => Err(format!(
                 "forwarding to {} failed (exit {}): {}",
@@ -377,7 +404,7 @@ async fn forward(
                 out.status.map_or("signal".into(), |s| s.to_string()),
                 out.stderr_lossy().trim()
             )),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(upload_failure(&rx).unwrap_or_else(|| e.to_string())),
         },
     };
     match hop_result {
@@ -410,6 +437,14 @@ async fn forward(
                 Err(e) => Relayed::Failed(e.into()),
             }
         }
+    }
+}
+
+/// Why the uploads to the relay stopped, if they did.
+fn upload_failure(rx: &watch::Receiver<Upload>) -> Option<String> {
+    match &*rx.borrow() {
+        Upload::Failed(e) => Some(e.clone()),
+        Upload::Uploaded(_) => None,
     }
 }
 
@@ -450,6 +485,18 @@ async fn own_import(
     }
 }
 
+/// A marker file in the relay's folder.
+async fn mark(relay: &Connection, dir: &str, name: &str) -> Result<(), String> {
+    match relay
+        .exec(&sh::mark(dir, name), &Privilege::None, Stdin::None)
+        .await
+    {
+        Ok(o) if o.success() => Ok(()),
+        Ok(o) => Err(o.stderr_lossy().trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One segment, read and compressed once, into `DIR/s<N>` on the relay (a complete zstd
 /// frame, no end marker: the hop appends the segments a host needs, then `end`).
 async fn upload(
@@ -463,7 +510,7 @@ async fn upload(
 ) -> Result<(), String> {
     let file = sh::segment_file(n);
     let proc = relay
-        .spawn(&sh::write_file(dir, &file), &Privilege::None)
+        .spawn(&sh::segment_upload(dir, n), &Privilege::None)
         .await
         .map_err(|e| e.to_string())?;
     let (mut stdout, mut stdin, exit) = proc.into_parts();
