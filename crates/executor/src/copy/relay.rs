@@ -39,6 +39,11 @@ use crate::{Connection, Stdin};
 /// How long the `authorized_keys` line is accepted, at most (a deployer that dies mid-run).
 pub const KEY_LIFETIME_SECS: u64 = 3600;
 
+/// At most this many hops run at once over fleet's one connection to the relay: with the
+/// upload and a short command, the channels stay under sshd's default `MaxSessions` (10).
+/// The others start as these end (from the files, by then complete).
+pub const MAX_HOPS: usize = 7;
+
 /// One host behind a relay.
 pub struct RelayTarget {
     pub conn: Arc<Connection>,
@@ -237,6 +242,7 @@ pub async fn copy_via_relay(
         })
         .collect();
     let (tx, rx) = watch::channel(Upload::Uploaded(0));
+    let slots = tokio::sync::Semaphore::new(MAX_HOPS);
     let uploader = async {
         let mut have = vec![(0u64, 0u64); targets.len()];
         for (s, seg) in segments.iter().enumerate() {
@@ -273,11 +279,12 @@ pub async fn copy_via_relay(
         }
     };
     let forwarders = futures::future::join_all(hops.into_iter().map(|hop| {
-        let (rx, dir) = (rx.clone(), &dir);
+        let (rx, dir, slots) = (rx.clone(), &dir, &slots);
         let t = &targets[hop.index];
         let total = totals[hop.index];
         async move {
             let i = hop.index;
+            let pipelined = (pipelined, slots);
             let r = forward(hop, t, relay, dir, rx, total, cleanups, pipelined).await;
             if let Relayed::Done(done) = &r {
                 let _ = t
@@ -354,7 +361,7 @@ async fn forward(
     mut rx: watch::Receiver<Upload>,
     (total_bytes, total_paths): (u64, u64),
     cleanups: &Cleanups,
-    pipelined: bool,
+    (pipelined, slots): (bool, &tokio::sync::Semaphore),
 ) -> Relayed {
     let need = hop.segments.last().map_or(0, |s| s + 1);
     // A pipelined hop starts at once and follows the segments as they arrive.
@@ -379,6 +386,8 @@ async fn forward(
             Ok(()) => own_import(t, dir, &hop.segments, (total_bytes, total_paths)).await,
         };
     };
+    // One of the relay connection's hop channels (never closed: acquiring cannot fail).
+    let slot = slots.acquire().await.ok();
     let hop_result = match waited {
         Err(e) => Err(e),
         Ok(()) => match relay
@@ -407,6 +416,7 @@ async fn forward(
             Err(e) => Err(upload_failure(&rx).unwrap_or_else(|| e.to_string())),
         },
     };
+    drop(slot);
     match hop_result {
         Err(e) => {
             // Wake the import still waiting on the FIFO, drop it, and remove the line.
