@@ -1,13 +1,15 @@
 //! The relayed part of an apply's copy (docs/relay.md): per relay, its hosts' compressed
-//! copy through it (`copy::relay`), and for each host whose relay or hop failed, a typed
-//! `relay-failed` event and the direct compressed copy of what it still lacks, in the same
-//! run. A host whose import failed fails alone.
+//! copy through it (`copy::relay`), and for each host whose relay or hop failed, as soon as it
+//! did, a typed `relay-failed` event and the direct compressed copy of what it still lacks, in
+//! the same run. A host whose import failed fails alone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fleet_store::local::LocalStore;
 use fleet_store::{PathInfo, StorePath};
+use tokio::sync::mpsc;
 
 use super::route::ImportPart;
 use super::Copied;
@@ -71,51 +73,96 @@ async fn run_group(
         parts,
         local,
     } = group;
-    let results = match &conn {
-        Ok(conn) => {
-            let from = relay_source_address(conn).await;
-            let targets: Vec<RelayTarget> = parts
-                .iter()
-                .enumerate()
-                .map(|(k, p)| RelayTarget {
-                    local: local == Some(k),
-                    conn: p.conn.clone(),
-                    privilege: p.privilege.clone(),
-                    missing: p.missing.clone(),
-                    events: p.events.clone(),
-                    pending_roots: Some(p.id.clone()),
-                })
-                .collect();
-            let on_copied = |k: usize, done: CopyDone| tell(parts[k].index, Ok(done));
-            copy_via_relay(
-                store, infos, conn, &from, &targets, zstd_level, &on_copied, cleanups,
-            )
-            .await
-        }
-        Err(e) => parts
-            .iter()
-            .map(|_| Relayed::Direct(format!("unreachable: {e}")))
-            .collect(),
-    };
-    let mut direct = Vec::new();
-    for (part, r) in parts.into_iter().zip(results) {
-        match r {
-            Relayed::Done(done) => tell(part.index, Ok(done)),
-            Relayed::Failed(e) => tell(part.index, Err(HostOutcome::failed(&e))),
-            Relayed::Direct(error) => {
-                let _ = part
-                    .events
-                    .emit(EventKind::RelayFailed {
-                        relay: relay.clone(),
-                        error,
+    let (dtx, mut drx) = mpsc::unbounded_channel::<(usize, String)>();
+    let sent = Mutex::new(BTreeSet::new());
+    let relayed = async {
+        let dtx = dtx;
+        let on_direct = |k: usize, why: &str| {
+            sent.lock().unwrap_or_else(|p| p.into_inner()).insert(k);
+            let _ = dtx.send((k, why.to_owned()));
+        };
+        let results = match &conn {
+            Ok(conn) => {
+                let from = relay_source_address(conn).await;
+                let targets: Vec<RelayTarget> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| RelayTarget {
+                        local: local == Some(k),
+                        conn: p.conn.clone(),
+                        privilege: p.privilege.clone(),
+                        missing: p.missing.clone(),
+                        events: p.events.clone(),
+                        pending_roots: Some(p.id.clone()),
                     })
-                    .await;
-                direct.push(part);
+                    .collect();
+                let on_copied = |k: usize, done: CopyDone| tell(parts[k].index, Ok(done));
+                copy_via_relay(
+                    store,
+                    infos,
+                    conn,
+                    &from,
+                    &targets,
+                    zstd_level,
+                    (&on_copied, &on_direct),
+                    cleanups,
+                )
+                .await
+            }
+            Err(e) => parts
+                .iter()
+                .map(|_| Relayed::Direct(format!("unreachable: {e}")))
+                .collect(),
+        };
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Relayed::Done(done) => tell(parts[k].index, Ok(done)),
+                Relayed::Failed(e) => tell(parts[k].index, Err(HostOutcome::failed(&e))),
+                Relayed::Direct(why) => {
+                    if !sent.lock().unwrap_or_else(|p| p.into_inner()).contains(&k) {
+                        let _ = dtx.send((k, why));
+                    }
+                }
             }
         }
-    }
-    if direct.is_empty() {
-        return;
+    };
+    // Hosts fall back as they fail; those failing together are copied together (each path
+    // compressed once for them).
+    let fallback = async {
+        while let Some(first) = drx.recv().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut batch = vec![first];
+            while let Ok(more) = drx.try_recv() {
+                batch.push(more);
+            }
+            direct(store, infos, zstd_level, &relay, &parts, batch, tell).await;
+        }
+    };
+    tokio::join!(relayed, fallback);
+}
+
+/// The direct compressed copy of the hosts (`(index in parts, why)`) whose relay failed, each
+/// of what it still lacks, after a `relay-failed` event each.
+async fn direct(
+    store: &LocalStore,
+    infos: &[PathInfo],
+    zstd_level: i32,
+    relay: &str,
+    parts: &[ImportPart],
+    batch: Vec<(usize, String)>,
+    tell: &(dyn Fn(usize, Copied) + Sync),
+) {
+    let mut direct = Vec::new();
+    for (k, error) in batch {
+        let part = &parts[k];
+        let _ = part
+            .events
+            .emit(EventKind::RelayFailed {
+                relay: relay.to_owned(),
+                error,
+            })
+            .await;
+        direct.push(part);
     }
     // What each still lacks (what the relay delivered before it failed stays).
     let still = futures::future::join_all(

@@ -57,6 +57,10 @@ pub struct RelayTarget {
     pub local: bool,
 }
 
+/// Told, as soon as it is known and before the others end, a target (its index) that falls
+/// back to a direct copy and why: its direct copy can start at once.
+pub type OnDirect<'a> = &'a (dyn Fn(usize, &str) + Sync);
+
 /// How one host's relayed copy ended.
 #[derive(Debug)]
 pub enum Relayed {
@@ -86,7 +90,9 @@ struct Hop {
 }
 
 /// Copies to `targets` through `relay` (see the module docs). Results in `targets` order;
-/// each host whose import completed gets a `relayed` event and `on_copied` is told, as it does.
+/// each host whose import completed gets a `relayed` event and `on_copied` is told, as it does;
+/// `on_direct` hears of a host whose hop failed as it does (the early failures of the whole
+/// relay come back in the results only, at once).
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_via_relay(
     store: &LocalStore,
@@ -95,7 +101,7 @@ pub async fn copy_via_relay(
     from: &str,
     targets: &[RelayTarget],
     zstd_level: i32,
-    on_copied: OnCopied<'_>,
+    (on_copied, on_direct): (OnCopied<'_>, OnDirect<'_>),
     cleanups: &Cleanups,
 ) -> Vec<Relayed> {
     let mut results: Vec<Option<Relayed>> = (0..targets.len()).map(|_| None).collect();
@@ -201,7 +207,10 @@ pub async fn copy_via_relay(
     for (i, p) in prepared.into_iter().enumerate() {
         match p {
             Some(Ok(remote)) => hops.push((i, remote)),
-            Some(Err(e)) => results[i] = Some(Relayed::Direct(e)),
+            Some(Err(e)) => {
+                on_direct(i, &e);
+                results[i] = Some(Relayed::Direct(e));
+            }
             None if results[i].is_none() => results[i] = Some(Relayed::Done(CopyDone::default())),
             None => {}
         }
@@ -286,6 +295,9 @@ pub async fn copy_via_relay(
             let i = hop.index;
             let pipelined = (pipelined, slots);
             let r = forward(hop, t, relay, dir, rx, total, cleanups, pipelined).await;
+            if let Relayed::Direct(why) = &r {
+                on_direct(i, why);
+            }
             if let Relayed::Done(done) = &r {
                 let _ = t
                     .events
