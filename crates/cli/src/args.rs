@@ -174,6 +174,10 @@ pub struct PlanArgs {
     /// Plan to activate the specialisation NAME (or `base`); see `fleet apply --specialisation`.
     #[arg(long, value_name = "NAME")]
     pub specialisation: Option<String>,
+
+    /// Plan every copy direct from here: no host goes through its `relay` (docs/relay.md).
+    #[arg(long)]
+    pub no_relay: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +205,10 @@ pub struct ApplyArgs {
     /// (docs/deltas.md).
     #[arg(long)]
     pub no_deltas: bool,
+
+    /// Copy to every host directly from here: none goes through its `relay` (docs/relay.md).
+    #[arg(long)]
+    pub no_relay: bool,
 
     /// Roll a host back when switch-to-configuration reports failed units (its exit 4). By
     /// default the new system is kept and the units are reported, as nixos-rebuild does.

@@ -47,6 +47,7 @@ mod one_host;
 mod planning;
 mod reasons;
 mod record;
+mod relay;
 mod remote;
 mod render;
 mod report;

@@ -243,6 +243,11 @@ fn update(track: &mut Track, ev: &fleet_executor::Event) {
             track.outcome = Some(outcome.clone());
             track.done_at = Some(ev.at);
         }
+        EventKind::Relayed { .. } | EventKind::RelayFailed { .. } => {
+            if let Some(line) = relay_text(&ev.kind) {
+                track.last = line;
+            }
+        }
     }
 }
 
@@ -352,9 +357,45 @@ fn plain_text(ev: &fleet_executor::Event, track: &mut Track) -> Option<String> {
             )
         }
         EventKind::Outcome { outcome } => outcome_text(outcome),
+        EventKind::Relayed { .. } | EventKind::RelayFailed { .. } => relay_text(&ev.kind)?,
     })
+}
+
+/// A relay event's words (docs/relay.md).
+fn relay_text(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::Relayed { relay } => Some(format!("copied via {relay}")),
+        EventKind::RelayFailed { relay, error } => {
+            Some(format!("relay {relay} failed: {error}; copying directly"))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod relay_words {
+    use super::*;
+
+    #[test]
+    fn relay_events_in_words() {
+        let ok = EventKind::Relayed {
+            relay: "nas".into(),
+        };
+        assert_eq!(relay_text(&ok).as_deref(), Some("copied via nas"));
+        let failed = EventKind::RelayFailed {
+            relay: "nas".into(),
+            error: "no ssh client (openssh) on the relay".into(),
+        };
+        assert_eq!(
+            relay_text(&failed).as_deref(),
+            Some("relay nas failed: no ssh client (openssh) on the relay; copying directly")
+        );
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["type"], "relay-failed");
+        assert_eq!(json["relay"], "nas");
+    }
+}

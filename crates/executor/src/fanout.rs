@@ -64,6 +64,15 @@ pub enum EventKind {
     Outcome {
         outcome: HostOutcome,
     },
+    /// The host's copy went through relay `relay` (docs/relay.md).
+    Relayed {
+        relay: String,
+    },
+    /// Relay `relay` (or its hop to this host) failed: the host is copied directly.
+    RelayFailed {
+        relay: String,
+        error: String,
+    },
 }
 
 /// One event of a run.

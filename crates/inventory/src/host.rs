@@ -33,6 +33,7 @@ const HOST_KEYS: &[&str] = &[
     "flake",
     "impure",
     "substitute",
+    "relay",
 ];
 /// Keys that name one machine and so only make sense per host.
 const HOST_ONLY_KEYS: &[&str] = &["address", "host-key"];
@@ -60,6 +61,7 @@ pub(super) struct Settings {
     pub(super) flake: Option<At<String>>,
     pub(super) impure: Option<At<bool>>,
     pub(super) substitute: Option<At<bool>>,
+    pub(super) relay: Option<At<String>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -153,6 +155,7 @@ impl Checker<'_, '_> {
                 "flake" => out.flake = self.flake_ref(value),
                 "impure" => out.impure = self.boolean(known, value),
                 "substitute" => out.substitute = self.boolean(known, value),
+                "relay" => out.relay = self.word(known, value, &['@', ':', '/']),
                 _ => unreachable_key(known),
             }
         }
@@ -238,7 +241,9 @@ impl Checker<'_, '_> {
             port: own.port.is_some() || defaults.port.is_some(),
         };
         let checks = health::merge(defaults.checks.as_ref(), own.checks.take());
+        let relay = self.relay_of(&name, own.relay.take(), defaults.relay.as_ref());
         Some(Host {
+            relay,
             set_in_file,
             nix_path,
             checks,

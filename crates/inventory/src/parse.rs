@@ -20,6 +20,8 @@ mod host;
 mod nix_path;
 #[path = "pin.rs"]
 mod pin;
+#[path = "relay.rs"]
+mod relay;
 #[path = "secrets.rs"]
 mod secrets;
 #[path = "source.rs"]
@@ -72,6 +74,7 @@ pub fn parse(source: &str, opts: &ParseOptions) -> Result<Inventory, InventoryEr
     let mut cx = Checker {
         problems: Vec::new(),
         opts,
+        relays: Vec::new(),
     };
     let inventory = cx.document(root.get_ref());
     let mut problems = cx.problems;
@@ -124,6 +127,8 @@ fn type_name(value: &DeValue) -> &'static str {
 struct Checker<'o, 'a> {
     problems: Vec<Problem>,
     opts: &'o ParseOptions<'a>,
+    /// Each host's `relay` as written, checked once every host is known.
+    relays: Vec<relay::Written>,
 }
 
 impl Checker<'_, '_> {
@@ -159,6 +164,7 @@ impl Checker<'_, '_> {
                 parsed_hosts.push(host);
             }
         }
+        self.check_relays(&mut parsed_hosts);
         let mut written = Vec::new();
         for (key, value) in secrets.map(entries).unwrap_or_default() {
             if let Some(w) = self.secret(key.get_ref().as_ref(), key.span(), value) {

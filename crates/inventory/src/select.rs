@@ -125,6 +125,7 @@ mod tests {
             confirm_timeout: Duration::from_secs(30),
             checks: None,
             substitute: false,
+            relay: None,
             set_in_file: Default::default(),
             nix_path: Default::default(),
         }

@@ -210,6 +210,10 @@ pub struct Host {
     /// (`nix-copy-closure --use-substitutes`); fleet copies only the rest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub substitute: bool,
+    /// `relay`: the fleet host that forwards this host's copy over its LAN (docs/relay.md).
+    /// Checked: a host of the file, not this one, not relayed itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<HostName>,
     /// Which connection settings fleet.toml gives this host (in its table or in `[defaults]`).
     /// The others are defaults that `~/.ssh/config` may override.
     #[serde(skip)]

@@ -116,6 +116,9 @@ pub struct Steps {
     pub confirm_timeout: Option<Duration>,
     /// How its missing paths travel (`serve` when `--no-compress` overrides the plan).
     pub route: CopyRoute,
+    /// The relay that forwards the copy (`hp.relay`, kept only on the compressed route:
+    /// the LAN hop ends in the same `zstd -dc | nix-store --import`).
+    pub relay: Option<String>,
 }
 
 /// Decide what apply does with a planned host. `drift` is what a saved plan's host changed
@@ -152,11 +155,13 @@ pub fn decide(
         CopyRoute::Compressed if !policy.compress => CopyRoute::Serve,
         r => r,
     };
+    let relay = hp.relay.clone().filter(|_| route == CopyRoute::Compressed);
     Decision::Apply(Steps {
         goal: if reboot { Goal::Boot } else { policy.goal },
         reboot,
         confirm_timeout,
         route,
+        relay,
     })
 }
 
@@ -181,6 +186,7 @@ mod tests {
             activate: true,
             copy: Copy::default(),
             route: CopyRoute::Compressed,
+            relay: Some("nas".into()),
             reboot: false,
             reboot_parts: Vec::new(),
             diff: Diff::default(),
@@ -332,7 +338,10 @@ mod tests {
         };
         let s = steps(decide(&planned(Action::Update), None, &no, HOST));
         assert_eq!(s.route, CopyRoute::Serve);
+        // The relay's hop is a compressed import: no compression, no relay.
+        assert_eq!(s.relay, None);
         let s = steps(decide(&planned(Action::Install), None, &policy(), HOST));
         assert_eq!(s.route, CopyRoute::Compressed);
+        assert_eq!(s.relay.as_deref(), Some("nas"));
     }
 }

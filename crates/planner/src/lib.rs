@@ -21,6 +21,7 @@
 //! - `diff`: closure diffs from store path names ([`Diff`]).
 //! - `errors`: why a host has no desired system or no facts ([`DesiredError`], [`FactsError`]).
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
+//! - `relay`: which hosts' copies go through a relay ([`assign_relays`], docs/relay.md).
 //! - `render`: the human view ([`render`], [`RenderOptions`]).
 
 mod decide;
@@ -32,6 +33,7 @@ mod goal;
 mod input;
 mod plan;
 mod platform;
+mod relay;
 mod render;
 mod secrets;
 
@@ -45,6 +47,7 @@ pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};
 pub use plan::{plan, Action, Copy, Counts, HostPlan, Plan, PlanFileError, Substitute, FORMAT};
+pub use relay::{assign_relays, relay_for};
 pub use render::{human_size, render, RenderOptions};
 pub use secrets::{SecretChange, SecretPlan};
 

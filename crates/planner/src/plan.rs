@@ -98,6 +98,10 @@ pub struct HostPlan {
     /// How `copy` reaches the host (decided from its facts; `apply --no-compress` may override).
     #[serde(default)]
     pub route: CopyRoute,
+    /// The fleet host that forwards the copy over its LAN (`via nas`), decided by
+    /// [`crate::assign_relays`] from fleet.toml's `relay`; `None`: fleet copies directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
     /// Whether the new system only fully takes effect after a reboot: its boot parts differ
     /// from the booted system's.
     pub reboot: bool,
@@ -239,6 +243,7 @@ fn error_plan(input: &HostInput, goal: Goal, error: String) -> HostPlan {
         activate: false,
         copy: Copy::default(),
         route: CopyRoute::Nothing,
+        relay: None,
         reboot: false,
         reboot_parts: Vec::new(),
         diff: Diff::default(),
@@ -346,6 +351,7 @@ fn host_plan(
         activate: need.activate,
         copy,
         route,
+        relay: None,
         reboot: !parts.is_empty(),
         reboot_parts: parts,
         diff,

@@ -122,6 +122,9 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
                 plural(host.copy.paths.len(), "path", "paths"),
                 human_size(host.copy.bytes)
             ));
+            if let Some(relay) = &host.relay {
+                parts.push(format!("via {relay}"));
+            }
             if let Some(pin) = host.pin_bytes {
                 // Once per pin: the next deploys from it find it on the host.
                 parts.push(format!("(nixpkgs source {}, once)", human_size(pin)));

@@ -88,7 +88,7 @@ impl Testbed {
              PidFile /run/sshd.pid\n\
              PermitRootLogin prohibit-password\n\
              PubkeyAuthentication yes\n\
-             AuthorizedKeysFile {authorized}\n\
+             AuthorizedKeysFile {authorized} .ssh/authorized_keys\n\
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              UsePAM no\n\

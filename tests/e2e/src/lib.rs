@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod flakes;
 pub mod matrix;
+pub mod scan;
 
 pub use fleet_testbed::{HostSpec, Testbed, Userland};
 

@@ -91,6 +91,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
         )
         .await?;
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
+        crate::relay::assign(&mut planned.plan, &inventory, args.no_relay);
         if global.json {
             outln!("{}", report::json_line("plan", "plan", &planned.plan));
         } else {
@@ -289,6 +290,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
                         },
                         checks,
                         secrets: std::mem::take(&mut host_secrets),
+                        relay: steps.relay.clone(),
                     });
                 }
             }
@@ -311,10 +313,17 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
             (start, sink.clone(), cancel.clone()),
         )
         .await;
+        let relays = crate::relay::connect(
+            &remote,
+            &inventory,
+            to_apply.iter().filter_map(|h| h.relay.clone()).collect(),
+        )
+        .await;
         let opts = ApplyOptions {
             parallel: global.parallel,
             compress: if args.no_compress { None } else { Some(3) },
             deltas: !args.no_deltas,
+            relays,
             ..ApplyOptions::default()
         };
         let (applied, waves) = apply_in_waves(
@@ -330,6 +339,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
             &rollout,
         )
         .await;
+        opts.relays.close().await;
         let tracks = reporter.await.unwrap_or_default();
 
         let mut applied = applied.into_iter();

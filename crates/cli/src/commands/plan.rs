@@ -42,6 +42,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<u8, CommandError> {
         )
         .await?;
         crate::secrets::plan(&mut planned.plan, &planned.gathered, &secrets).await;
+        crate::relay::assign(&mut planned.plan, &inventory, args.no_relay);
         for (hp, host) in planned.plan.hosts.iter_mut().zip(&hosts) {
             if matches!(hp.action, Action::Install | Action::Update) && hp.goal.activates() {
                 hp.checks = crate::checks::labels(host);

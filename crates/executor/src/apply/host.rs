@@ -78,6 +78,9 @@ pub struct SshHost {
     /// whatever happened (the helper drops them too, but a failed or skipped copy never
     /// reaches it, and its garbage must stay collectable).
     pub(crate) pending_roots: Option<String>,
+    /// What a relayed copy still owes this host (its `authorized_keys` line, its FIFO), run
+    /// before the connection closes (a copy cancelled by Ctrl-C; docs/relay.md).
+    pub(crate) relay_cleanups: Option<crate::copy::relay::Cleanups>,
 }
 
 impl Host for SshHost {
@@ -148,6 +151,9 @@ impl Host for SshHost {
             if let Ok(s) = rx.await {
                 let _ = s.close().await;
             }
+        }
+        if let Some(c) = &self.relay_cleanups {
+            c.run_on(&self.conn).await;
         }
         if let Some(id) = &self.pending_roots {
             let _ = copy::drop_pending_roots(&self.conn, &self.privilege, id).await;

@@ -35,12 +35,14 @@ use crate::{CancellationToken, Connection, Connector, SshTarget};
 #[cfg(test)]
 mod double;
 pub mod host;
+mod relayed;
 mod route;
 mod steps;
 #[cfg(test)]
 mod tests;
 
 pub use host::{Host, SshHost};
+pub use relayed::Relays;
 use route::{CopyPhase, ImportPart, Route, ServePart, SshCopy};
 use steps::Steps;
 
@@ -65,6 +67,8 @@ pub struct ApplyHost {
     /// The secrets this host gets (docs/secrets.md); those it had from fleet and no longer
     /// gets are deleted after its activation.
     pub secrets: Vec<HostSecret>,
+    /// The relay its compressed copy goes through (the plan's `via`; docs/relay.md).
+    pub relay: Option<String>,
 }
 
 /// Run-wide settings of an apply.
@@ -80,6 +84,8 @@ pub struct ApplyOptions {
     /// Send paths as patches against paths of the same package the host has, where that is
     /// worth it (docs/deltas.md).
     pub deltas: bool,
+    /// The relays' connections, by relay name (docs/relay.md).
+    pub relays: Relays,
 }
 
 impl Default for ApplyOptions {
@@ -89,6 +95,7 @@ impl Default for ApplyOptions {
             verify_grace: Duration::from_secs(5),
             compress: Some(3),
             deltas: true,
+            relays: Relays::default(),
         }
     }
 }
@@ -126,7 +133,12 @@ pub async fn apply_all(
         zstd_level: opts.compress.unwrap_or(3),
         serve: Vec::new(),
         import: Vec::new(),
+        relayed: Vec::new(),
+        cleanups: crate::copy::relay::Cleanups::default(),
     };
+    let cleanups = copy.cleanups.clone();
+    // Relays of this run that are deployed in it too import from the files they hold.
+    let relays_used: BTreeSet<String> = hosts.iter().filter_map(|h| h.relay.clone()).collect();
     let mut planned = Vec::new();
     for ((index, h), rooted) in hosts.into_iter().enumerate().zip(rooted) {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
@@ -147,14 +159,25 @@ pub async fn apply_all(
             }),
             Route::Compressed => {
                 let id = h.activation.record.id.clone();
-                copy.import.push(ImportPart {
+                let part = ImportPart {
                     index,
                     conn: h.conn.clone(),
                     privilege: h.privilege.clone(),
                     missing: h.missing,
                     events: events.clone(),
                     id: id.clone(),
-                });
+                };
+                match h.relay {
+                    Some(relay) => {
+                        relayed::add(&mut copy.relayed, &opts.relays, relay, part, false)
+                    }
+                    None if relays_used.contains(&h.name)
+                        && opts.relays.0.get(&h.name).is_some_and(Result::is_ok) =>
+                    {
+                        relayed::add(&mut copy.relayed, &opts.relays, h.name, part, true)
+                    }
+                    None => copy.import.push(part),
+                }
                 pending_roots = Some(id);
                 CopyState::Pending
             }
@@ -191,6 +214,7 @@ pub async fn apply_all(
             secrets: h.secrets,
             session,
             pending_roots,
+            relay_cleanups: Some(cleanups.clone()),
         };
         let steps = Steps {
             activation: h.activation,
@@ -203,7 +227,10 @@ pub async fn apply_all(
             copy: copy_state,
         });
     }
-    orchestrate(planned, copy, opts, &run.cancel).await
+    let out = orchestrate(planned, copy, opts, &run.cancel).await;
+    // What a cancelled relayed copy left on the relays and hosts.
+    cleanups.run_all().await;
+    out
 }
 
 /// The delta phase (docs/deltas.md): hosts with `zstd` and a known closure get patches first,

@@ -70,7 +70,7 @@ pub(crate) struct ImportPart {
     pub id: String,
 }
 
-/// The copy over SSH: both routes at once, each path read from `store` once.
+/// The copy over SSH: every route at once, each path read from `store` once per route.
 pub(crate) struct SshCopy<'a> {
     pub store: &'a LocalStore,
     /// The union of the hosts' closures, in dependency order.
@@ -78,6 +78,9 @@ pub(crate) struct SshCopy<'a> {
     pub zstd_level: i32,
     pub serve: Vec<ServePart>,
     pub import: Vec<ImportPart>,
+    /// Compressed parts that go through a relay (`apply/relayed.rs`).
+    pub relayed: Vec<super::relayed::RelayGroup>,
+    pub cleanups: crate::copy::relay::Cleanups,
 }
 
 impl CopyPhase for SshCopy<'_> {
@@ -88,8 +91,12 @@ impl CopyPhase for SshCopy<'_> {
             zstd_level,
             serve,
             import,
+            relayed,
+            cleanups,
         } = self;
+        let relays = super::relayed::run_groups(store, infos, zstd_level, relayed, tell, &cleanups);
         if serve.is_empty() && import.is_empty() {
+            relays.await;
             return;
         }
         let mut serve_idx = Vec::new();
@@ -142,7 +149,8 @@ impl CopyPhase for SshCopy<'_> {
                         .await
                 }
             };
-            tokio::join!(serve, import)
+            let (serve, import, ()) = tokio::join!(serve, import, relays);
+            (serve, import)
         };
         for (k, r) in import_results.into_iter().enumerate() {
             tell(import[k].index, r.map_err(|e| HostOutcome::failed(&e)));

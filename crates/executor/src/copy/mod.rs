@@ -1,10 +1,15 @@
 //! The copy of an apply's missing paths to the hosts, each path read once however many hosts
 //! lack it: over the hosts' store sessions (`serve`), or as zstd-compressed export streams into
-//! `nix-store --import` (`compressed`, cut into `segments` lacked by the same hosts). Which
+//! `nix-store --import` (`compressed`, cut into `segments` lacked by the same hosts), or
+//! through a relay on the hosts' LAN (`relay`, its shell in `relay_sh`, its key and cleanups
+//! in `relay_state`; docs/relay.md). Which
 //! host takes which route is the apply's choice (`apply/route.rs`).
 
 mod compressed;
 pub mod delta;
+pub mod relay;
+mod relay_sh;
+mod relay_state;
 mod segments;
 mod serve;
 

@@ -20,6 +20,9 @@ pub(crate) struct Checker {
     verdict: Arc<Mutex<Option<HostKeyError>>>,
     /// The key recorded in known_hosts by `accept_new` (OpenSSH format), if any.
     learned: Arc<Mutex<Option<String>>>,
+    /// The key this check accepted (OpenSSH format, no comment): what a relay is told to
+    /// expect from this host (docs/relay.md).
+    accepted: Arc<Mutex<Option<String>>>,
 }
 
 /// A key as fleet.toml's `host-key` value: `ALGORITHM BASE64`, no comment.
@@ -61,6 +64,7 @@ impl Checker {
             lock,
             verdict: Arc::new(Mutex::new(None)),
             learned: Arc::new(Mutex::new(None)),
+            accepted: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -70,6 +74,10 @@ impl Checker {
 
     pub(crate) fn learned(&self) -> Arc<Mutex<Option<String>>> {
         self.learned.clone()
+    }
+
+    pub(crate) fn accepted(&self) -> Arc<Mutex<Option<String>>> {
+        self.accepted.clone()
     }
 
     fn label(&self) -> String {
@@ -150,7 +158,12 @@ impl russh::client::Handler for Checker {
             }
         };
         match res {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if let PublicKeyOrCertificate::PublicKey { key, .. } = key {
+                    *self.accepted.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin_line(key));
+                }
+                Ok(true)
+            }
             Err(e) => {
                 *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 Ok(false)

@@ -237,6 +237,7 @@ impl Connector {
             )?;
             let verdict = handler.verdict();
             let learned = handler.learned();
+            let accepted = handler.accepted();
             let config = Arc::new(client::Config {
                 keepalive_interval: Some(self.options.keepalive_interval),
                 keepalive_max: self.options.keepalive_max,
@@ -339,11 +340,13 @@ impl Connector {
             auth::authenticate(&mut handle, &r, self.options.use_agent, &self.keys).await?;
             tracing::debug!(host = %r.host, user = %r.user, "ssh: authenticated");
             let learned_host_key = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let host_key = accepted.lock().unwrap_or_else(|p| p.into_inner()).take();
             Ok(Connection {
                 handle,
                 name: target.name.clone(),
                 resolved: r,
                 learned_host_key,
+                host_key,
                 _jump: jump,
             })
         })
@@ -401,6 +404,8 @@ pub struct Connection {
     name: String,
     resolved: Resolved,
     learned_host_key: Option<String>,
+    /// The host key this connection verified (pinned or known_hosts), OpenSSH format.
+    host_key: Option<String>,
     /// Keeps the jump host's connection (and so the tunnel) alive.
     _jump: Option<Arc<Connection>>,
 }
@@ -429,6 +434,12 @@ impl Connection {
     /// unknown host), as fleet.toml's `host-key` value.
     pub fn learned_host_key(&self) -> Option<&str> {
         self.learned_host_key.as_deref()
+    }
+
+    /// The host key this connection verified (`ssh-ed25519 AAAA…`, no comment): what a relay
+    /// is told to expect when it dials this host (docs/relay.md).
+    pub fn host_key(&self) -> Option<&str> {
+        self.host_key.as_deref()
     }
 
     /// Whether the connection is gone (keepalive timeout, remote closed).
