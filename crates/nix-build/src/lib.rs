@@ -31,15 +31,15 @@ pub mod error;
 mod eval;
 mod expr;
 pub mod files;
+mod fingerprint;
 mod flake;
 mod nix;
+mod pipeline;
 mod prepare;
 mod push;
 mod realise;
 mod sources;
 pub mod spec;
-
-use std::collections::BTreeSet;
 
 use camino::Utf8Path;
 use fleet_types::{BootEntry, BootSpec};
@@ -53,35 +53,29 @@ pub use spec::{
     LockedInput, PinSpec,
 };
 
-/// Evaluate and build `specs`. Returns one result per spec, in the same order.
+/// Evaluate and build `specs`. Returns one result per spec, in the same order. A host's build
+/// starts as soon as its evaluation returned (`pipeline`), while other batches still evaluate.
 pub async fn evaluate_and_build(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
 ) -> Vec<(String, Result<BuiltHost, BuildError>)> {
-    let mut results = check_and_evaluate(specs, opts).await;
-
-    // Build the union in one realise.
-    let ok: Vec<(usize, eval::Evaluated)> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().ok().map(|ev| (i, ev.clone())))
-        .collect();
-    let mut built: Vec<Option<Result<BuiltHost, BuildError>>> = results
-        .iter_mut()
-        .map(|r| match r {
-            Ok(_) => None,
-            Err(e) => Some(Err(e.clone())),
-        })
-        .collect();
-    if !ok.is_empty() {
-        let build_results = build(specs, &ok, opts).await;
-        for ((i, _), r) in ok.iter().zip(build_results) {
-            built[*i] = Some(r);
-        }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let evaluating = async move {
+        let on_ready = |i: usize, ev: &eval::Evaluated| {
+            let _ = tx.send((i, ev.clone()));
+        };
+        check_and_evaluate(specs, opts, &on_ready).await
+        // `tx` is dropped here: the build ends after the last host evaluated.
+    };
+    let (evaluated, built) = tokio::join!(evaluating, pipeline::build_as_ready(specs, rx, opts));
+    let mut results: Vec<Option<Result<BuiltHost, BuildError>>> =
+        evaluated.into_iter().map(|r| r.err().map(Err)).collect();
+    for (i, r) in built {
+        results[i] = Some(r);
     }
     specs
         .iter()
-        .zip(built)
+        .zip(results)
         .map(|(spec, r)| {
             let r = r.unwrap_or_else(|| {
                 Err(BuildError::Output {
@@ -112,7 +106,7 @@ pub async fn evaluate(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
 ) -> Vec<(String, Result<EvaluatedHost, BuildError>)> {
-    let results = check_and_evaluate(specs, opts).await;
+    let results = check_and_evaluate(specs, opts, &|_, _| {}).await;
     specs
         .iter()
         .zip(results)
@@ -130,10 +124,12 @@ pub async fn evaluate(
 }
 
 /// Resolves paths, checks that this machine can build each system, and evaluates the hosts
-/// that passed. One result per spec, in order.
+/// that passed. One result per spec, in order; each success is also given to `on_ready` (with
+/// its index) as soon as it is known.
 async fn check_and_evaluate(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
+    on_ready: &(dyn Fn(usize, &eval::Evaluated) + Sync),
 ) -> Vec<Result<eval::Evaluated, BuildError>> {
     let mut results: Vec<Option<Result<eval::Evaluated, BuildError>>> =
         specs.iter().map(|_| None).collect();
@@ -189,6 +185,10 @@ async fn check_and_evaluate(
         flake::evaluate(&flake_specs, opts)
     );
     for (i, r) in flake_index.into_iter().zip(flake_evaluated) {
+        let r = r.and_then(|ev| platform_checked(&specs[i], ev));
+        if let Ok(ev) = &r {
+            on_ready(i, ev);
+        }
         results[i] = Some(r);
     }
     for (i, (spec, host)) in pinned_index
@@ -203,22 +203,17 @@ async fn check_and_evaluate(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let evaluated = cache::evaluate(to_eval, opts).await;
-    for (i, r) in eval_index.into_iter().zip(evaluated) {
-        results[i] = Some(r);
-    }
-    for (i, slot) in results.iter_mut().enumerate() {
-        // The configuration's own platform must be fleet.toml's: NixOS lets
-        // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.
-        let Some(r) = slot.take() else { continue };
-        let r = r.and_then(|ev| match &ev.host_platform {
-            Some(p) if *p != specs[i].system => Err(BuildError::PlatformMismatch {
-                configured: p.clone(),
-                system: specs[i].system.clone(),
-            }),
-            _ => Ok(ev),
-        });
-        *slot = Some(r);
+    let on_result = |j: usize, r: &eval::EvalResult| {
+        let i = eval_index[j];
+        if let Ok(ev) = r {
+            if platform_checked(&specs[i], ev.clone()).is_ok() {
+                on_ready(i, ev);
+            }
+        }
+    };
+    let evaluated = cache::evaluate(to_eval, opts, &on_result).await;
+    for (&i, r) in eval_index.iter().zip(evaluated) {
+        results[i] = Some(r.and_then(|ev| platform_checked(&specs[i], ev)));
     }
     results
         .into_iter()
@@ -233,90 +228,19 @@ async fn check_and_evaluate(
         .collect()
 }
 
-async fn build(
-    specs: &[HostBuildSpec],
-    ok: &[(usize, eval::Evaluated)],
-    opts: &BuildOptions,
-) -> Vec<Result<BuiltHost, BuildError>> {
-    let hosts: Vec<String> = ok.iter().map(|(i, _)| specs[*i].name.clone()).collect();
-    let mut drvs: Vec<String> = ok.iter().map(|(_, e)| e.package.clone()).collect();
-    drvs.sort();
-    drvs.dedup();
-    let roots_dir = opts.fleet_dir.join(".fleet").join("gcroots");
-    let temp_dir = roots_dir.join(format!(".building-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&temp_dir) {
-        let err = BuildError::Io {
-            action: "creating",
-            path: temp_dir.to_string(),
-            source: e.into(),
-        };
-        return ok.iter().map(|_| Err(err.clone())).collect();
+/// The configuration's own platform must be fleet.toml's: NixOS lets `nixpkgs.hostPlatform`
+/// win silently over the `system` fleet passes.
+fn platform_checked(
+    spec: &HostBuildSpec,
+    ev: eval::Evaluated,
+) -> Result<eval::Evaluated, BuildError> {
+    match &ev.host_platform {
+        Some(p) if *p != spec.system => Err(BuildError::PlatformMismatch {
+            configured: p.clone(),
+            system: spec.system.clone(),
+        }),
+        _ => Ok(ev),
     }
-
-    opts.emit(BuildEvent::BuildStarted {
-        hosts: hosts.clone(),
-    });
-    let realised = realise::realise(&drvs, &temp_dir.join("build"), opts).await;
-    let (results, built) = match realised {
-        Err(e) => (ok.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
-        Ok(realised) => {
-            let results = after_realise(specs, ok, &realised, &roots_dir, opts).await;
-            (results, realised.built)
-        }
-    };
-    let _ = std::fs::remove_dir_all(&temp_dir);
-    let failed_hosts = hosts
-        .iter()
-        .zip(&results)
-        .filter(|(_, r): &(_, &Result<BuiltHost, BuildError>)| r.is_err())
-        .map(|(h, _)| h.clone())
-        .collect();
-    opts.emit(BuildEvent::BuildFinished {
-        built,
-        failed_hosts,
-    });
-    results
-}
-
-async fn after_realise(
-    specs: &[HostBuildSpec],
-    ok: &[(usize, eval::Evaluated)],
-    realised: &realise::Realised,
-    roots_dir: &Utf8Path,
-    opts: &BuildOptions,
-) -> Vec<Result<BuiltHost, BuildError>> {
-    let outs: Vec<String> = ok.iter().map(|(_, e)| e.package_out.clone()).collect();
-    let invalid = match realise::invalid_paths(&outs, opts).await {
-        Ok(set) => set,
-        Err(e) => return ok.iter().map(|_| Err(e.clone())).collect(),
-    };
-    let mut results = Vec::with_capacity(ok.len());
-    for (i, ev) in ok {
-        let name = &specs[*i].name;
-        if invalid.contains(&ev.package_out) {
-            let closure = realise::drv_closure(&ev.package, opts)
-                .await
-                .unwrap_or_else(|_| BTreeSet::from([ev.package.clone()]));
-            results.push(Err(
-                realise::host_build_error(&closure, realised, opts).await
-            ));
-            continue;
-        }
-        let root = roots_dir.join(realise::root_name(name));
-        let r = realise::add_root(&ev.package_out, &root, opts)
-            .await
-            .map(|()| BuiltHost {
-                toplevel: ev.toplevel_out.clone(),
-                package: ev.package_out.clone(),
-                toplevel_drv: ev.toplevel.clone(),
-                package_drv: ev.package.clone(),
-                gc_root: root,
-                boot: boot_spec(&ev.toplevel_out),
-                flake: ev.flake.clone(),
-            });
-        results.push(r);
-    }
-    results
 }
 
 /// What a built toplevel boots, read from the local store: the targets of its `kernel`,
