@@ -133,44 +133,6 @@ async fn check_and_evaluate(
 ) -> Vec<Result<eval::Evaluated, BuildError>> {
     let mut results: Vec<Option<Result<eval::Evaluated, BuildError>>> =
         specs.iter().map(|_| None).collect();
-    let caps = if specs.iter().any(|s| !s.cross) {
-        Some(NixCapabilities::query(&opts.nix_env).await)
-    } else {
-        None
-    };
-    let check = |spec: &HostBuildSpec| -> Result<(), BuildError> {
-        if !spec.cross {
-            match &caps {
-                Some(Ok(caps)) => {
-                    caps.check(&spec.system)?;
-                    match caps.route(&spec.system) {
-                        Some(BuildRoute::Native) | None => {}
-                        Some(route) => opts.emit(BuildEvent::BuildRoute {
-                            host: spec.name.clone(),
-                            system: spec.system.clone(),
-                            route,
-                        }),
-                    }
-                }
-                Some(Err(e)) => return Err(e.clone()),
-                None => {}
-            }
-        }
-        Ok(())
-    };
-    // Flake hosts: their own evaluation (one per flake).
-    let (flake_index, flake_specs): (Vec<usize>, Vec<&HostBuildSpec>) = specs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.flake.is_some())
-        .filter(|(i, s)| match check(s) {
-            Ok(()) => true,
-            Err(e) => {
-                results[*i] = Some(Err(e));
-                false
-            }
-        })
-        .unzip();
     let pinned: Vec<(usize, HostBuildSpec)> = specs
         .iter()
         .enumerate()
@@ -178,13 +140,38 @@ async fn check_and_evaluate(
         .map(|(i, s)| (i, s.clone()))
         .collect();
     let (pinned_index, pinned_specs): (Vec<usize>, Vec<HostBuildSpec>) = pinned.into_iter().unzip();
+    // The capability check, then the flake hosts (one evaluation per flake), while the pinned
+    // hosts' sources are prepared.
+    let checked_flakes = async {
+        let caps = if specs.iter().any(|s| !s.cross) {
+            Some(NixCapabilities::query(&opts.nix_env).await)
+        } else {
+            None
+        };
+        let mut refused = Vec::new();
+        let (flake_index, flake_specs): (Vec<usize>, Vec<&HostBuildSpec>) = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.flake.is_some())
+            .filter(|(i, s)| match check(s, caps.as_ref(), opts) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.push((*i, e));
+                    false
+                }
+            })
+            .unzip();
+        let evaluated = flake::evaluate(&flake_specs, opts).await;
+        (caps, refused, flake_index.into_iter().zip(evaluated))
+    };
+    let ((caps, refused, flake_evaluated), prepared) =
+        tokio::join!(checked_flakes, prepare::prepare(&pinned_specs, opts));
+    for (i, e) in refused {
+        results[i] = Some(Err(e));
+    }
     let mut to_eval = Vec::new();
     let mut eval_index = Vec::new();
-    let (prepared, flake_evaluated) = tokio::join!(
-        prepare::prepare(&pinned_specs, opts),
-        flake::evaluate(&flake_specs, opts)
-    );
-    for (i, r) in flake_index.into_iter().zip(flake_evaluated) {
+    for (i, r) in flake_evaluated {
         let r = r.and_then(|ev| platform_checked(&specs[i], ev));
         if let Ok(ev) = &r {
             on_ready(i, ev);
@@ -195,7 +182,7 @@ async fn check_and_evaluate(
         .into_iter()
         .zip(pinned_specs.iter().zip(prepared))
     {
-        match host.and_then(|host| check(spec).map(|()| host)) {
+        match host.and_then(|host| check(spec, caps.as_ref(), opts).map(|()| host)) {
             Ok(host) => {
                 to_eval.push((spec.name.clone(), host));
                 eval_index.push(i);
@@ -226,6 +213,34 @@ async fn check_and_evaluate(
             })
         })
         .collect()
+}
+
+/// Can this machine build `spec`'s system (natively, emulated or on a builder)? Says where
+/// when it is not natively here.
+fn check(
+    spec: &HostBuildSpec,
+    caps: Option<&Result<NixCapabilities, BuildError>>,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    if spec.cross {
+        return Ok(());
+    }
+    match caps {
+        Some(Ok(caps)) => {
+            caps.check(&spec.system)?;
+            match caps.route(&spec.system) {
+                Some(BuildRoute::Native) | None => {}
+                Some(route) => opts.emit(BuildEvent::BuildRoute {
+                    host: spec.name.clone(),
+                    system: spec.system.clone(),
+                    route,
+                }),
+            }
+            Ok(())
+        }
+        Some(Err(e)) => Err(e.clone()),
+        None => Ok(()),
+    }
 }
 
 /// The configuration's own platform must be fleet.toml's: NixOS lets `nixpkgs.hostPlatform`
