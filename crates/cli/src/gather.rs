@@ -130,6 +130,9 @@ fn reach_all<'a>(
                     });
                 }
                 let opened = match (&r, open_store) {
+                    // A host that runs a system may run the desired one: a plan may not need
+                    // its store (see `reach_and_query`); it is opened once that is known.
+                    (Ok(reached), Some(false)) if reached.facts.current.is_some() => None,
                     (Ok(reached), Some(keep)) => tokio::select! {
                         s = open_store_session(reached, keep) => Some(s),
                         () = cancel.cancelled() => None,
@@ -142,29 +145,51 @@ fn reach_all<'a>(
         .buffered(parallel.max(1))
 }
 
-/// Each host's desired closure, once the desired systems exist (`None`: there are none, the
+/// What [`reach_and_query`] needs of a host's desired system.
+pub struct Wanted {
+    closure: Vec<String>,
+    toplevel: String,
+    package: String,
+    /// The toplevel's own closure (what the host's current closure is when it runs it).
+    toplevel_closure: Vec<String>,
+}
+
+/// Each host's desired system, once the desired systems exist (`None`: there are none, the
 /// run stops).
-pub type Closures = tokio::sync::watch::Receiver<Option<Arc<BTreeMap<HostName, Vec<String>>>>>;
+pub type Closures = tokio::sync::watch::Receiver<Option<Arc<BTreeMap<HostName, Wanted>>>>;
 
 /// The closures of `desired` per host, as [`reach_and_query`] waits for them.
-pub fn closures(desired: &Desired) -> BTreeMap<HostName, Vec<String>> {
+pub fn closures(desired: &Desired) -> BTreeMap<HostName, Wanted> {
     desired
         .hosts
         .iter()
         .filter_map(|(name, d)| {
             let d = d.as_ref().ok()?;
-            Some((
-                name.clone(),
-                d.closure.iter().map(|c| c.path.clone()).collect(),
-            ))
+            let wanted = Wanted {
+                closure: d.closure.iter().map(|c| c.path.clone()).collect(),
+                toplevel: d.toplevel.clone(),
+                package: d.package.clone(),
+                toplevel_closure: desired.closure_of(&d.toplevel),
+            };
+            Some((name.clone(), wanted))
         })
         .collect()
 }
 
+/// The host already runs `wanted`'s toplevel and holds its package (the facts say so): both
+/// are valid in its store, so their whole closures are (Nix keeps a valid path's closure
+/// valid), and what it runs has the toplevel's closure. No store session is needed.
+fn runs_wanted(reached: &Reached, wanted: &Wanted) -> bool {
+    reached.facts.current.as_deref() == Some(wanted.toplevel.as_str())
+        && reached.facts.package.as_deref() == Some(wanted.package.as_str())
+}
+
 /// [`connect`] and [`query_stores`] as one pipeline per host: each host is reached (at most
-/// `parallel` at once) and its store session opened while the desired systems are still being
-/// built; when `closures` says what they are, every host's store is asked at once (at most
-/// `parallel` queries at a time), without waiting for the slowest host to be reached.
+/// `parallel` at once) and, unless it runs a system already (it may run the desired one), its
+/// store session opened while the desired systems are still being built; when `closures` says
+/// what they are, every host's store is asked at once (at most `parallel` queries at a time),
+/// without waiting for the slowest host to be reached. A plan (`keep_store` false) asks no
+/// store of a host that already runs its desired toplevel and package ([`runs_wanted`]).
 pub async fn reach_and_query(
     remote: &Remote,
     hosts: &[&Host],
@@ -179,24 +204,34 @@ pub async fn reach_and_query(
         .map(|(name, r, opened)| {
             let (mut closures, queries) = (closures.clone(), queries.clone());
             async move {
-                let closure = tokio::select! {
-                    c = closures.wait_for(Option::is_some) => c
-                        .ok()
-                        .and_then(|c| c.as_ref().and_then(|m| m.get(&name).cloned())),
+                let all = tokio::select! {
+                    c = closures.wait_for(Option::is_some) => c.ok().and_then(|c| c.clone()),
                     () = cancel.cancelled() => None,
                 };
+                let wanted = all.as_ref().and_then(|m| m.get(&name));
                 let mut reached = match r {
                     Ok(reached) => reached,
                     other => return (name, other),
                 };
-                let Some(closure) = closure.filter(|c| !c.is_empty()) else {
+                let wanted = match wanted {
+                    Some(w) if !w.closure.is_empty() => w,
+                    _ => {
+                        if let Some(Ok(session)) = opened {
+                            let _ = session.close().await;
+                        }
+                        return (name, Ok(reached));
+                    }
+                };
+                if !keep_store && runs_wanted(&reached, wanted) {
                     if let Some(Ok(session)) = opened {
                         let _ = session.close().await;
                     }
+                    reached.present = wanted.closure.iter().cloned().collect();
+                    reached.current_closure = wanted.toplevel_closure.clone();
                     return (name, Ok(reached));
-                };
+                }
                 let _permit = queries.acquire().await;
-                let r = finish_query(&mut reached, &closure, keep_store, opened).await;
+                let r = finish_query(&mut reached, &wanted.closure, keep_store, opened).await;
                 (name, r.map(|()| reached))
             }
         })
