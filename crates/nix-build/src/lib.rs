@@ -5,7 +5,9 @@
 //! `nixpkgs` (its pin), `nixos-config` (its configuration) and fleet.toml's `nix-path` only, the
 //! deployer's `NIX_PATH` never (many hosts per Nix process when they share a search path), plus a
 //! **deployment package** derivation (the host's own files, `nixpkgs`, `nix-path/` and `system`
-//! links, a `switch` script, a README) that depends only on those files, pin and system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
+//! links, a `switch` script, a README) that depends only on those files, pin and system. Hosts'
+//! packages are built with `nix-store --realise --keep-going` as their evaluations return
+//! (one realise at a time, for every host evaluated since the last one), and each
 //! host's package gets a GC root at `<fleet_dir>/.fleet/gcroots/<host>`. A failed host is a
 //! value: one host's evaluation or build error never hides the others.
 //!
@@ -21,7 +23,10 @@
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `cache`: the evaluation cache (`.fleet/eval-cache.json`): unchanged inputs, no evaluation.
-//! - `realise`: the one build, per-host failures, GC roots.
+//! - `fingerprint`: stat fingerprints of a source's files (git's racy rule), so an unchanged
+//!   source is not put in the store again (`.fleet/sources-cache.json`).
+//! - `pipeline`: evaluation results streamed into the build; no realise when all is built.
+//! - `realise`: a realise, per-host failures, GC roots.
 //! - `push`: [`push_to_cache`], built closures to a binary cache (`fleet build --to`).
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
