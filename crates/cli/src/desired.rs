@@ -30,6 +30,23 @@ impl Desired {
             .find(|(n, _)| n == name)
             .and_then(|(_, d)| d.as_ref().ok())
     }
+
+    /// The closure of `root` (a path of some desired closure), from the local query.
+    pub fn closure_of(&self, root: &str) -> Vec<String> {
+        let Ok(root) = StorePath::new(root.to_owned()) else {
+            return Vec::new();
+        };
+        let index: BTreeMap<&StorePath, usize> = self
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&p.path, i))
+            .collect();
+        closure_of(&self.infos, &index, &root)
+            .into_iter()
+            .map(|i| self.infos[i].path.to_string())
+            .collect()
+    }
 }
 
 /// The folder of fleet.toml: where `.fleet/` goes and what relative paths are relative to.

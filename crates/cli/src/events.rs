@@ -43,7 +43,8 @@ pub enum RunKind {
         route: String,
         builder: Option<String>,
     },
-    /// The one build (`nix-store --realise`) of these hosts' systems started.
+    /// A build of these hosts' systems started (one per round: hosts are built as their
+    /// evaluation returns, while later batches still evaluate).
     BuildStarted { hosts: Vec<String> },
     /// Nix started building this derivation (a store path ending in `.drv`).
     Building { derivation: String },

@@ -2,7 +2,7 @@
 //! runs (one unprivileged command) and, when a desired closure is given, which of its paths
 //! the host already has and the closure of what it runs now (one store session, two requests).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fleet_executor::facts::{read_facts, RemoteFacts};
@@ -87,17 +87,37 @@ pub async fn connect(
     cancel: &CancellationToken,
     on: &(dyn Fn(RunKind) + Sync),
 ) -> Gathered {
+    reach_all(remote, hosts, parallel, cancel, on, None)
+        .map(|(name, r, _)| (name, r))
+        .collect()
+        .await
+}
+
+/// A store session opened before the closure to ask about is known (or why it could not be).
+type Opened = Option<Result<StoreSession, String>>;
+
+/// Reaches every host (at most `parallel` at once), in input order; with `open_store`
+/// (`keep_store`), also opens its store session at once, so that it is ready when the closure
+/// to ask about is.
+fn reach_all<'a>(
+    remote: &'a Remote,
+    hosts: &[&Host],
+    parallel: usize,
+    cancel: &'a CancellationToken,
+    on: &'a (dyn Fn(RunKind) + Sync),
+    open_store: Option<bool>,
+) -> impl futures::Stream<Item = (HostName, Result<Reached, FactsError>, Opened)> + 'a {
     let jobs: Vec<_> = hosts
         .iter()
         .map(|h| (h.name.clone(), remote::target(h), remote.privilege(h)))
         .collect();
     futures::stream::iter(jobs)
-        .map(|(name, target, privilege)| {
+        .map(move |(name, target, privilege)| {
             let connector = remote.connector.clone();
             let cancel = cancel.clone();
             async move {
                 if cancel.is_cancelled() {
-                    return (name, Err(FactsError::NotStarted));
+                    return (name, Err(FactsError::NotStarted), None);
                 }
                 let r = tokio::select! {
                     r = reach(&connector, target, privilege, &name, on) => r,
@@ -109,10 +129,113 @@ pub async fn connect(
                         error: error.to_string(),
                     });
                 }
-                (name, r)
+                let opened = match (&r, open_store) {
+                    // A host that runs a system may run the desired one: a plan may not need
+                    // its store (see `reach_and_query`); it is opened once that is known.
+                    (Ok(reached), Some(false)) if reached.facts.current.is_some() => None,
+                    (Ok(reached), Some(keep)) => tokio::select! {
+                        s = open_store_session(reached, keep) => Some(s),
+                        () = cancel.cancelled() => None,
+                    },
+                    _ => None,
+                };
+                (name, r, opened)
             }
         })
         .buffered(parallel.max(1))
+}
+
+/// What [`reach_and_query`] needs of a host's desired system.
+pub struct Wanted {
+    closure: Vec<String>,
+    toplevel: String,
+    package: String,
+    /// The toplevel's own closure (what the host's current closure is when it runs it).
+    toplevel_closure: Vec<String>,
+}
+
+/// Each host's desired system, once the desired systems exist (`None`: there are none, the
+/// run stops).
+pub type Closures = tokio::sync::watch::Receiver<Option<Arc<BTreeMap<HostName, Wanted>>>>;
+
+/// The closures of `desired` per host, as [`reach_and_query`] waits for them.
+pub fn closures(desired: &Desired) -> BTreeMap<HostName, Wanted> {
+    desired
+        .hosts
+        .iter()
+        .filter_map(|(name, d)| {
+            let d = d.as_ref().ok()?;
+            let wanted = Wanted {
+                closure: d.closure.iter().map(|c| c.path.clone()).collect(),
+                toplevel: d.toplevel.clone(),
+                package: d.package.clone(),
+                toplevel_closure: desired.closure_of(&d.toplevel),
+            };
+            Some((name.clone(), wanted))
+        })
+        .collect()
+}
+
+/// The host already runs `wanted`'s toplevel and holds its package (the facts say so): both
+/// are valid in its store, so their whole closures are (Nix keeps a valid path's closure
+/// valid), and what it runs has the toplevel's closure. No store session is needed.
+fn runs_wanted(reached: &Reached, wanted: &Wanted) -> bool {
+    reached.facts.current.as_deref() == Some(wanted.toplevel.as_str())
+        && reached.facts.package.as_deref() == Some(wanted.package.as_str())
+}
+
+/// [`connect`] and [`query_stores`] as one pipeline per host: each host is reached (at most
+/// `parallel` at once) and, unless it runs a system already (it may run the desired one), its
+/// store session opened while the desired systems are still being built; when `closures` says
+/// what they are, every host's store is asked at once (at most `parallel` queries at a time),
+/// without waiting for the slowest host to be reached. A plan (`keep_store` false) asks no
+/// store of a host that already runs its desired toplevel and package ([`runs_wanted`]).
+pub async fn reach_and_query(
+    remote: &Remote,
+    hosts: &[&Host],
+    parallel: usize,
+    cancel: &CancellationToken,
+    on: &(dyn Fn(RunKind) + Sync),
+    closures: Closures,
+    keep_store: bool,
+) -> Gathered {
+    let queries = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    reach_all(remote, hosts, parallel, cancel, on, Some(keep_store))
+        .map(|(name, r, opened)| {
+            let (mut closures, queries) = (closures.clone(), queries.clone());
+            async move {
+                let all = tokio::select! {
+                    c = closures.wait_for(Option::is_some) => c.ok().and_then(|c| c.clone()),
+                    () = cancel.cancelled() => None,
+                };
+                let wanted = all.as_ref().and_then(|m| m.get(&name));
+                let mut reached = match r {
+                    Ok(reached) => reached,
+                    other => return (name, other),
+                };
+                let wanted = match wanted {
+                    Some(w) if !w.closure.is_empty() => w,
+                    _ => {
+                        if let Some(Ok(session)) = opened {
+                            let _ = session.close().await;
+                        }
+                        return (name, Ok(reached));
+                    }
+                };
+                if !keep_store && runs_wanted(&reached, wanted) {
+                    if let Some(Ok(session)) = opened {
+                        let _ = session.close().await;
+                    }
+                    reached.present = wanted.closure.iter().cloned().collect();
+                    reached.current_closure = wanted.toplevel_closure.clone();
+                    return (name, Ok(reached));
+                }
+                let _permit = queries.acquire().await;
+                let r = finish_query(&mut reached, &wanted.closure, keep_store, opened).await;
+                (name, r.map(|()| reached))
+            }
+        })
+        .buffered(hosts.len().max(1))
         .collect()
         .await
 }
@@ -137,26 +260,46 @@ pub async fn query_stores(
                     Ok(reached) if !closure.is_empty() => reached,
                     other => return (name, other),
                 };
-                let r = match query_store(&mut reached, &closure, keep_store).await {
-                    Ok(session) if keep_store => {
-                        reached.store = Some(session);
-                        Ok(reached)
-                    }
-                    Ok(session) => {
-                        let _ = session.close().await;
-                        Ok(reached)
-                    }
-                    Err(e) => {
-                        reached.conn.close().await;
-                        Err(FactsError::Store { reason: e })
-                    }
-                };
-                (name, r)
+                let r = finish_query(&mut reached, &closure, keep_store, None).await;
+                (name, r.map(|()| reached))
             }
         })
         .buffered(parallel.max(1))
         .collect()
         .await
+}
+
+/// Asks the host's store about `closure` (over `opened` when a session is open already),
+/// keeps the session when `keep_store`, else closes it. A failure ends the connection.
+async fn finish_query(
+    reached: &mut Reached,
+    closure: &[String],
+    keep_store: bool,
+    opened: Opened,
+) -> Result<(), FactsError> {
+    let session = match opened {
+        Some(Ok(session)) => Ok(session),
+        // Not opened yet, or it failed then: open it now (and say why if it fails again).
+        _ => open_store_session(reached, keep_store).await,
+    };
+    let queried = match session {
+        Ok(session) => query_store(reached, session, closure, keep_store).await,
+        Err(e) => Err(e),
+    };
+    match queried {
+        Ok(session) if keep_store => {
+            reached.store = Some(session);
+            Ok(())
+        }
+        Ok(session) => {
+            let _ = session.close().await;
+            Ok(())
+        }
+        Err(e) => {
+            reached.conn.close().await;
+            Err(FactsError::Store { reason: e })
+        }
+    }
 }
 
 async fn reach(
@@ -212,12 +355,36 @@ async fn reach(
     })
 }
 
-/// One store session: which closure paths are valid (locked when the session is kept), and
-/// the current closure. Kept sessions (apply) are `nix-store --serve --write` with the host's
-/// privilege; others (plan) first try a read-only session as the login user, which needs no
-/// root (and so no sudo password) where the Nix daemon serves other users, as on NixOS.
+/// Opens the host's store session: kept sessions (apply) are `nix-store --serve --write` with
+/// the host's privilege; others (plan) first try a read-only session as the login user, which
+/// needs no root (and so no sudo password) where the Nix daemon serves other users, as on
+/// NixOS.
+async fn open_store_session(reached: &Reached, keep: bool) -> Result<StoreSession, String> {
+    if keep {
+        return StoreSession::open(&reached.conn, &reached.privilege)
+            .await
+            .map_err(|e| error_chain(&e));
+    }
+    match StoreSession::open_read_only(&reached.conn).await {
+        Ok(s) => Ok(s),
+        Err(e) if matches!(reached.privilege, Privilege::None) => Err(error_chain(&e)),
+        Err(first) => StoreSession::open(&reached.conn, &reached.privilege)
+            .await
+            .map_err(|e| {
+                format!(
+                    "as the login user (is the Nix daemon running?): {}; as root: {}",
+                    error_chain(&first),
+                    error_chain(&e)
+                )
+            }),
+    }
+}
+
+/// Over an open session: which closure paths are valid (locked when the session is kept),
+/// and the current closure.
 async fn query_store(
     reached: &mut Reached,
+    mut session: StoreSession,
     closure: &[String],
     keep: bool,
 ) -> Result<StoreSession, String> {
@@ -225,25 +392,6 @@ async fn query_store(
         .iter()
         .filter_map(|p| StorePath::new(p.clone()).ok())
         .collect();
-    let mut session = if keep {
-        StoreSession::open(&reached.conn, &reached.privilege)
-            .await
-            .map_err(|e| error_chain(&e))
-    } else {
-        match StoreSession::open_read_only(&reached.conn).await {
-            Ok(s) => Ok(s),
-            Err(e) if matches!(reached.privilege, Privilege::None) => Err(error_chain(&e)),
-            Err(first) => StoreSession::open(&reached.conn, &reached.privilege)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "as the login user (is the Nix daemon running?): {}; as root: {}",
-                        error_chain(&first),
-                        error_chain(&e)
-                    )
-                }),
-        }
-    }?;
     let valid = match session.valid_paths(&paths, keep).await {
         Ok(v) => v,
         Err(e) => return Err(error_chain(&session.fail(e).await)),

@@ -47,8 +47,8 @@ pub struct Planned {
     pub gathered: Gathered,
 }
 
-/// Builds (or loads) the desired systems while reaching every host, then reads each host's
-/// store for its desired closure, and plans. Hosts that cannot be
+/// Builds (or loads) the desired systems while reaching every host (and opening its store
+/// session), then reads each host's store for its desired closure, and plans. Hosts that cannot be
 /// built or reached are `error` entries of the plan; only an interruption is an `Err`.
 #[allow(clippy::too_many_arguments)]
 pub async fn make(
@@ -69,8 +69,12 @@ pub async fn make(
     events.emit(RunKind::Reaching {
         hosts: hosts.iter().map(|h| h.name.to_string()).collect(),
     });
+    // Each host's store is asked about its desired closure as soon as the closures are known
+    // (its session opened while they build).
+    let (closures_tx, closures) = tokio::sync::watch::channel(None);
     let build = async {
-        tokio::select! {
+        let closures_tx = closures_tx;
+        let desired = tokio::select! {
             d = async {
                 match source {
                     Source::Build => {
@@ -87,19 +91,31 @@ pub async fn make(
                 }
             } => Some(d),
             () = cancel.cancelled() => None,
+        };
+        if let Some(d) = &desired {
+            let _ = closures_tx.send(Some(std::sync::Arc::new(gather::closures(d))));
         }
+        // Dropped here: hosts waiting for closures that never come stop waiting.
+        desired
     };
     let on = |kind| events.emit(kind);
-    let connect = gather::connect(remote, hosts, global.parallel, cancel, &on);
-    let (desired, reached) = tokio::join!(build, connect);
+    let connect = gather::reach_and_query(
+        remote,
+        hosts,
+        global.parallel,
+        cancel,
+        &on,
+        closures,
+        keep_store,
+    );
+    let (desired, mut gathered) = tokio::join!(build, connect);
     let desired = match desired {
         Some(d) if !cancel.is_cancelled() => d,
         _ => {
-            close_all(reached).await;
+            close_all(gathered).await;
             return Err(CliError::Interrupted);
         }
     };
-    let mut gathered = gather::query_stores(reached, &desired, keep_store, global.parallel).await;
     let quiet = matches!(events.mode(), Mode::Json | Mode::Quiet);
     crate::scale::ask_substitutable(&mut gathered, &desired, hosts, global.parallel, quiet).await;
     if cancel.is_cancelled() {

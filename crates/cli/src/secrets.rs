@@ -118,8 +118,9 @@ pub async fn plan(
         async move {
             let r = reached.as_ref().ok()?;
             // Nothing to compare and nothing placed before: no root needed (so `fleet plan`
-            // asks no sudo password for such a host; the manifest's folder is world-readable).
-            if list.is_empty() && !secrets::manifest_exists(&r.conn).await.ok()? {
+            // asks no sudo password for such a host; the facts say whether the manifest exists:
+            // its folder is world-readable).
+            if list.is_empty() && !r.facts.secrets_manifest {
                 return Some(Vec::new());
             }
             let previous = secrets::read_manifest(&r.conn, &r.privilege).await.ok()?;

@@ -56,6 +56,9 @@ pub struct RemoteFacts {
     pub systemd: bool,
     /// `zstd` is on the host's PATH.
     pub zstd: bool,
+    /// fleet's secrets manifest ([`crate::secrets::MANIFEST`]) exists (its folder is readable
+    /// by all; the manifest itself may not be).
+    pub secrets_manifest: bool,
     /// `MemAvailable` of `/proc/meminfo`, in bytes.
     pub mem_available: Option<u64>,
 }
@@ -147,6 +150,7 @@ g=$(readlink /nix/var/nix/profiles/system 2>/dev/null); g=${g%-link}; echo "gene
 { read -r s < /run/current-system/system; } 2>/dev/null || s=$(uname -m)-linux; echo "system=$s"
 [ -d /run/systemd/system ] && echo systemd=1
 command -v zstd >/dev/null 2>&1 && echo zstd=1
+[ -e /nix/var/fleet/secrets.json ] && echo secrets_manifest=1
 while read -r k v _; do [ "$k" = MemAvailable: ] && echo "mem_available_kb=$v"; done < /proc/meminfo 2>/dev/null
 c=$(readlink /run/current-system 2>/dev/null); c=${c##*/}
 for r in "/nix/var/fleet/records/$c.json" /etc/nixos/fleet-deployment.json; do
@@ -229,6 +233,7 @@ fn parse_facts(text: &str) -> RemoteFacts {
             "system" => f.system = some(),
             "systemd" => f.systemd = v == "1",
             "zstd" => f.zstd = v == "1",
+            "secrets_manifest" => f.secrets_manifest = v == "1",
             "mem_available_kb" => f.mem_available = v.parse::<u64>().ok().map(|kb| kb * 1024),
             "deployment" => f.deployment = serde_json::from_str(v).ok(),
             _ => {}
@@ -269,12 +274,12 @@ mod tests {
                     current.modules=/nix/store/m\nbooted=/nix/store/b-sys\nbooted.kernel=/nix/store/k1\n\
                     booted.initrd=/nix/store/i\nbooted.modules=/nix/store/m\ngeneration=3\n\
                     profile=/nix/store/a-sys\nprofile.kernel=/nix/store/k2\nprofile.initrd=/nix/store/i\n\
-                    profile.modules=/nix/store/m\npackage=/nix/store/p\nzstd=1\nmem_available_kb=2048\n\
+                    profile.modules=/nix/store/m\npackage=/nix/store/p\nzstd=1\nsecrets_manifest=1\nmem_available_kb=2048\n\
                     deployment={\"commit\": \"abc\", \"dirty\": false, \"toplevel\": \"/nix/store/a-sys\"}\nend=1\n";
         let f = parse_facts(text);
         assert_eq!(f.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(f.generation, Some(3));
-        assert!(f.zstd && !f.systemd);
+        assert!(f.zstd && f.secrets_manifest && !f.systemd);
         assert_eq!(f.mem_available, Some(2048 * 1024));
         assert_eq!(f.deployment.as_ref().unwrap()["commit"], "abc");
         assert_eq!(f.reboot_parts(), [BootPart::Kernel]);

@@ -17,7 +17,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::eval::{self, EvalResult, Evaluated};
+use crate::eval::{self, EvalResult, Evaluated, OnResult};
 use crate::expr::{batch_expression, ExprHost};
 use crate::realise;
 use crate::spec::{BuildEvent, BuildOptions};
@@ -28,44 +28,59 @@ const FORMAT: u32 = 1;
 /// and a few revisions of each.
 const MAX_ENTRIES: usize = 4096;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct File {
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "V: Serialize + serde::de::DeserializeOwned")]
+struct File<V> {
     format: u32,
-    /// key → (last use, a counter; the evaluation).
-    entries: BTreeMap<String, (u64, Evaluated)>,
+    /// key → (last use, a counter; the value).
+    entries: BTreeMap<String, (u64, V)>,
 }
 
-/// The cache of one fleet directory.
-pub(crate) struct EvalCache {
+impl<V> Default for File<V> {
+    fn default() -> Self {
+        File {
+            format: FORMAT,
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+/// A JSON file of keyed values under `<fleet_dir>/.fleet/`, the least recently used dropped
+/// beyond [`MAX_ENTRIES`]: the evaluation cache ([`EvalCache`]) and the sources' store paths
+/// (`crate::sources`).
+pub(crate) struct Cache<V> {
     path: Utf8PathBuf,
-    file: File,
+    file: File<V>,
     clock: u64,
 }
 
-impl EvalCache {
-    /// The cache file of `fleet_dir` (empty when missing, unreadable or of another format).
-    pub fn load(fleet_dir: &Utf8Path) -> EvalCache {
-        let path = fleet_dir.join(".fleet").join("eval-cache.json");
+/// The evaluation cache of one fleet directory.
+pub(crate) type EvalCache = Cache<Evaluated>;
+
+impl<V: Serialize + serde::de::DeserializeOwned> Cache<V> {
+    /// `<fleet_dir>/.fleet/<name>` (empty when missing, unreadable or of another format).
+    pub fn load_named(fleet_dir: &Utf8Path, name: &str) -> Cache<V> {
+        let path = fleet_dir.join(".fleet").join(name);
         let file = std::fs::read_to_string(&path)
             .ok()
-            .and_then(|text| serde_json::from_str::<File>(&text).ok())
+            .and_then(|text| serde_json::from_str::<File<V>>(&text).ok())
             .filter(|f| f.format == FORMAT)
             .unwrap_or_default();
         let clock = file.entries.values().map(|(t, _)| *t).max().unwrap_or(0);
-        EvalCache { path, file, clock }
+        Cache { path, file, clock }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Evaluated> {
-        self.file.entries.get(key).map(|(_, ev)| ev)
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.file.entries.get(key).map(|(_, v)| v)
     }
 
-    pub fn put(&mut self, key: String, ev: Evaluated) {
+    pub fn put(&mut self, key: String, v: V) {
         self.clock += 1;
-        self.file.entries.insert(key, (self.clock, ev));
+        self.file.entries.insert(key, (self.clock, v));
     }
 
     /// Mark a hit as used now (kept longest).
-    fn touch(&mut self, key: &str) {
+    pub fn touch(&mut self, key: &str) {
         self.clock += 1;
         if let Some(entry) = self.file.entries.get_mut(key) {
             entry.0 = self.clock;
@@ -94,6 +109,13 @@ impl EvalCache {
     }
 }
 
+impl EvalCache {
+    /// The evaluation cache of `fleet_dir`: `.fleet/eval-cache.json`.
+    pub fn load(fleet_dir: &Utf8Path) -> EvalCache {
+        Cache::load_named(fleet_dir, "eval-cache.json")
+    }
+}
+
 /// The cache key of a host's evaluation (see the module's documentation).
 pub(crate) fn key(host: &ExprHost, nix_env: &[(String, String)]) -> String {
     let mut h = Sha256::new();
@@ -117,13 +139,15 @@ pub(crate) fn key(host: &ExprHost, nix_env: &[(String, String)]) -> String {
 }
 
 /// Evaluate `hosts` like [`eval::evaluate`], answering from the cache where it can (when
-/// `opts.eval_cache`), and remembering new successes. Results keep the input order.
+/// `opts.eval_cache`), and remembering new successes. Results keep the input order; each is
+/// given to `on_result` as soon as it is known (hits first).
 pub(crate) async fn evaluate(
     hosts: Vec<(String, ExprHost)>,
     opts: &BuildOptions,
+    on_result: OnResult<'_>,
 ) -> Vec<EvalResult> {
     if !opts.eval_cache {
-        return eval::evaluate(hosts, opts).await;
+        return eval::evaluate(hosts, opts, on_result).await;
     }
     let mut cache = EvalCache::load(&opts.fleet_dir);
     let keys: Vec<String> = hosts.iter().map(|(_, h)| key(h, &opts.nix_env)).collect();
@@ -161,7 +185,12 @@ pub(crate) async fn evaluate(
             hosts: cached_names,
         });
     }
-    let evaluated = eval::evaluate(to_eval, opts).await;
+    for (i, r) in results.iter().enumerate() {
+        if let Some(r) = r {
+            on_result(i, r);
+        }
+    }
+    let evaluated = eval::evaluate(to_eval, opts, &|j, r| on_result(to_eval_index[j], r)).await;
     for (i, r) in to_eval_index.into_iter().zip(evaluated) {
         if let Ok(ev) = &r {
             cache.put(keys[i].clone(), ev.clone());

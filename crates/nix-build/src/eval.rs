@@ -33,11 +33,17 @@ pub(crate) struct Evaluated {
 
 pub(crate) type EvalResult = Result<Evaluated, BuildError>;
 
+/// Told each host's result (its index in the hosts given, the result) as soon as its batch
+/// returned, before the other batches finish.
+pub(crate) type OnResult<'a> = &'a (dyn Fn(usize, &EvalResult) + Sync);
+
 /// Evaluate `hosts` (name, expression input) in bounded batches of hosts with the same search
-/// path (one `nix-instantiate` has one); results keep the input order.
+/// path (one `nix-instantiate` has one); results keep the input order, and each is given to
+/// `on_result` as soon as its batch returned.
 pub(crate) async fn evaluate(
     hosts: Vec<(String, ExprHost)>,
     opts: &BuildOptions,
+    on_result: OnResult<'_>,
 ) -> Vec<EvalResult> {
     let per_eval = opts.max_hosts_per_eval.max(1);
     let pool = Arc::new(Pool {
@@ -71,6 +77,7 @@ pub(crate) async fn evaluate(
         match joined {
             Ok((indices, results)) => {
                 for (i, r) in indices.into_iter().zip(results) {
+                    on_result(i, &r);
                     out[i] = Some(r);
                 }
             }

@@ -5,7 +5,9 @@
 //! `nixpkgs` (its pin), `nixos-config` (its configuration) and fleet.toml's `nix-path` only, the
 //! deployer's `NIX_PATH` never (many hosts per Nix process when they share a search path), plus a
 //! **deployment package** derivation (the host's own files, `nixpkgs`, `nix-path/` and `system`
-//! links, a `switch` script, a README) that depends only on those files, pin and system. All hosts' packages are built in one `nix-store --realise --keep-going`, and each
+//! links, a `switch` script, a README) that depends only on those files, pin and system. Hosts'
+//! packages are built with `nix-store --realise --keep-going` as their evaluations return
+//! (one realise at a time, for every host evaluated since the last one), and each
 //! host's package gets a GC root at `<fleet_dir>/.fleet/gcroots/<host>`. A failed host is a
 //! value: one host's evaluation or build error never hides the others.
 //!
@@ -21,7 +23,10 @@
 //! - `expr`: the generated Nix expression and the package's templates (`src/templates/`).
 //! - `eval`: batches of hosts per `nix-instantiate`, per-host fallback.
 //! - `cache`: the evaluation cache (`.fleet/eval-cache.json`): unchanged inputs, no evaluation.
-//! - `realise`: the one build, per-host failures, GC roots.
+//! - `fingerprint`: stat fingerprints of a source's files (git's racy rule), so an unchanged
+//!   source is not put in the store again (`.fleet/sources-cache.json`).
+//! - `pipeline`: evaluation results streamed into the build; no realise when all is built.
+//! - `realise`: a realise, per-host failures, GC roots.
 //! - `push`: [`push_to_cache`], built closures to a binary cache (`fleet build --to`).
 //! - [`error`]: [`BuildError`], [`CannotBuild`].
 
@@ -31,15 +36,15 @@ pub mod error;
 mod eval;
 mod expr;
 pub mod files;
+mod fingerprint;
 mod flake;
 mod nix;
+mod pipeline;
 mod prepare;
 mod push;
 mod realise;
 mod sources;
 pub mod spec;
-
-use std::collections::BTreeSet;
 
 use camino::Utf8Path;
 use fleet_types::{BootEntry, BootSpec};
@@ -53,35 +58,29 @@ pub use spec::{
     LockedInput, PinSpec,
 };
 
-/// Evaluate and build `specs`. Returns one result per spec, in the same order.
+/// Evaluate and build `specs`. Returns one result per spec, in the same order. A host's build
+/// starts as soon as its evaluation returned (`pipeline`), while other batches still evaluate.
 pub async fn evaluate_and_build(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
 ) -> Vec<(String, Result<BuiltHost, BuildError>)> {
-    let mut results = check_and_evaluate(specs, opts).await;
-
-    // Build the union in one realise.
-    let ok: Vec<(usize, eval::Evaluated)> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().ok().map(|ev| (i, ev.clone())))
-        .collect();
-    let mut built: Vec<Option<Result<BuiltHost, BuildError>>> = results
-        .iter_mut()
-        .map(|r| match r {
-            Ok(_) => None,
-            Err(e) => Some(Err(e.clone())),
-        })
-        .collect();
-    if !ok.is_empty() {
-        let build_results = build(specs, &ok, opts).await;
-        for ((i, _), r) in ok.iter().zip(build_results) {
-            built[*i] = Some(r);
-        }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let evaluating = async move {
+        let on_ready = |i: usize, ev: &eval::Evaluated| {
+            let _ = tx.send((i, ev.clone()));
+        };
+        check_and_evaluate(specs, opts, &on_ready).await
+        // `tx` is dropped here: the build ends after the last host evaluated.
+    };
+    let (evaluated, built) = tokio::join!(evaluating, pipeline::build_as_ready(specs, rx, opts));
+    let mut results: Vec<Option<Result<BuiltHost, BuildError>>> =
+        evaluated.into_iter().map(|r| r.err().map(Err)).collect();
+    for (i, r) in built {
+        results[i] = Some(r);
     }
     specs
         .iter()
-        .zip(built)
+        .zip(results)
         .map(|(spec, r)| {
             let r = r.unwrap_or_else(|| {
                 Err(BuildError::Output {
@@ -112,7 +111,7 @@ pub async fn evaluate(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
 ) -> Vec<(String, Result<EvaluatedHost, BuildError>)> {
-    let results = check_and_evaluate(specs, opts).await;
+    let results = check_and_evaluate(specs, opts, &|_, _| {}).await;
     specs
         .iter()
         .zip(results)
@@ -130,51 +129,15 @@ pub async fn evaluate(
 }
 
 /// Resolves paths, checks that this machine can build each system, and evaluates the hosts
-/// that passed. One result per spec, in order.
+/// that passed. One result per spec, in order; each success is also given to `on_ready` (with
+/// its index) as soon as it is known.
 async fn check_and_evaluate(
     specs: &[HostBuildSpec],
     opts: &BuildOptions,
+    on_ready: &(dyn Fn(usize, &eval::Evaluated) + Sync),
 ) -> Vec<Result<eval::Evaluated, BuildError>> {
     let mut results: Vec<Option<Result<eval::Evaluated, BuildError>>> =
         specs.iter().map(|_| None).collect();
-    let caps = if specs.iter().any(|s| !s.cross) {
-        Some(NixCapabilities::query(&opts.nix_env).await)
-    } else {
-        None
-    };
-    let check = |spec: &HostBuildSpec| -> Result<(), BuildError> {
-        if !spec.cross {
-            match &caps {
-                Some(Ok(caps)) => {
-                    caps.check(&spec.system)?;
-                    match caps.route(&spec.system) {
-                        Some(BuildRoute::Native) | None => {}
-                        Some(route) => opts.emit(BuildEvent::BuildRoute {
-                            host: spec.name.clone(),
-                            system: spec.system.clone(),
-                            route,
-                        }),
-                    }
-                }
-                Some(Err(e)) => return Err(e.clone()),
-                None => {}
-            }
-        }
-        Ok(())
-    };
-    // Flake hosts: their own evaluation (one per flake).
-    let (flake_index, flake_specs): (Vec<usize>, Vec<&HostBuildSpec>) = specs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.flake.is_some())
-        .filter(|(i, s)| match check(s) {
-            Ok(()) => true,
-            Err(e) => {
-                results[*i] = Some(Err(e));
-                false
-            }
-        })
-        .unzip();
     let pinned: Vec<(usize, HostBuildSpec)> = specs
         .iter()
         .enumerate()
@@ -182,20 +145,49 @@ async fn check_and_evaluate(
         .map(|(i, s)| (i, s.clone()))
         .collect();
     let (pinned_index, pinned_specs): (Vec<usize>, Vec<HostBuildSpec>) = pinned.into_iter().unzip();
+    // The capability check, then the flake hosts (one evaluation per flake), while the pinned
+    // hosts' sources are prepared.
+    let checked_flakes = async {
+        let caps = if specs.iter().any(|s| !s.cross) {
+            Some(NixCapabilities::query(&opts.nix_env).await)
+        } else {
+            None
+        };
+        let mut refused = Vec::new();
+        let (flake_index, flake_specs): (Vec<usize>, Vec<&HostBuildSpec>) = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.flake.is_some())
+            .filter(|(i, s)| match check(s, caps.as_ref(), opts) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.push((*i, e));
+                    false
+                }
+            })
+            .unzip();
+        let evaluated = flake::evaluate(&flake_specs, opts).await;
+        (caps, refused, flake_index.into_iter().zip(evaluated))
+    };
+    let ((caps, refused, flake_evaluated), prepared) =
+        tokio::join!(checked_flakes, prepare::prepare(&pinned_specs, opts));
+    for (i, e) in refused {
+        results[i] = Some(Err(e));
+    }
     let mut to_eval = Vec::new();
     let mut eval_index = Vec::new();
-    let (prepared, flake_evaluated) = tokio::join!(
-        prepare::prepare(&pinned_specs, opts),
-        flake::evaluate(&flake_specs, opts)
-    );
-    for (i, r) in flake_index.into_iter().zip(flake_evaluated) {
+    for (i, r) in flake_evaluated {
+        let r = r.and_then(|ev| platform_checked(&specs[i], ev));
+        if let Ok(ev) = &r {
+            on_ready(i, ev);
+        }
         results[i] = Some(r);
     }
     for (i, (spec, host)) in pinned_index
         .into_iter()
         .zip(pinned_specs.iter().zip(prepared))
     {
-        match host.and_then(|host| check(spec).map(|()| host)) {
+        match host.and_then(|host| check(spec, caps.as_ref(), opts).map(|()| host)) {
             Ok(host) => {
                 to_eval.push((spec.name.clone(), host));
                 eval_index.push(i);
@@ -203,22 +195,17 @@ async fn check_and_evaluate(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let evaluated = cache::evaluate(to_eval, opts).await;
-    for (i, r) in eval_index.into_iter().zip(evaluated) {
-        results[i] = Some(r);
-    }
-    for (i, slot) in results.iter_mut().enumerate() {
-        // The configuration's own platform must be fleet.toml's: NixOS lets
-        // `nixpkgs.hostPlatform` win silently over the `system` fleet passes.
-        let Some(r) = slot.take() else { continue };
-        let r = r.and_then(|ev| match &ev.host_platform {
-            Some(p) if *p != specs[i].system => Err(BuildError::PlatformMismatch {
-                configured: p.clone(),
-                system: specs[i].system.clone(),
-            }),
-            _ => Ok(ev),
-        });
-        *slot = Some(r);
+    let on_result = |j: usize, r: &eval::EvalResult| {
+        let i = eval_index[j];
+        if let Ok(ev) = r {
+            if platform_checked(&specs[i], ev.clone()).is_ok() {
+                on_ready(i, ev);
+            }
+        }
+    };
+    let evaluated = cache::evaluate(to_eval, opts, &on_result).await;
+    for (&i, r) in eval_index.iter().zip(evaluated) {
+        results[i] = Some(r.and_then(|ev| platform_checked(&specs[i], ev)));
     }
     results
         .into_iter()
@@ -233,90 +220,47 @@ async fn check_and_evaluate(
         .collect()
 }
 
-async fn build(
-    specs: &[HostBuildSpec],
-    ok: &[(usize, eval::Evaluated)],
+/// Can this machine build `spec`'s system (natively, emulated or on a builder)? Says where
+/// when it is not natively here.
+fn check(
+    spec: &HostBuildSpec,
+    caps: Option<&Result<NixCapabilities, BuildError>>,
     opts: &BuildOptions,
-) -> Vec<Result<BuiltHost, BuildError>> {
-    let hosts: Vec<String> = ok.iter().map(|(i, _)| specs[*i].name.clone()).collect();
-    let mut drvs: Vec<String> = ok.iter().map(|(_, e)| e.package.clone()).collect();
-    drvs.sort();
-    drvs.dedup();
-    let roots_dir = opts.fleet_dir.join(".fleet").join("gcroots");
-    let temp_dir = roots_dir.join(format!(".building-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&temp_dir) {
-        let err = BuildError::Io {
-            action: "creating",
-            path: temp_dir.to_string(),
-            source: e.into(),
-        };
-        return ok.iter().map(|_| Err(err.clone())).collect();
+) -> Result<(), BuildError> {
+    if spec.cross {
+        return Ok(());
     }
-
-    opts.emit(BuildEvent::BuildStarted {
-        hosts: hosts.clone(),
-    });
-    let realised = realise::realise(&drvs, &temp_dir.join("build"), opts).await;
-    let (results, built) = match realised {
-        Err(e) => (ok.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
-        Ok(realised) => {
-            let results = after_realise(specs, ok, &realised, &roots_dir, opts).await;
-            (results, realised.built)
+    match caps {
+        Some(Ok(caps)) => {
+            caps.check(&spec.system)?;
+            match caps.route(&spec.system) {
+                Some(BuildRoute::Native) | None => {}
+                Some(route) => opts.emit(BuildEvent::BuildRoute {
+                    host: spec.name.clone(),
+                    system: spec.system.clone(),
+                    route,
+                }),
+            }
+            Ok(())
         }
-    };
-    let _ = std::fs::remove_dir_all(&temp_dir);
-    let failed_hosts = hosts
-        .iter()
-        .zip(&results)
-        .filter(|(_, r): &(_, &Result<BuiltHost, BuildError>)| r.is_err())
-        .map(|(h, _)| h.clone())
-        .collect();
-    opts.emit(BuildEvent::BuildFinished {
-        built,
-        failed_hosts,
-    });
-    results
+        Some(Err(e)) => Err(e.clone()),
+        None => Ok(()),
+    }
 }
 
-async fn after_realise(
-    specs: &[HostBuildSpec],
-    ok: &[(usize, eval::Evaluated)],
-    realised: &realise::Realised,
-    roots_dir: &Utf8Path,
-    opts: &BuildOptions,
-) -> Vec<Result<BuiltHost, BuildError>> {
-    let outs: Vec<String> = ok.iter().map(|(_, e)| e.package_out.clone()).collect();
-    let invalid = match realise::invalid_paths(&outs, opts).await {
-        Ok(set) => set,
-        Err(e) => return ok.iter().map(|_| Err(e.clone())).collect(),
-    };
-    let mut results = Vec::with_capacity(ok.len());
-    for (i, ev) in ok {
-        let name = &specs[*i].name;
-        if invalid.contains(&ev.package_out) {
-            let closure = realise::drv_closure(&ev.package, opts)
-                .await
-                .unwrap_or_else(|_| BTreeSet::from([ev.package.clone()]));
-            results.push(Err(
-                realise::host_build_error(&closure, realised, opts).await
-            ));
-            continue;
-        }
-        let root = roots_dir.join(realise::root_name(name));
-        let r = realise::add_root(&ev.package_out, &root, opts)
-            .await
-            .map(|()| BuiltHost {
-                toplevel: ev.toplevel_out.clone(),
-                package: ev.package_out.clone(),
-                toplevel_drv: ev.toplevel.clone(),
-                package_drv: ev.package.clone(),
-                gc_root: root,
-                boot: boot_spec(&ev.toplevel_out),
-                flake: ev.flake.clone(),
-            });
-        results.push(r);
+/// The configuration's own platform must be fleet.toml's: NixOS lets `nixpkgs.hostPlatform`
+/// win silently over the `system` fleet passes.
+fn platform_checked(
+    spec: &HostBuildSpec,
+    ev: eval::Evaluated,
+) -> Result<eval::Evaluated, BuildError> {
+    match &ev.host_platform {
+        Some(p) if *p != spec.system => Err(BuildError::PlatformMismatch {
+            configured: p.clone(),
+            system: spec.system.clone(),
+        }),
+        _ => Ok(ev),
     }
-    results
 }
 
 /// What a built toplevel boots, read from the local store: the targets of its `kernel`,

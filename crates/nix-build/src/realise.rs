@@ -201,6 +201,39 @@ pub(crate) fn root_name(host: &str) -> String {
     }
 }
 
+/// The roots Nix's garbage collector follows from `gcroots/auto` of its state directory
+/// (`NIX_STATE_DIR`, else `/nix/var/nix`): what each indirect root's link there points at.
+/// `None` when that folder cannot be read.
+pub(crate) fn registered_roots(opts: &BuildOptions) -> Option<BTreeSet<std::path::PathBuf>> {
+    let state = opts
+        .nix_env
+        .iter()
+        .find(|(k, _)| k == "NIX_STATE_DIR")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("NIX_STATE_DIR").ok())
+        .unwrap_or_else(|| "/nix/var/nix".to_owned());
+    let dir = std::fs::read_dir(Utf8Path::new(&state).join("gcroots").join("auto")).ok()?;
+    Some(
+        dir.flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .collect(),
+    )
+}
+
+/// `root` is already an indirect GC root of `path`, as [`add_root`] would leave it: it links
+/// to `path` and Nix's `gcroots/auto` links to it (`registered`, from [`registered_roots`]).
+pub(crate) fn root_in_place(
+    registered: &BTreeSet<std::path::PathBuf>,
+    root: &Utf8Path,
+    path: &str,
+) -> bool {
+    let Ok(abs) = crate::prepare::absolute(root) else {
+        return false;
+    };
+    std::fs::read_link(root).is_ok_and(|t| t.as_os_str() == path)
+        && registered.contains(abs.as_std_path())
+}
+
 /// Make `root` an indirect GC root for the (valid) `path`.
 pub(crate) async fn add_root(
     path: &str,

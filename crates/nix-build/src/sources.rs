@@ -10,11 +10,16 @@
 use std::collections::BTreeSet;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Deserialize;
+use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
 use crate::error::BuildError;
 use crate::expr::{nix_path, nix_string};
+use crate::fingerprint::{self, Fingerprint};
 use crate::nix;
+use crate::realise;
 use crate::spec::{BuildOptions, PinSpec};
 
 /// One thing to put in the store.
@@ -32,7 +37,7 @@ pub(crate) enum Source {
 }
 
 /// A source in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Stored {
     pub path: String,
@@ -128,25 +133,63 @@ const PRELUDE: &str = r#"let
 in [
 "#;
 
-async fn source_expr(source: &Source) -> String {
-    let inner = match source {
-        Source::Pin(PinSpec::Tarball { url, sha256 }) => format!(
+/// What a folder source keeps (`None`: a tarball, or a file).
+async fn filter_of(source: &Source) -> Option<Filter> {
+    match source {
+        Source::Pin(PinSpec::Tarball { .. }) => None,
+        Source::Pin(PinSpec::Path(p)) | Source::Path(p) => Some(if p.is_dir() {
+            match git_tracked(p).await {
+                Some(set) => Filter::Only(set),
+                None => Filter::Default,
+            }
+        } else {
+            Filter::Default
+        }),
+        Source::Tree { entries, .. } => Some(Filter::Only(entries.clone())),
+    }
+}
+
+/// The names `keep` of the prelude drops.
+fn kept(name: &str) -> bool {
+    !(matches!(name, ".git" | ".fleet" | ".direnv" | "result") || name.starts_with("result-"))
+}
+
+/// The source's fingerprint at `now`: its description and the files the store copy holds.
+fn fingerprint(source: &Source, filter: Option<&Filter>, now: SystemTime) -> Fingerprint {
+    let (what, dir) = match source {
+        Source::Pin(PinSpec::Tarball { url, sha256 }) => {
+            return fingerprint::Builder::new(&["tarball", url, sha256], now).finish();
+        }
+        Source::Pin(PinSpec::Path(p)) | Source::Path(p) => (["source", p.as_str()], p),
+        Source::Tree { root, .. } => (["fleet-config", root.as_str()], root),
+    };
+    let mut b = fingerprint::Builder::new(&what, now);
+    let mut entry = |p: &Utf8Path| {
+        let rel = p
+            .strip_prefix(dir)
+            .map(|r| r.as_str())
+            .unwrap_or(p.as_str());
+        b.entry(p, rel);
+    };
+    match filter {
+        Some(Filter::Only(set)) => set.iter().for_each(|p| entry(p)),
+        _ if dir.is_dir() => fingerprint::walk(dir, &kept).iter().for_each(|p| entry(p)),
+        _ => entry(dir),
+    }
+    b.finish()
+}
+
+fn source_expr(source: &Source, filter: Option<&Filter>) -> String {
+    let inner = match (source, filter) {
+        (Source::Pin(PinSpec::Tarball { url, sha256 }), _) => format!(
             "builtins.fetchTarball {{ url = {}; sha256 = {}; }}",
             nix_string(url),
             nix_string(sha256)
         ),
-        Source::Pin(PinSpec::Path(p)) | Source::Path(p) => {
-            let filter = if p.is_dir() {
-                match git_tracked(p).await {
-                    Some(set) => Filter::Only(set),
-                    None => Filter::Default,
-                }
-            } else {
-                Filter::Default
-            };
-            copy_expr(p, "source", &filter)
+        (Source::Pin(PinSpec::Path(p)) | Source::Path(p), filter) => {
+            copy_expr(p, "source", filter.unwrap_or(&Filter::Default))
         }
-        Source::Tree { root, entries } => {
+        (Source::Tree { root, entries }, _) => {
             copy_expr(root, "fleet-config", &Filter::Only(entries.clone()))
         }
     };
@@ -182,7 +225,10 @@ async fn store_once(exprs: &[String], opts: &BuildOptions) -> Result<Vec<Stored>
 }
 
 /// Puts every source in the store with one Nix process (each source alone when that fails, so
-/// that one bad pin is that pin's error). One result per source, in order.
+/// that one bad pin is that pin's error). With the evaluation cache on, a source whose
+/// fingerprint ([`crate::fingerprint`]) matches the one recorded with a store path still valid
+/// (one `nix-store --check-validity` for all) is not stored again. One result per source, in
+/// order.
 pub(crate) async fn store(
     sources: &[Source],
     opts: &BuildOptions,
@@ -190,16 +236,75 @@ pub(crate) async fn store(
     if sources.is_empty() {
         return Vec::new();
     }
+    let now = SystemTime::now();
     let mut exprs = Vec::with_capacity(sources.len());
+    let mut prints = Vec::with_capacity(sources.len());
     for s in sources {
-        exprs.push(source_expr(s).await);
+        let filter = filter_of(s).await;
+        prints.push(
+            opts.eval_cache
+                .then(|| fingerprint(s, filter.as_ref(), now))
+                .filter(|f| !f.racy),
+        );
+        exprs.push(source_expr(s, filter.as_ref()));
     }
-    match store_once(&exprs, opts).await {
+    let mut cache = opts
+        .eval_cache
+        .then(|| Cache::<Stored>::load_named(&opts.fleet_dir, CACHE_FILE));
+    let mut out: Vec<Option<Result<Stored, BuildError>>> = sources.iter().map(|_| None).collect();
+    if let Some(cache) = &mut cache {
+        let hits: Vec<(usize, Stored)> = prints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((i, cache.get(&f.as_ref()?.key)?.clone())))
+            .collect();
+        let paths: Vec<String> = hits.iter().map(|(_, s)| s.path.clone()).collect();
+        // Cannot tell: store everything again.
+        let invalid = realise::invalid_paths(&paths, opts)
+            .await
+            .unwrap_or_else(|_| paths.iter().cloned().collect());
+        for (i, stored) in hits {
+            if !invalid.contains(&stored.path) {
+                cache.touch(&prints[i].as_ref().expect("a hit has a key").key);
+                out[i] = Some(Ok(stored));
+            }
+        }
+    }
+    let missing: Vec<usize> = (0..sources.len()).filter(|&i| out[i].is_none()).collect();
+    let missing_exprs: Vec<String> = missing.iter().map(|&i| exprs[i].clone()).collect();
+    for (i, r) in missing
+        .into_iter()
+        .zip(store_exprs(&missing_exprs, opts).await)
+    {
+        if let (Ok(stored), Some(cache), Some(print)) = (&r, &mut cache, &prints[i]) {
+            cache.put(print.key.clone(), stored.clone());
+        }
+        out[i] = Some(r);
+    }
+    if let Some(Err(e)) = cache.map(Cache::save) {
+        opts.emit(crate::spec::BuildEvent::Warning {
+            host: String::new(),
+            message: format!("cannot write the sources' cache: {e}"),
+        });
+    }
+    out.into_iter()
+        .map(|r| r.expect("every source has a result"))
+        .collect()
+}
+
+/// Where the sources' store paths are kept, by fingerprint.
+const CACHE_FILE: &str = "sources-cache.json";
+
+async fn store_exprs(exprs: &[String], opts: &BuildOptions) -> Vec<Result<Stored, BuildError>> {
+    if exprs.is_empty() {
+        return Vec::new();
+    }
+    match store_once(exprs, opts).await {
         Ok(list) => list.into_iter().map(Ok).collect(),
         Err(e) if exprs.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut out = Vec::with_capacity(exprs.len());
-            for x in &exprs {
+            for x in exprs {
                 out.push(
                     store_once(std::slice::from_ref(x), opts)
                         .await

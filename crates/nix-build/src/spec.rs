@@ -82,11 +82,13 @@ pub enum BuildEvent {
         system: String,
         route: crate::capability::BuildRoute,
     },
-    /// The one `nix-store --realise` of all hosts' packages started.
+    /// A build of these hosts' packages started: one per round of the streamed build (hosts
+    /// are built as their evaluation returns; a round whose packages are all valid already
+    /// runs no `nix-store --realise`).
     BuildStarted { hosts: Vec<String> },
     /// Nix started building this derivation.
     Building { drv: String },
-    /// The realise finished; `built` lists the derivations that were actually built.
+    /// That round finished; `built` lists the derivations that were actually built.
     BuildFinished {
         built: Vec<String>,
         failed_hosts: Vec<String>,

@@ -110,9 +110,16 @@ async fn two_hosts_path_and_tarball_pins() {
         events.get(1),
         Some(BuildEvent::EvalStarted { .. })
     ));
-    assert!(events
+    // Both hosts are built, in one realise or in two (they are two batches: other pins).
+    let mut building: Vec<&String> = events
         .iter()
-        .any(|e| matches!(e, BuildEvent::BuildStarted { hosts } if hosts.len() == 2)));
+        .flat_map(|e| match e {
+            BuildEvent::BuildStarted { hosts } => hosts.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    building.sort();
+    assert_eq!(building, ["pi 1", "web"]);
 }
 
 #[tokio::test]
@@ -337,4 +344,74 @@ fn effective_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
+}
+
+/// Builds start as batches finish (docs/evaluation.md, "Steps"): the host of a fast batch is
+/// being built while a slow batch still evaluates; the slow host is built by a later realise.
+#[tokio::test]
+async fn an_early_batch_builds_while_a_slow_one_still_evaluates() {
+    let dir = tempdir();
+    let id = unique();
+    let fast = write(
+        &dir.path,
+        "hosts/fast/configuration.nix",
+        &format!("{{ networking.hostName = \"fast\"; environment.etc.id.text = \"{id}\"; }}\n"),
+    );
+    // About two seconds of evaluation, deterministically (no I/O).
+    let slow = write(
+        &dir.path,
+        "hosts/slow/configuration.nix",
+        &format!(
+            "let n = builtins.foldl' (acc: i: acc + builtins.foldl' builtins.add 0 \
+             (builtins.genList (x: x) 1000)) 0 (builtins.genList (x: x) 4000); in\n\
+             {{ networking.hostName = \"slow\"; environment.etc.id.text = \"{id}-${{toString n}}\"; }}\n"
+        ),
+    );
+    let specs = vec![
+        spec("fast", "x86_64-linux", path_pin(), &fast),
+        spec("slow", "x86_64-linux", path_pin(), &slow),
+    ];
+    let (mut opts, events) = options(&dir.path, NIX_CONFIG);
+    opts.max_hosts_per_eval = 1;
+    opts.max_parallel_evals = 2;
+    let results = evaluate_and_build(&specs, &opts).await;
+    for (name, r) in &results {
+        assert!(r.is_ok(), "{name}: {r:?}");
+    }
+    let events = events.lock().unwrap();
+    let at = |what: &str, pred: &dyn Fn(&BuildEvent) -> bool| {
+        events
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no {what} in {events:#?}"))
+    };
+    let has = |hosts: &[String], h: &str| hosts.iter().any(|x| x == h);
+    let slow_evaluating = at(
+        "slow's evaluation",
+        &|e| matches!(e, BuildEvent::EvalStarted { hosts } if has(hosts, "slow")),
+    );
+    let fast_build = at(
+        "fast's build",
+        &|e| matches!(e, BuildEvent::BuildStarted { hosts } if hosts == &["fast"]),
+    );
+    let fast_built = at(
+        "fast's build's end",
+        &|e| matches!(e, BuildEvent::BuildFinished { built, .. } if !built.is_empty()),
+    );
+    let slow_evaluated = at(
+        "slow's evaluation's end",
+        &|e| matches!(e, BuildEvent::EvalFinished { hosts, .. } if has(hosts, "slow")),
+    );
+    let slow_build = at(
+        "slow's build",
+        &|e| matches!(e, BuildEvent::BuildStarted { hosts } if has(hosts, "slow")),
+    );
+    assert!(
+        slow_evaluating < fast_build && fast_build < slow_evaluated,
+        "fast is built while slow evaluates: {events:#?}"
+    );
+    assert!(
+        fast_built < slow_build && slow_evaluated < slow_build,
+        "{events:#?}"
+    );
 }

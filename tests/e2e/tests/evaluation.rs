@@ -121,6 +121,19 @@ fn evaluation_ignores_nix_path_packages_hold_own_files_and_neighbours_stay_uncha
     plan.expect_code(0);
     assert_eq!(host(&plan.json(), "web1")["action"], "unchanged");
     assert_eq!(host(&plan.json(), "pi1")["action"], "update");
+    // A plan asks no store of a host whose facts show it runs its desired system and package
+    // (web1: their closures are in its store); pi1's new system is looked up in pi1's store.
+    let traced = f.fleet(&["-v", "plan"]);
+    traced.expect_code(0);
+    let sessions = |h: &str| {
+        traced
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&format!("host={h} ")) && l.contains("nix-store --serve"))
+            .count()
+    };
+    assert_eq!(sessions("web1"), 0, "{}", traced.stderr);
+    assert!(sessions("pi1") > 0, "{}", traced.stderr);
     let run = f.fleet(&["apply", "--json"]);
     run.expect_code(0);
     assert_eq!(run.outcomes()["web1"], "unchanged");

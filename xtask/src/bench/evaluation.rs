@@ -120,6 +120,31 @@ impl Ctx {
     }
 }
 
+/// With `FLEET_BENCH_HOLD=FILE`: writes to FILE the shell lines that run fleet in this bed
+/// (its folder and environment) and waits until FILE is removed, to profile by hand.
+pub(super) fn hold(bed: &Bed) -> Result<()> {
+    let Some(file) = std::env::var_os("FLEET_BENCH_HOLD") else {
+        return Ok(());
+    };
+    let c = bed.fleet(Path::new("fleet"), &[]);
+    let mut text = format!(
+        "cd '{}'\nunset SSH_AUTH_SOCK FLEET_FILE\n",
+        bed.dir.display()
+    );
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            let v = v.to_string_lossy().replace('\'', "'\\''");
+            let _ = writeln!(text, "export {}='{v}'", k.to_string_lossy());
+        }
+    }
+    std::fs::write(&file, text)?;
+    eprintln!("xtask bench: holding the bed; remove {file:?} to go on");
+    while Path::new(&file).exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 /// The evaluation section: cached and uncached plans, heavy evaluations' memory.
 pub(super) fn section(e: &EvalBench) -> String {
     let mut o = String::new();

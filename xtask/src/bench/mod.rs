@@ -299,6 +299,7 @@ impl Ctx {
         let n = self.scale.many;
         let bed = self.bed(n, None, Variant::Base)?;
         self.plan(&bed, "plan")?;
+        evaluation::hold(&bed)?;
         let eval = self.evaluation(&bed)?;
         drop_bed(bed)?;
         Ok(Some(Short {

@@ -98,16 +98,17 @@ pub fn options(
     (opts, events)
 }
 
+/// Every derivation built, over all the realises of a run.
 pub fn built_drvs(events: &Mutex<Vec<BuildEvent>>) -> Vec<String> {
     events
         .lock()
         .unwrap()
         .iter()
-        .find_map(|e| match e {
-            BuildEvent::BuildFinished { built, .. } => Some(built.clone()),
-            _ => None,
+        .flat_map(|e| match e {
+            BuildEvent::BuildFinished { built, .. } => built.clone(),
+            _ => Vec::new(),
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 pub fn readlink(p: impl AsRef<std::path::Path>) -> String {
