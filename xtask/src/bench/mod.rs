@@ -294,11 +294,14 @@ impl Ctx {
         Ok(short)
     }
 
-    /// Only the evaluation runs, on a fresh bed of the most hosts (`--only-evaluation`).
+    /// Only the evaluation runs, on a bed of the most hosts deployed first (`--only-evaluation`).
     fn run_evaluation(&mut self) -> Result<Option<Short>> {
         let n = self.scale.many;
         let bed = self.bed(n, None, Variant::Base)?;
-        self.plan(&bed, "plan")?;
+        // The hosts run what fleet.toml says (deployed, not timed), as in the full run: a
+        // no-op plan is one of a deployed fleet.
+        let plan = self.plan(&bed, "plan")?;
+        self.fleet_apply(&bed, &plan, "applied")?;
         evaluation::hold(&bed)?;
         let eval = self.evaluation(&bed)?;
         drop_bed(bed)?;

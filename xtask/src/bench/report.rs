@@ -441,7 +441,7 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
             q.map(|q| q <= 0.15),
         ));
     }
-    if let Some(sh) = &r.short {
+    if let Some(sh) = r.short.as_ref().filter(|sh| !sh.noop_apply.is_empty()) {
         let aw = median(&sh.noop_apply).wall;
         let sw = median(&sh.status).wall;
         t.push((
@@ -456,6 +456,8 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
             format!("{} s", s(sw)),
             Some(sw <= Duration::from_secs(1)),
         ));
+    }
+    if let Some(sh) = &r.short {
         let e = &sh.eval;
         if !e.plan_cached.is_empty() {
             let pw = median(&e.plan_cached).wall;
