@@ -243,6 +243,7 @@ fn update(track: &mut Track, ev: &fleet_executor::Event) {
             track.outcome = Some(outcome.clone());
             track.done_at = Some(ev.at);
         }
+        EventKind::Transport { .. } => {}
     }
 }
 
@@ -352,6 +353,8 @@ fn plain_text(ev: &fleet_executor::Event, track: &mut Track) -> Option<String> {
             )
         }
         EventKind::Outcome { outcome } => outcome_text(outcome),
+        // JSON and `-v` only.
+        EventKind::Transport { .. } => return None,
     })
 }
 

@@ -64,6 +64,13 @@ pub enum EventKind {
     Outcome {
         outcome: HostOutcome,
     },
+    /// How the compressed copy sends to this host (`copy/adaptive.rs`): its zstd level, the SSH
+    /// cipher, and the link's throughput as measured (bytes/s; `None`: not measured).
+    Transport {
+        zstd_level: i32,
+        cipher: String,
+        measured_bytes_per_s: Option<u64>,
+    },
 }
 
 /// One event of a run.

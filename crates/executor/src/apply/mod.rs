@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use crate::activation::Activation;
 use crate::copy::delta::{delta_first, DeltaHost};
-use crate::copy::CopyDone;
 use crate::copy::PENDING_ROOTS;
+use crate::copy::{CopyDone, LevelChoice};
 use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
 use crate::health::HealthSpec;
 use crate::outcome::SkipReason;
@@ -77,6 +77,9 @@ pub struct ApplyOptions {
     /// zstd level for the compressed copy to hosts that have `zstd`; `None`: never compress
     /// (every host gets the serve protocol's AddToStoreNar stream).
     pub compress: Option<i32>,
+    /// Pick each host's zstd level from its measured link (`copy/adaptive.rs`) where its copy
+    /// is big; `compress` is then the level of hosts not measured. `false`: `compress` for all.
+    pub adaptive: bool,
     /// Send paths as patches against paths of the same package the host has, where that is
     /// worth it (docs/deltas.md).
     pub deltas: bool,
@@ -88,6 +91,7 @@ impl Default for ApplyOptions {
             parallel: 16,
             verify_grace: Duration::from_secs(5),
             compress: Some(3),
+            adaptive: true,
             deltas: true,
         }
     }
@@ -123,7 +127,10 @@ pub async fn apply_all(
     let mut copy = SshCopy {
         store,
         infos,
-        zstd_level: opts.compress.unwrap_or(3),
+        zstd_level: match (opts.compress.unwrap_or(3), opts.adaptive) {
+            (default, true) => LevelChoice::adaptive(default),
+            (level, false) => LevelChoice::Fixed(level),
+        },
         serve: Vec::new(),
         import: Vec::new(),
     };

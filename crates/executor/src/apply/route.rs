@@ -11,7 +11,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use super::Copied;
-use crate::copy::{self, CopyDone, CopyTarget, ImportTarget};
+use crate::copy::{self, CopyDone, CopyTarget, ImportTarget, LevelChoice};
 use crate::fanout::{HostEvents, HostOutcome};
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -75,7 +75,7 @@ pub(crate) struct SshCopy<'a> {
     pub store: &'a LocalStore,
     /// The union of the hosts' closures, in dependency order.
     pub infos: &'a [PathInfo],
-    pub zstd_level: i32,
+    pub zstd_level: LevelChoice,
     pub serve: Vec<ServePart>,
     pub import: Vec<ImportPart>,
 }

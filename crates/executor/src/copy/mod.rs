@@ -1,13 +1,16 @@
 //! The copy of an apply's missing paths to the hosts, each path read once however many hosts
 //! lack it: over the hosts' store sessions (`serve`), or as zstd-compressed export streams into
 //! `nix-store --import` (`compressed`, cut into `segments` lacked by the same hosts). Which
-//! host takes which route is the apply's choice (`apply/route.rs`).
+//! host takes which route is the apply's choice (`apply/route.rs`); the compressed copy picks
+//! each host's zstd level from its measured link (`adaptive`).
 
+pub mod adaptive;
 mod compressed;
 pub mod delta;
 mod segments;
 mod serve;
 
+pub use adaptive::{LevelChoice, Transport};
 pub use compressed::{
     copy_compressed, copy_compressed_each, drop_pending_roots, import_command, ImportTarget,
     PENDING_ROOTS,

@@ -20,6 +20,8 @@ pub(crate) struct Checker {
     verdict: Arc<Mutex<Option<HostKeyError>>>,
     /// The key recorded in known_hosts by `accept_new` (OpenSSH format), if any.
     learned: Arc<Mutex<Option<String>>>,
+    /// The cipher of the last key exchange.
+    cipher: Arc<Mutex<Option<String>>>,
 }
 
 /// A key as fleet.toml's `host-key` value: `ALGORITHM BASE64`, no comment.
@@ -61,11 +63,16 @@ impl Checker {
             lock,
             verdict: Arc::new(Mutex::new(None)),
             learned: Arc::new(Mutex::new(None)),
+            cipher: Arc::new(Mutex::new(None)),
         })
     }
 
     pub(crate) fn verdict(&self) -> Arc<Mutex<Option<HostKeyError>>> {
         self.verdict.clone()
+    }
+
+    pub(crate) fn negotiated_cipher(&self) -> Arc<Mutex<Option<String>>> {
+        self.cipher.clone()
     }
 
     pub(crate) fn learned(&self) -> Arc<Mutex<Option<String>>> {
@@ -156,5 +163,16 @@ impl russh::client::Handler for Checker {
                 Ok(false)
             }
         }
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        *self.cipher.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(names.cipher.as_ref().to_owned());
+        Ok(())
     }
 }

@@ -7,8 +7,10 @@
 //! - `auth`: agent, then identity files (encrypted ones decrypted once per run via a prompt).
 //! - `channel`: [`Connection::exec`] (capture) and [`Connection::spawn`] (binary streams),
 //!   with the sudo handshake.
+//! - [`cipher`]: the cipher order (AES-GCM first when both ends have AES instructions).
 //! - [`error`]: typed errors.
 
+pub mod cipher;
 pub mod config;
 pub mod error;
 
@@ -48,6 +50,9 @@ pub struct SshTarget {
     pub known_hosts: Option<PathBuf>,
     /// `[user@]host[:port][,...]`; `None`: ssh_config `ProxyJump`.
     pub proxy_jump: Option<String>,
+    /// The host's CPU has AES instructions (fleet.toml says it is an x86_64 host): AES-GCM is
+    /// then preferred over ChaCha20-Poly1305 if the deployer has them too ([`cipher`]).
+    pub host_aes: bool,
 }
 
 /// Run-wide connection settings.
@@ -237,7 +242,9 @@ impl Connector {
             )?;
             let verdict = handler.verdict();
             let learned = handler.learned();
+            let negotiated = handler.negotiated_cipher();
             let config = Arc::new(client::Config {
+                preferred: cipher::preferred(target.host_aes),
                 keepalive_interval: Some(self.options.keepalive_interval),
                 keepalive_max: self.options.keepalive_max,
                 nodelay: true,
@@ -339,11 +346,18 @@ impl Connector {
             auth::authenticate(&mut handle, &r, self.options.use_agent, &self.keys).await?;
             tracing::debug!(host = %r.host, user = %r.user, "ssh: authenticated");
             let learned_host_key = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let cipher = negotiated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            tracing::debug!(host = %r.host, cipher = %cipher, "ssh: cipher");
             Ok(Connection {
                 handle,
                 name: target.name.clone(),
                 resolved: r,
                 learned_host_key,
+                cipher,
                 _jump: jump,
             })
         })
@@ -401,6 +415,8 @@ pub struct Connection {
     name: String,
     resolved: Resolved,
     learned_host_key: Option<String>,
+    /// The cipher the handshake settled on (`aes256-gcm@openssh.com`, ...).
+    cipher: String,
     /// Keeps the jump host's connection (and so the tunnel) alive.
     _jump: Option<Arc<Connection>>,
 }
@@ -429,6 +445,12 @@ impl Connection {
     /// unknown host), as fleet.toml's `host-key` value.
     pub fn learned_host_key(&self) -> Option<&str> {
         self.learned_host_key.as_deref()
+    }
+
+    /// The cipher the handshake settled on, as SSH names it (`aes256-gcm@openssh.com`,
+    /// `chacha20-poly1305@openssh.com`, ...).
+    pub fn cipher(&self) -> &str {
+        &self.cipher
     }
 
     /// Whether the connection is gone (keepalive timeout, remote closed).
