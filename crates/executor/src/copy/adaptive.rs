@@ -28,8 +28,9 @@ pub const PROBE_BYTES: usize = 1 << 20;
 /// better level saves): they get the default level.
 pub const PROBE_MIN_NAR: u64 = 64 << 20;
 
-/// Links at least this fast (bytes/s, 320 Mbit/s) are CPU-bound here: zstd level 1.
-pub const FAST_LINK: u64 = 40_000_000;
+/// Links at least this fast (bytes/s, 200 Mbit/s: a gigabit LAN, not a 100 Mbit/s one) are
+/// CPU-bound: zstd level 1.
+pub const FAST_LINK: u64 = 25_000_000;
 /// Links slower than this (bytes/s, 40 Mbit/s) are what the copy waits for: zstd level 6.
 pub const SLOW_LINK: u64 = 5_000_000;
 
@@ -86,21 +87,33 @@ pub fn rate(bytes: usize, took: Duration) -> u64 {
 }
 
 /// Sends [`PROBE_BYTES`] to `cat > /dev/null` on the host (as the login user) and returns the
-/// throughput, bytes/s, from the first byte written to the exit status (the channel is open
-/// before the clock starts). `None` if the probe failed: the copy then takes the default level
-/// and reports its own errors.
+/// throughput, bytes/s: the time from the first byte written to the exit status, less the same
+/// for an empty stdin (the round trip and `cat` starting and ending, which would otherwise make
+/// a fast link look slow). `None` if a probe failed: the copy then takes the default level and
+/// reports its own errors.
 pub async fn probe(conn: &Connection) -> Option<u64> {
+    let fixed = send(conn, &[]).await?;
+    let took = send(conn, &noise(PROBE_BYTES)).await?;
+    Some(rate(PROBE_BYTES, net_of(took, fixed)))
+}
+
+/// `took` less the fixed cost `fixed`, but never under a tenth of `took` (a noisy baseline).
+pub fn net_of(took: Duration, fixed: Duration) -> Duration {
+    took.saturating_sub(fixed).max(took / 10)
+}
+
+/// The time from the first write of `data` into `cat > /dev/null` to its exit status.
+async fn send(conn: &Connection, data: &[u8]) -> Option<Duration> {
     let proc = conn.spawn("cat > /dev/null", &Privilege::None).await.ok()?;
     let (stdout, mut stdin, exit) = proc.into_parts();
     drop(stdout);
-    let data = noise(PROBE_BYTES);
     let start = Instant::now();
-    let wrote = stdin.write_all(&data).await;
+    let wrote = stdin.write_all(data).await;
     let _ = stdin.shutdown().await;
     drop(stdin);
     let info = exit.finish().await.ok()?;
     let took = start.elapsed();
-    (wrote.is_ok() && info.success()).then(|| rate(PROBE_BYTES, took))
+    (wrote.is_ok() && info.success()).then_some(took)
 }
 
 /// Incompressible bytes (xorshift), so no compression on the way changes what is measured.
@@ -129,6 +142,7 @@ mod tests {
         // A 10 Gbit/s LAN, and a veth on this machine: CPU-bound, level 1.
         assert_eq!(level_for(Some(1_250_000_000), 3), 1);
         assert_eq!(level_for(Some(FAST_LINK), 3), 1);
+        assert_eq!(level_for(Some(30_000_000), 3), 1);
         // 100 Mbit/s: level 3.
         assert_eq!(level_for(Some(12_500_000), 3), 3);
         assert_eq!(level_for(Some(SLOW_LINK), 3), 3);
@@ -142,6 +156,9 @@ mod tests {
     fn rate_and_noise() {
         assert_eq!(rate(1 << 20, Duration::from_millis(500)), 2_097_152);
         assert!(rate(1, Duration::ZERO) > 0);
+        let ms = Duration::from_millis;
+        assert_eq!(net_of(ms(30), ms(10)), ms(20));
+        assert_eq!(net_of(ms(30), ms(40)), ms(3));
         let n = noise(PROBE_BYTES);
         assert_eq!(n.len(), PROBE_BYTES);
         let z = zstd::bulk::compress(&n, 3).unwrap();
