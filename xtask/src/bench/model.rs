@@ -79,6 +79,9 @@ pub enum Variant {
     Base,
     /// The same with a few packages changed.
     Update,
+    /// The base system after a nixpkgs bump (`fleet.massRebuild`: every hash changes), with
+    /// one package in ten a new version: htop, and a tenth of the blobs with new contents.
+    Bump,
 }
 
 /// Who did the copy.
@@ -87,6 +90,11 @@ pub enum Tool {
     Fleet,
     /// `fleet apply --no-compress`: the serve protocol, even to hosts with zstd.
     FleetNoCompress,
+    /// `fleet apply --zstd-level 3`: one level for all, no link measured (fleet before the
+    /// adaptive transport).
+    FleetZstd3,
+    /// `fleet apply --no-deltas`: every changed path whole.
+    FleetNoDeltas,
     /// `nix-copy-closure` per host, one after the other.
     NccSeq,
     /// `nix-copy-closure` per host, all at once.
@@ -102,6 +110,8 @@ impl Tool {
         match (self, hosts) {
             (Tool::Fleet, _) => "fleet apply",
             (Tool::FleetNoCompress, _) => "fleet apply --no-compress",
+            (Tool::FleetZstd3, _) => "fleet apply --zstd-level 3",
+            (Tool::FleetNoDeltas, _) => "fleet apply --no-deltas",
             (Tool::NccSeq | Tool::NccPar, 1) => "nix-copy-closure",
             (Tool::NccSeq, _) => "nix-copy-closure, sequential",
             (Tool::NccPar, _) => "nix-copy-closure, parallel",
