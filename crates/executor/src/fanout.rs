@@ -64,10 +64,11 @@ pub enum EventKind {
     Outcome {
         outcome: HostOutcome,
     },
-    /// How the compressed copy sends to this host (`copy/adaptive.rs`): its zstd level, the SSH
-    /// cipher, and the link's throughput as measured (bytes/s; `None`: not measured).
+    /// How the copy sends to this host (`copy/adaptive.rs`): its zstd level (`None`: the
+    /// uncompressed serve stream), the SSH cipher, and the link's throughput as measured
+    /// (bytes/s; `None`: not measured).
     Transport {
-        zstd_level: i32,
+        zstd_level: Option<i32>,
         cipher: String,
         measured_bytes_per_s: Option<u64>,
     },

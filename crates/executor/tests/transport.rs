@@ -55,6 +55,7 @@ async fn each_host_reports_the_level_its_link_gets_and_its_cipher() {
     let targets = vec![
         deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn: &fast,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -62,6 +63,7 @@ async fn each_host_reports_the_level_its_link_gets_and_its_cipher() {
         },
         deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn: &slow,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -93,7 +95,7 @@ async fn each_host_reports_the_level_its_link_gets_and_its_cipher() {
         } = e.kind
         {
             eprintln!(
-                "{}: zstd {zstd_level}, {cipher}, {measured_bytes_per_s:?} B/s",
+                "{}: zstd {zstd_level:?}, {cipher}, {measured_bytes_per_s:?} B/s",
                 e.host
             );
             assert!(seen
@@ -107,12 +109,15 @@ async fn each_host_reports_the_level_its_link_gets_and_its_cipher() {
     // 20 Mbit/s is 2.5 MB/s; tc's burst and the socket buffers let a little more through.
     assert!(sr < adaptive::SLOW_LINK, "slow link measured at {sr} B/s");
     assert!(fr > 4 * sr, "fast {fr} B/s against slow {sr} B/s");
-    assert_eq!(sl, 6, "a 20 Mbit/s link gets level 6");
-    assert!(
-        fl < sl,
-        "the fast link gets a cheaper level than the slow one: {fl}"
+    assert_eq!(sl, Some(6), "a 20 Mbit/s link gets level 6");
+    // A fast link on the compressed route (the apply would have given it the uncompressed
+    // serve stream, `route.rs`): level 3.
+    assert_eq!(fl, Some(3));
+    assert_eq!(
+        adaptive::link_use(Some(fr), 3),
+        adaptive::LinkUse::Uncompressed,
+        "fast link measured at {fr} B/s"
     );
-    assert_eq!(fl, adaptive::level_for(Some(fr), 3));
     assert_eq!(fc, "aes256-gcm@openssh.com");
     assert_eq!(fc, fast.cipher());
     assert_eq!(sc, "chacha20-poly1305@openssh.com");
@@ -135,6 +140,7 @@ async fn a_fixed_level_measures_nothing() {
     let (sink, mut rx) = EventSink::channel(4096);
     let targets = vec![deploy::ImportTarget {
         pending_roots: None,
+        measured: None,
         conn: &conn,
         privilege: &Privilege::None,
         missing: all,
@@ -152,7 +158,7 @@ async fn a_fixed_level_measures_nothing() {
     assert_eq!(
         transports,
         vec![EventKind::Transport {
-            zstd_level: 2,
+            zstd_level: Some(2),
             cipher: "chacha20-poly1305@openssh.com".into(),
             measured_bytes_per_s: None,
         }]

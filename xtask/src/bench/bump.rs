@@ -126,12 +126,12 @@ impl Ctx {
         Ok(None)
     }
 
-    /// `--only-fresh`: the most hosts, fresh, unlimited links: fleet, fleet `--zstd-level 3`
+    /// `--only-fresh`: the most hosts, fresh, unlimited links: fleet, fleet `--no-compress`
     /// and parallel nix-copy-closure, one after the other, `repeats` rounds; the median run of
     /// each is recorded (all runs are printed).
     pub(super) fn run_fresh(&mut self, repeats: usize) -> Result<Option<Short>> {
         let n = self.scale.max_fresh();
-        let tools = [Tool::Fleet, Tool::FleetZstd3, Tool::NccPar];
+        let tools = [Tool::Fleet, Tool::FleetNoCompress, Tool::NccPar];
         let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); tools.len()];
         let mut last_bed: Option<(usize, Option<u32>)> = None;
         for round in 0..repeats {

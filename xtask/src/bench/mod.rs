@@ -66,7 +66,7 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--write | --no-write] [
   --only-bump    only the \"after a nixpkgs bump\" runs (1 host and the most hosts, 20 Mbit/s,
                  fleet with and without deltas, nix-copy-closure); never writes
   --only-fresh   only the fresh copy to the most hosts on unlimited links: fleet, fleet
-                 --zstd-level 3, parallel nix-copy-closure, 3 rounds, medians; never writes";
+                 --no-compress, parallel nix-copy-closure, 3 rounds, medians; never writes";
 
 use beds::drop_bed;
 use fleet_output::{fleet_events, nar_of_fleet};

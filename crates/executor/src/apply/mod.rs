@@ -23,8 +23,10 @@ use tokio::sync::oneshot;
 use crate::activation::Activation;
 use crate::copy::delta::{delta_first, DeltaHost};
 use crate::copy::PENDING_ROOTS;
-use crate::copy::{CopyDone, LevelChoice};
-use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
+use crate::copy::{adaptive, CopyDone, LevelChoice};
+use crate::fanout::{
+    run_bounded, Bound, EventKind, EventSink, HostEvents, HostJob, HostOutcome, Phase,
+};
 use crate::health::HealthSpec;
 use crate::outcome::SkipReason;
 use crate::secrets::HostSecret;
@@ -124,6 +126,13 @@ pub async fn apply_all(
 ) -> Vec<(String, HostOutcome)> {
     // Deltas first: what a host imports as patches is no longer missing.
     let rooted = delta_phase(&mut hosts, store, infos, opts, &run).await;
+    // The adaptive transport: measure the links of big copies (copy/adaptive.rs).
+    let links: Vec<(&Connection, &BTreeSet<StorePath>, bool)> = hosts
+        .iter()
+        .map(|h| (&*h.conn, &h.missing, h.zstd && opts.compress.is_some()))
+        .collect();
+    let measured = route::measure_links(&links, infos, opts.adaptive).await;
+    drop(links);
     let mut copy = SshCopy {
         store,
         infos,
@@ -135,14 +144,30 @@ pub async fn apply_all(
         import: Vec::new(),
     };
     let mut planned = Vec::new();
-    for ((index, h), rooted) in hosts.into_iter().enumerate().zip(rooted) {
+    for (((index, h), rooted), measured) in hosts.into_iter().enumerate().zip(rooted).zip(measured)
+    {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
+        let fast = matches!(
+            adaptive::link_use(measured, 3),
+            adaptive::LinkUse::Uncompressed
+        );
         let route = route::route(
             h.missing.len(),
             h.zstd,
             opts.compress.is_some(),
             h.store.is_some(),
+            fast,
         );
+        if route == Route::Serve && measured.is_some() {
+            tracing::debug!(host = %h.name, cipher = h.conn.cipher(), measured_mb_per_s = measured.map(|r| r as f64 / 1e6), "copy: transport: uncompressed (fast link)");
+            let _ = events
+                .emit(EventKind::Transport {
+                    zstd_level: None,
+                    cipher: h.conn.cipher().to_owned(),
+                    measured_bytes_per_s: measured,
+                })
+                .await;
+        }
         let (session_back, session_rx) = oneshot::channel::<StoreSession>();
         let mut session = h.store;
         // A host that took deltas has pending roots already.
@@ -161,6 +186,7 @@ pub async fn apply_all(
                     missing: h.missing,
                     events: events.clone(),
                     id: id.clone(),
+                    measured,
                 });
                 pending_roots = Some(id);
                 CopyState::Pending

@@ -1,19 +1,27 @@
-//! The adaptive transport of the compressed copy: how fast each host's link is, and which zstd
-//! level follows from it.
+//! The adaptive transport: how fast each host's link is, and how the copy uses it.
 //!
-//! Before a big compressed copy (at least [`PROBE_MIN_NAR`] of NAR for the host), fleet sends
-//! [`PROBE_BYTES`] of incompressible bytes to `cat > /dev/null` on each host, all hosts at once,
-//! and times them until the host's exit status is back: the link's own throughput (sshd and a
-//! pipe on the host, neither `zstd -dc` nor `nix-store`). [`level_for`] turns it into a level:
-//! on a fast link the CPUs are the bottleneck and zstd level 1 costs the least; on a slow link
-//! every byte saved is time saved, and a stronger level still compresses far faster than the
-//! link sends. The compressed copy compresses each segment **once per distinct level** among
-//! the hosts that lack it (hosts grouped by link class), so one slow host does not make the
-//! fast ones wait for a strong level, nor the fast ones cost the slow one bytes.
+//! Before a big copy to a host with `zstd` (at least [`PROBE_MIN_NAR`] of NAR), fleet sends
+//! [`PROBE_BYTES`] of incompressible bytes to `cat > /dev/null` on each such host, all at once,
+//! and times them until the host's exit status is back, less the time of an empty send: the
+//! link's own throughput (sshd and a pipe on the host, neither `zstd -dc` nor `nix-store`).
+//! [`link_use`] turns it into a transport:
+//! - a **fast** link ([`FAST_LINK`] and up): the CPUs are the bottleneck, not the link, and
+//!   the cheapest copy for both ends is the **uncompressed serve stream** (no compression on
+//!   the deployer, no `zstd -dc` on the host, and `nix-store --serve`'s import is cheaper than
+//!   `--import`'s); with AES-GCM (`ssh/cipher.rs`) the extra bytes cost little to encrypt;
+//! - a **slow** link (below [`SLOW_LINK`]): every byte saved is time saved, zstd **level 6**
+//!   (and it still compresses far faster than the link sends);
+//! - between, or not measured: level 3.
 //!
-//! Measured on this machine's shared libraries (`zstd -b`, 100 MB, busy machine): level 1
-//! 2.95× at 139 MB/s, level 3 3.47× at 139 MB/s, level 6 3.78× at 49 MB/s; decompression
-//! 400–575 MB/s for all.
+//! The compressed copy compresses each segment **once per distinct level** among the hosts
+//! that lack it (hosts grouped by link class), so one slow host does not make the others wait
+//! for a strong level, nor the others cost the slow one bytes.
+//!
+//! Measured here (docs/performance.md): 10 hosts, fresh, unlimited links, the serve stream
+//! took 6.77 s against 9.73 s compressed (zstd 1 and 3 mixed) and 8.28 s for parallel
+//! `nix-copy-closure`. zstd on this machine's shared libraries (`zstd -b`, 100 MB, busy
+//! machine): level 1 2.95× at 139 MB/s, level 3 3.47× at 139 MB/s (no faster at level 1, so it
+//! is never picked), level 6 3.78× at 49 MB/s; decompression 400–575 MB/s for all.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +37,7 @@ pub const PROBE_BYTES: usize = 1 << 20;
 pub const PROBE_MIN_NAR: u64 = 64 << 20;
 
 /// Links at least this fast (bytes/s, 200 Mbit/s: a gigabit LAN, not a 100 Mbit/s one) are
-/// CPU-bound: zstd level 1.
+/// CPU-bound: the uncompressed serve stream.
 pub const FAST_LINK: u64 = 25_000_000;
 /// Links slower than this (bytes/s, 40 Mbit/s) are what the copy waits for: zstd level 6.
 pub const SLOW_LINK: u64 = 5_000_000;
@@ -60,11 +68,28 @@ impl From<i32> for LevelChoice {
     }
 }
 
-/// The zstd level for a link measured at `bytes_per_s` (`None`: not measured: `default`).
+/// How to use a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkUse {
+    /// The serve stream, uncompressed.
+    Uncompressed,
+    /// The compressed stream at this zstd level.
+    Zstd(i32),
+}
+
+/// How to use a link measured at `bytes_per_s` (`None`: not measured: `default`'s level).
+pub fn link_use(bytes_per_s: Option<u64>, default: i32) -> LinkUse {
+    match bytes_per_s {
+        Some(r) if r >= FAST_LINK => LinkUse::Uncompressed,
+        m => LinkUse::Zstd(level_for(m, default)),
+    }
+}
+
+/// The zstd level for a link measured at `bytes_per_s` that takes the compressed stream
+/// (`None`: not measured: `default`): 6 on slow links, else 3.
 pub fn level_for(bytes_per_s: Option<u64>, default: i32) -> i32 {
     match bytes_per_s {
         None => default,
-        Some(r) if r >= FAST_LINK => 1,
         Some(r) if r >= SLOW_LINK => 3,
         Some(_) => 6,
     }
@@ -73,7 +98,8 @@ pub fn level_for(bytes_per_s: Option<u64>, default: i32) -> i32 {
 /// What one host's compressed copy uses, as its `transport` event says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transport {
-    pub zstd_level: i32,
+    /// `None`: uncompressed (the serve stream).
+    pub zstd_level: Option<i32>,
     /// The SSH cipher of the host's connection.
     pub cipher: String,
     /// The probe's throughput, bytes/s (`None`: not probed).
@@ -139,10 +165,14 @@ mod tests {
         // Not measured: the default.
         assert_eq!(level_for(None, 3), 3);
         assert_eq!(level_for(None, 9), 9);
-        // A 10 Gbit/s LAN, and a veth on this machine: CPU-bound, level 1.
-        assert_eq!(level_for(Some(1_250_000_000), 3), 1);
-        assert_eq!(level_for(Some(FAST_LINK), 3), 1);
-        assert_eq!(level_for(Some(30_000_000), 3), 1);
+        // A 10 Gbit/s LAN, and a veth on this machine: CPU-bound, uncompressed.
+        assert_eq!(link_use(Some(1_250_000_000), 3), LinkUse::Uncompressed);
+        assert_eq!(link_use(Some(FAST_LINK), 3), LinkUse::Uncompressed);
+        assert_eq!(link_use(Some(FAST_LINK - 1), 3), LinkUse::Zstd(3));
+        assert_eq!(link_use(None, 3), LinkUse::Zstd(3));
+        assert_eq!(link_use(Some(2_500_000), 3), LinkUse::Zstd(6));
+        // A fast host that must take the compressed stream (no store session): level 3.
+        assert_eq!(level_for(Some(1_250_000_000), 3), 3);
         // 100 Mbit/s: level 3.
         assert_eq!(level_for(Some(12_500_000), 3), 3);
         assert_eq!(level_for(Some(SLOW_LINK), 3), 3);

@@ -48,6 +48,9 @@ pub struct ImportTarget<'a> {
     /// `/nix/var/nix/gcroots/fleet-pending/<id>/` from before the import until activation drops
     /// them (once the profile or the package holds them). `None`: no roots.
     pub pending_roots: Option<String>,
+    /// The link's throughput, bytes/s, if measured already (the apply measures before it picks
+    /// routes): not measured again.
+    pub measured: Option<u64>,
 }
 
 /// Where the compressed copy roots the paths it imports until activation.
@@ -137,7 +140,9 @@ async fn transports(
         LevelChoice::Fixed(_) => vec![None; targets.len()],
         LevelChoice::Adaptive { probe_from, .. } => {
             futures::future::join_all(targets.iter().zip(totals).map(|(t, &(nar, _))| async move {
-                if nar >= probe_from && nar > 0 {
+                if t.measured.is_some() {
+                    t.measured
+                } else if nar >= probe_from && nar > 0 {
                     adaptive::probe(t.conn).await
                 } else {
                     None
@@ -153,7 +158,7 @@ async fn transports(
             LevelChoice::Adaptive { default, .. } => adaptive::level_for(m, default),
         };
         let tr = Transport {
-            zstd_level,
+            zstd_level: Some(zstd_level),
             cipher: t.conn.cipher().to_owned(),
             measured_bytes_per_s: m,
         };
@@ -167,7 +172,7 @@ async fn transports(
         let _ = t
             .events
             .emit(EventKind::Transport {
-                zstd_level,
+                zstd_level: Some(zstd_level),
                 cipher: tr.cipher.clone(),
                 measured_bytes_per_s: m,
             })
@@ -209,7 +214,7 @@ async fn broadcast(
     let levels: Vec<i32> = transports(&targets, &totals, choice)
         .await
         .into_iter()
-        .map(|t| t.zstd_level)
+        .map(|t| t.zstd_level.unwrap_or(3))
         .collect();
     // Start every importer; one that cannot start fails alone.
     let mut results: Vec<Option<Result<CopyDone, DeployError>>> = (0..n).map(|_| None).collect();
