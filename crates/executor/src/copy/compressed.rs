@@ -326,6 +326,9 @@ async fn consume(
     (i, r)
 }
 
+/// Each target's sender (`None`: not fed, or gone).
+type Senders = Vec<Option<mpsc::Sender<Piece>>>;
+
 /// Reads, compresses and broadcasts the segments in order; each host gets its end marker
 /// after its last segment. A local read failure cuts the stream of the segment's hosts (their
 /// imports fail, nothing partial is registered) and is returned for them.
@@ -382,7 +385,7 @@ async fn feed(
         }
         // One compression per distinct level among the members, all at once; each owns its
         // members' senders meanwhile.
-        let mut groups: Vec<(i32, Vec<usize>, Vec<Option<mpsc::Sender<Piece>>>)> = Vec::new();
+        let mut groups: Vec<(i32, Vec<usize>, Senders)> = Vec::new();
         for &i in &members {
             let level = levels[i];
             let g = match groups.iter().position(|g| g.0 == level) {

@@ -5,10 +5,11 @@
 //! can only save bytes, never fail a deploy.
 //!
 //! On the host (as root, POSIX sh, `zstd`, `tar`, `sha256sum`, all in NixOS's required
-//! packages): unpack the bundle into a temporary folder; for each manifest line, in order,
-//! rebuild the NAR (`nix-store --dump BASE`, then `zstd -d --patch-from`), compare its SHA-256
-//! with the NAR hash the deployer's store records, and stream it with its export framing into
-//! one `nix-store --import`. The first path that does not check out ends the stream: what came
+//! packages): unpack the bundle into a temporary folder; rebuild the NARs (`nix-store --dump
+//! BASE`, then `zstd -d --patch-from`) in the background, up to 4 manifest lines ahead of the
+//! import (so only a few rebuilt NARs are on disk at once); for each manifest line, in order,
+//! wait for its NAR, compare its SHA-256 with the NAR hash the deployer's store records, and
+//! stream it with its export framing into one `nix-store --import`. The first path that does not check out ends the stream: what came
 //! before it is imported (each path after its references), nothing after it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,17 +35,43 @@ if [ -n "$roots" ]; then
   mkdir -p "$roots" || exit 23
   while read -r kind i path rest; do ln -sfn "$path" "$roots/${path##*/}"; done < "$d/manifest"
 fi
+# Rebuilds NAR $1 from its base $2 and its patch; why it could not, in $d/$1.why.
+rebuild() {
+  if ! nix-store --dump "$2" > "$d/$1.base" 2> "$d/$1.err"; then
+    echo "cannot read its base $2: $(cat "$d/$1.err")" > "$d/$1.why"; rm -f "$d/$1.base"; return 1
+  fi
+  if ! zstd -q -d --long=31 --patch-from="$d/$1.base" -o "$d/$1.nar" "$d/$1.patch" 2> "$d/$1.err"; then
+    echo "the patch does not apply: $(cat "$d/$1.err")" > "$d/$1.why"; rm -f "$d/$1.base"; return 1
+  fi
+  rm -f "$d/$1.base" "$d/$1.patch"
+}
+# The rebuilds run in the background, up to $ahead manifest lines ahead of the import.
+ahead=4
+total=$(wc -l < "$d/manifest")
+started=0
+start_upto() {
+  while [ "$started" -lt "$1" ] && [ "$started" -lt "$total" ]; do
+    started=$((started + 1))
+    read -r k j p b s <<LINE
+$(sed -n "${started}p" "$d/manifest")
+LINE
+    if [ "$k" = delta ]; then
+      rebuild "$j" "$b" > /dev/null &
+      eval "pid_$j=\$!"
+    fi
+  done
+}
 : > "$d/imported"
 {
+  line=0
   while read -r kind i path base sha; do
+    line=$((line + 1))
+    start_upto $((line + ahead))
     if [ "$kind" = delta ]; then
-      if ! nix-store --dump "$base" > "$d/base.nar" 2> "$d/err"; then
-        echo "fleet-delta: $path: cannot read its base $base: $(cat "$d/err")" >&2; break
+      eval "pid=\$pid_$i"
+      if ! wait "$pid"; then
+        echo "fleet-delta: $path: $(cat "$d/$i.why" 2> /dev/null)" >&2; break
       fi
-      if ! zstd -q -d --long=31 --patch-from="$d/base.nar" -o "$d/$i.nar" "$d/$i.patch" 2> "$d/err"; then
-        echo "fleet-delta: $path: the patch does not apply: $(cat "$d/err")" >&2; break
-      fi
-      rm -f "$d/base.nar" "$d/$i.patch"
     fi
     if ! echo "$sha  $d/$i.nar" | sha256sum -c --status; then
       echo "fleet-delta: $path: the rebuilt NAR does not match its hash" >&2; break
@@ -54,6 +81,7 @@ fi
     rm -f "$d/$i.nar"
     echo "$path" >> "$d/imported"
   done < "$d/manifest"
+  wait
   printf '\000\000\000\000\000\000\000\000'
 } | nix-store --import > /dev/null || exit 22
 echo "imported $(wc -l < "$d/imported")"
@@ -112,6 +140,7 @@ pub async fn bundle(
 ) -> Option<Bundle> {
     let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
     let bases = delta::pair(&paths, has);
+    make_patches(missing, &bases, &local_has, real_path.clone(), cache, tmp).await;
     let lacking: BTreeSet<&StorePath> = paths.iter().collect();
     // Paths that go as patches; each needs its references on the host first: valid there
     // already, or patched before it in this bundle (`missing` is in dependency order).
@@ -162,6 +191,51 @@ pub async fn bundle(
         }
     }
     (out.deltas > 0).then_some(out)
+}
+
+/// Makes the patches of every path with a base the deployer has (and none in `cache` yet), a
+/// few at once (each is two NAR dumps and a `zstd` process, mostly waiting for that process),
+/// each in its own folder under `tmp`; into `cache`, a patch larger than
+/// [`delta::MAX_PATCH_RATIO`] of its NAR as `None`. The bundle then takes them from the cache.
+async fn make_patches(
+    missing: &[PathInfo],
+    bases: &std::collections::BTreeMap<usize, StorePath>,
+    local_has: &impl Fn(&StorePath) -> bool,
+    real_path: impl Fn(&StorePath) -> PathBuf + Clone,
+    cache: &PatchCache,
+    tmp: &Path,
+) {
+    use futures::StreamExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let jobs = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let todo: Vec<(StorePath, &PathInfo)> = bases
+        .iter()
+        .filter(|(_, base)| local_has(base))
+        .map(|(&i, base)| (base.clone(), &missing[i]))
+        .filter(|(base, info)| cache.get(&(base.clone(), info.path.clone())).is_none())
+        .collect();
+    futures::stream::iter(todo)
+        .map(|(base, info)| {
+            let real = real_path.clone();
+            async move {
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = tmp.join(format!("patch-{n}"));
+                let made = match std::fs::create_dir_all(&dir) {
+                    Ok(()) => delta::patch(real, &base, &info.path, &dir).await.ok(),
+                    Err(_) => None,
+                };
+                let _ = std::fs::remove_dir_all(&dir);
+                let made = made
+                    .filter(|p| (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO)
+                    .map(Arc::new);
+                cache.put((base, info.path.clone()), made);
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// What the host did with a bundle.
