@@ -87,10 +87,31 @@ LINE
 echo "imported $(wc -l < "$d/imported")"
 "#;
 
-/// Patches made in this run, per (base, path): computed once, whichever hosts need them.
-/// `None`: no patch worth sending (too large, or zstd failed).
-#[derive(Clone, Default)]
-pub struct PatchCache(Arc<Mutex<HashMap<PatchKey, Patch>>>);
+/// Patches made in this run, per (base, path): computed once, whichever hosts need them, also
+/// when hosts ask for it at the same time (the others wait for the first). `None`: no patch
+/// worth sending (too large, or zstd failed).
+#[derive(Clone)]
+pub struct PatchCache {
+    made: Arc<Mutex<HashMap<PatchKey, Arc<tokio::sync::OnceCell<Patch>>>>>,
+    /// At most one patch per core is being made, whichever hosts ask.
+    jobs: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for PatchCache {
+    fn default() -> Self {
+        PatchCache {
+            made: Arc::default(),
+            jobs: Arc::new(tokio::sync::Semaphore::new(patch_jobs())),
+        }
+    }
+}
+
+/// How many patches are made at once: the deployer's cores (2 to 8).
+fn patch_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+}
 
 /// A patch, or `None` when none is worth sending.
 type Patch = Option<Arc<Vec<u8>>>;
@@ -99,18 +120,40 @@ type Patch = Option<Arc<Vec<u8>>>;
 type PatchKey = (StorePath, StorePath);
 
 impl PatchCache {
-    fn get(&self, key: &PatchKey) -> Option<Patch> {
-        self.0
+    fn cell(&self, key: PatchKey) -> Arc<tokio::sync::OnceCell<Patch>> {
+        self.made
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+            .entry(key)
+            .or_default()
+            .clone()
     }
-    fn put(&self, key: PatchKey, v: Patch) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, v);
+
+    /// The patch of `info` against `base`: made once (in its own folder under `tmp`), `None`
+    /// when larger than [`delta::MAX_PATCH_RATIO`] of the NAR or when zstd failed.
+    async fn patch(
+        &self,
+        base: &StorePath,
+        info: &PathInfo,
+        real_path: impl Fn(&StorePath) -> PathBuf,
+        tmp: &Path,
+    ) -> Patch {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let cell = self.cell((base.clone(), info.path.clone()));
+        cell.get_or_init(|| async {
+            let _permit = self.jobs.acquire().await.ok();
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = tmp.join(format!("patch-{n}"));
+            let made = match std::fs::create_dir_all(&dir) {
+                Ok(()) => delta::patch(real_path, base, &info.path, &dir).await.ok(),
+                Err(_) => None,
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            made.filter(|p| (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO)
+                .map(Arc::new)
+        })
+        .await
+        .clone()
     }
 }
 
@@ -157,24 +200,10 @@ pub async fn bundle(
             .iter()
             .all(|r| *r == info.path || !lacking.contains(r) || patched.contains(r));
         let patch = match bases.get(&i) {
-            Some(base) if refs_ready && local_has(base) => {
-                let key = (base.clone(), info.path.clone());
-                let patch = match cache.get(&key) {
-                    Some(p) => p,
-                    None => {
-                        let made = delta::patch(real_path.clone(), base, &info.path, tmp)
-                            .await
-                            .ok()
-                            .filter(|p| {
-                                (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO
-                            })
-                            .map(Arc::new);
-                        cache.put(key, made.clone());
-                        made
-                    }
-                };
-                patch.map(|p| (base.clone(), p))
-            }
+            Some(base) if refs_ready && local_has(base) => cache
+                .patch(base, info, real_path.clone(), tmp)
+                .await
+                .map(|p| (base.clone(), p)),
             _ => None,
         };
         // A path without a patch goes by the ordinary route, and so do the paths that need it.
@@ -193,10 +222,9 @@ pub async fn bundle(
     (out.deltas > 0).then_some(out)
 }
 
-/// Makes the patches of every path with a base the deployer has (and none in `cache` yet), a
-/// few at once (each is two NAR dumps and a `zstd` process, mostly waiting for that process),
-/// each in its own folder under `tmp`; into `cache`, a patch larger than
-/// [`delta::MAX_PATCH_RATIO`] of its NAR as `None`. The bundle then takes them from the cache.
+/// Makes the patches of every path with a base the deployer has, a few at once (each is two
+/// NAR dumps and a `zstd` process, mostly waiting for that process), into `cache`; the bundle
+/// then takes them from there.
 async fn make_patches(
     missing: &[PathInfo],
     bases: &std::collections::BTreeMap<usize, StorePath>,
@@ -206,31 +234,17 @@ async fn make_patches(
     tmp: &Path,
 ) {
     use futures::StreamExt;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let jobs = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8);
-    let todo: Vec<(StorePath, &PathInfo)> = bases
+    let jobs = patch_jobs();
+    let todo: Vec<(&StorePath, &PathInfo)> = bases
         .iter()
         .filter(|(_, base)| local_has(base))
-        .map(|(&i, base)| (base.clone(), &missing[i]))
-        .filter(|(base, info)| cache.get(&(base.clone(), info.path.clone())).is_none())
+        .map(|(&i, base)| (base, &missing[i]))
         .collect();
     futures::stream::iter(todo)
         .map(|(base, info)| {
             let real = real_path.clone();
             async move {
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let dir = tmp.join(format!("patch-{n}"));
-                let made = match std::fs::create_dir_all(&dir) {
-                    Ok(()) => delta::patch(real, &base, &info.path, &dir).await.ok(),
-                    Err(_) => None,
-                };
-                let _ = std::fs::remove_dir_all(&dir);
-                let made = made
-                    .filter(|p| (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO)
-                    .map(Arc::new);
-                cache.put((base, info.path.clone()), made);
+                cache.patch(base, info, real, tmp).await;
             }
         })
         .buffer_unordered(jobs)
@@ -409,8 +423,94 @@ pub(crate) async fn delta_first(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_host_script_is_posix_sh() {
         crate::quote::assert_posix_sh(super::HOST_SCRIPT);
+    }
+
+    fn sp(hash: char, name: &str) -> StorePath {
+        StorePath::new(format!("/nix/store/{}-{name}", hash.to_string().repeat(32))).unwrap()
+    }
+
+    /// Hosts ask for the same patches at once, and different patches share a base: each patch
+    /// is made once, and each rebuilds its own new NAR (they once shared temporary files, and a
+    /// host got a patch made from another path's NAR).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patches_asked_for_at_once_are_made_once_and_each_is_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        let write = |name: &str, fill: u8| {
+            let mut b = body.clone();
+            b[1000..1032].copy_from_slice(&[fill; 32]);
+            let f = dir.path().join(name);
+            std::fs::write(&f, &b).unwrap();
+            f
+        };
+        let base = sp('a', "lib");
+        let mut files = HashMap::from([(base.clone(), write("base", b'a'))]);
+        let news: Vec<PathInfo> = (0..6u8)
+            .map(|k| {
+                // nix32 has no e, o, t, u.
+                let path = sp(['b', 'c', 'd', 'f', 'g', 'h'][k as usize], "lib");
+                files.insert(path.clone(), write(&format!("new{k}"), b'b' + k));
+                PathInfo {
+                    path,
+                    deriver: None,
+                    nar_hash: String::new(),
+                    nar_size: 400_000,
+                    references: BTreeSet::new(),
+                    sigs: Vec::new(),
+                    ca: None,
+                }
+            })
+            .collect();
+        let files = Arc::new(files);
+        let real = {
+            let files = files.clone();
+            move |p: &StorePath| files[p].clone()
+        };
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let cache = PatchCache::default();
+        // Three "hosts", all six patches each, at once.
+        let hosts = (0..3).map(|_| {
+            futures::future::join_all(
+                news.iter()
+                    .map(|info| cache.patch(&base, info, real.clone(), &tmp)),
+            )
+        });
+        let got = futures::future::join_all(hosts).await;
+        let base_nar = dir.path().join("base.nar");
+        fleet_store::nar::dump(&files[&base], std::fs::File::create(&base_nar).unwrap()).unwrap();
+        for (k, info) in news.iter().enumerate() {
+            let p = got[0][k].clone().expect("a patch");
+            for other in &got[1..] {
+                assert!(Arc::ptr_eq(&p, other[k].as_ref().unwrap()), "made once");
+            }
+            let pf = dir.path().join(format!("p{k}"));
+            std::fs::write(&pf, &*p).unwrap();
+            let out = std::process::Command::new("zstd")
+                .args(["-q", "-d", "-c", "--long=31"])
+                .arg(format!("--patch-from={}", base_nar.display()))
+                .arg(&pf)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut want = Vec::new();
+            fleet_store::nar::dump(&files[&info.path], &mut want).unwrap();
+            assert!(out.stdout == want, "patch {k} rebuilds its own NAR");
+        }
+        assert!(
+            tmp.read_dir().unwrap().next().is_none(),
+            "temporary folders removed"
+        );
     }
 }
