@@ -124,8 +124,6 @@ pub async fn apply_all(
     opts: &ApplyOptions,
     run: Run,
 ) -> Vec<(String, HostOutcome)> {
-    // Deltas first: what a host imports as patches is no longer missing.
-    let rooted = delta_phase(&mut hosts, store, infos, opts, &run).await;
     // The adaptive transport: measure the links of big copies (copy/adaptive.rs).
     let links: Vec<(&Connection, &BTreeSet<StorePath>, bool)> = hosts
         .iter()
@@ -133,6 +131,13 @@ pub async fn apply_all(
         .collect();
     let measured = route::measure_links(&links, infos, opts.adaptive).await;
     drop(links);
+    let fast: Vec<bool> = measured
+        .iter()
+        .map(|&m| adaptive::link_use(m, 3) == adaptive::LinkUse::Uncompressed)
+        .collect();
+    // Deltas first: what a host imports as patches is no longer missing. Not to hosts on fast
+    // links: rebuilding NARs from patches costs the host more CPU than the bytes cost the link.
+    let rooted = delta_phase(&mut hosts, &fast, store, infos, opts, &run).await;
     let mut copy = SshCopy {
         store,
         infos,
@@ -147,16 +152,12 @@ pub async fn apply_all(
     for (((index, h), rooted), measured) in hosts.into_iter().enumerate().zip(rooted).zip(measured)
     {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
-        let fast = matches!(
-            adaptive::link_use(measured, 3),
-            adaptive::LinkUse::Uncompressed
-        );
         let route = route::route(
             h.missing.len(),
             h.zstd,
             opts.compress.is_some(),
             h.store.is_some(),
-            fast,
+            fast[index],
         );
         if route == Route::Serve && measured.is_some() {
             tracing::debug!(host = %h.name, cipher = h.conn.cipher(), measured_mb_per_s = measured.map(|r| r as f64 / 1e6), "copy: transport: uncompressed (fast link)");
@@ -244,6 +245,7 @@ pub async fn apply_all(
 /// pending roots folder may hold paths (so that the apply drops it at the end).
 async fn delta_phase(
     hosts: &mut [ApplyHost],
+    fast: &[bool],
     store: &LocalStore,
     infos: &[PathInfo],
     opts: &ApplyOptions,
@@ -261,7 +263,7 @@ async fn delta_phase(
         .iter_mut()
         .zip(&events)
         .enumerate()
-        .filter(|(_, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty())
+        .filter(|(i, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty() && !fast[*i])
         .map(|(i, (h, events))| {
             let pending_roots = format!("{PENDING_ROOTS}/{}", h.activation.record.id);
             (
