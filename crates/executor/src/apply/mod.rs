@@ -131,9 +131,9 @@ pub async fn apply_all(
         .collect();
     let measured = route::measure_links(&links, infos, opts.adaptive).await;
     drop(links);
-    let fast: Vec<bool> = measured
-        .iter()
-        .map(|&m| adaptive::link_use(m, 3) == adaptive::LinkUse::Uncompressed)
+    let fast: Vec<bool> = adaptive::link_uses(&measured, 3)
+        .into_iter()
+        .map(|u| u == adaptive::LinkUse::Uncompressed)
         .collect();
     // Deltas first: what a host imports as patches is no longer missing. Not to hosts on fast
     // links: rebuilding NARs from patches costs the host more CPU than the bytes cost the link.

@@ -5,8 +5,8 @@
 //! can only save bytes, never fail a deploy.
 //!
 //! On the host (as root, POSIX sh, `zstd`, `tar`, `sha256sum`, all in NixOS's required
-//! packages): unpack the bundle into a temporary folder; rebuild the NARs (`nix-store --dump
-//! BASE`, then `zstd -d --patch-from`) in the background, up to 4 manifest lines ahead of the
+//! packages): unpack the bundle into a temporary folder; rebuild the NARs (the base's
+//! dictionary, `fleet_store::delta::dictionary`, then `zstd -d --patch-from`) in the background, up to 4 manifest lines ahead of the
 //! import (so only a few rebuilt NARs are on disk at once); for each manifest line, in order,
 //! wait for its NAR, compare its SHA-256 with the NAR hash the deployer's store records, and
 //! stream it with its export framing into one `nix-store --import`. The first path that does not check out ends the stream: what came
@@ -35,9 +35,17 @@ if [ -n "$roots" ]; then
   mkdir -p "$roots" || exit 23
   while read -r kind i path rest; do ln -sfn "$path" "$roots/${path##*/}"; done < "$d/manifest"
 fi
+# A patch's dictionary: the contents of the base's regular files, by path (fleet_store::delta::dictionary).
+dictionary() {
+  if [ -d "$1" ]; then
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat)
+  else
+    cat "$1"
+  fi
+}
 # Rebuilds NAR $1 from its base $2 and its patch; why it could not, in $d/$1.why.
 rebuild() {
-  if ! nix-store --dump "$2" > "$d/$1.base" 2> "$d/$1.err"; then
+  if ! dictionary "$2" > "$d/$1.base" 2> "$d/$1.err"; then
     echo "cannot read its base $2: $(cat "$d/$1.err")" > "$d/$1.why"; rm -f "$d/$1.base"; return 1
   fi
   if ! zstd -q -d --long=31 --patch-from="$d/$1.base" -o "$d/$1.nar" "$d/$1.patch" 2> "$d/$1.err"; then
@@ -106,6 +114,17 @@ impl Default for PatchCache {
     }
 }
 
+/// Patches up to this size are always worth it: a small path's patch is about its compressed
+/// NAR (its dictionary, the base's file contents, lacks the NAR's framing), and in the bundle
+/// it keeps the paths that refer to it patchable.
+pub const SMALL_PATCH: u64 = 1024;
+
+/// Whether a patch of `patch` bytes for a NAR of `nar` bytes is worth sending: at most
+/// [`delta::MAX_PATCH_RATIO`] of the NAR, or at most [`SMALL_PATCH`].
+pub fn worth_it(patch: u64, nar: u64) -> bool {
+    patch <= SMALL_PATCH || patch as f64 <= nar as f64 * delta::MAX_PATCH_RATIO
+}
+
 /// How many patches are made at once: the deployer's cores (2 to 8).
 fn patch_jobs() -> usize {
     std::thread::available_parallelism()
@@ -149,7 +168,7 @@ impl PatchCache {
                 Err(_) => None,
             };
             let _ = std::fs::remove_dir_all(&dir);
-            made.filter(|p| (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO)
+            made.filter(|p| worth_it(p.len() as u64, info.nar_size))
                 .map(Arc::new)
         })
         .await
@@ -426,6 +445,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_patches_and_quarter_patches_are_worth_it() {
+        assert!(worth_it(90, 120));
+        assert!(worth_it(SMALL_PATCH, 100));
+        assert!(worth_it(25_000, 100_000));
+        assert!(!worth_it(25_001, 100_000));
+        assert!(!worth_it(SMALL_PATCH + 1, 2_000));
+    }
+
+    #[test]
     fn the_host_script_is_posix_sh() {
         crate::quote::assert_posix_sh(super::HOST_SCRIPT);
     }
@@ -484,8 +512,9 @@ mod tests {
             )
         });
         let got = futures::future::join_all(hosts).await;
-        let base_nar = dir.path().join("base.nar");
-        fleet_store::nar::dump(&files[&base], std::fs::File::create(&base_nar).unwrap()).unwrap();
+        let base_nar = dir.path().join("base.dict");
+        fleet_store::delta::dictionary(&files[&base], std::fs::File::create(&base_nar).unwrap())
+            .unwrap();
         for (k, info) in news.iter().enumerate() {
             let p = got[0][k].clone().expect("a patch");
             for other in &got[1..] {
