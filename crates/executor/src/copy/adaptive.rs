@@ -9,9 +9,12 @@
 //!   the cheapest copy for both ends is the **uncompressed serve stream** (no compression on
 //!   the deployer, no `zstd -dc` on the host, and `nix-store --serve`'s import is cheaper than
 //!   `--import`'s); with AES-GCM (`ssh/cipher.rs`) the extra bytes cost little to encrypt;
-//! - a **slow** link (below [`SLOW_LINK`]): every byte saved is time saved, zstd **level 6**
-//!   (and it still compresses far faster than the link sends);
+//! - a **very slow** link (below [`SLOW_LINK`]): every byte saved is time saved, zstd
+//!   **level 6** (and it still compresses far faster than the link sends);
 //! - between, or not measured: level 3.
+//!
+//! Hosts probed together are classed together ([`link_uses`]): one within 1/[`SAME_CLASS`] of
+//! the fastest host counts as fast when that one does.
 //!
 //! The compressed copy compresses each segment **once per distinct level** among the hosts
 //! that lack it (hosts grouped by link class), so one slow host does not make the others wait
