@@ -1,10 +1,11 @@
 //! Deltas: a path a host lacks travels as a zstd patch against a path of the same package the
-//! host already has (`zstd --patch-from`: the old NAR is the dictionary, with long-range
-//! matching), when that patch is much smaller than the path. After a nixpkgs bump nearly every
-//! store path gets a new hash, but most files differ only where store paths are embedded, so
-//! the patches are tiny (a 200 KB library: 281 bytes against 42 KB for plain `zstd -3`).
+//! host already has (`zstd --patch-from`: the old path's file contents are the dictionary,
+//! [`dictionary`], with long-range matching), when that patch is much smaller than the path.
+//! After a nixpkgs bump nearly every store path gets a new hash, but most files differ only
+//! where store paths are embedded, so the patches are tiny (a 200 KB library: 281 bytes against
+//! 42 KB for plain `zstd -3`).
 //!
-//! The host rebuilds the NAR from its own copy of the old path (`nix-store --dump`), checks it
+//! The host rebuilds the NAR from its own copy of the old path (the same dictionary), checks it
 //! against the NAR hash the deployer's store records, and only then imports it; a patch that
 //! does not rebuild the exact NAR never becomes a valid path (the executor's host script).
 //!
