@@ -35,8 +35,11 @@ use crate::Connection;
 
 /// What each probe sends first.
 pub const PROBE_BYTES: usize = 1 << 20;
-/// What a probe of a link that is not slow sends next.
+/// What a probe of a link that may be fast sends next.
 pub const PROBE_MORE_BYTES: usize = 4 << 20;
+/// Links measured at least this fast (bytes/s, 40 Mbit/s) on the first send get the second:
+/// a 20 Mbit/s link would spend 1.7 s on it.
+pub const PROBE_MORE_FROM: u64 = 5_000_000;
 /// Hosts that lack less NAR than this are not probed (the probe would cost more than a
 /// better level saves): they get the default level.
 pub const PROBE_MIN_NAR: u64 = 64 << 20;
@@ -146,15 +149,15 @@ pub fn rate(bytes: usize, took: Duration) -> u64 {
 /// a fast link look slow). `None` if a probe failed: the copy then takes the default level and
 /// reports its own errors.
 ///
-/// A link that is not slow gets a second, bigger send ([`PROBE_MORE_BYTES`], a few tens of
-/// milliseconds there) and the better of the two counts: on a busy machine a send is only ever
+/// A link that may be fast ([`PROBE_MORE_FROM`]) gets a second, bigger send
+/// ([`PROBE_MORE_BYTES`], a few tens of milliseconds there) and the better of the two counts: on a busy machine a send is only ever
 /// slowed down (sshd or `cat` waiting for a CPU), and the fixed costs weigh less in a bigger one.
 pub async fn probe(conn: &Connection) -> Option<u64> {
     let fixed = send(conn, &[]).await?;
     let data = noise(PROBE_MORE_BYTES);
     let took = send(conn, &data[..PROBE_BYTES]).await?;
     let first = rate(PROBE_BYTES, net_of(took, fixed));
-    if first < SLOW_LINK {
+    if first < PROBE_MORE_FROM {
         return Some(first);
     }
     let second = match send(conn, &data).await {
