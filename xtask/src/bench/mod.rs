@@ -325,7 +325,6 @@ impl Ctx {
         let plan = self.plan(&bed, "plan")?;
         let extra: &[&str] = match tool {
             Tool::FleetNoCompress => &["--no-compress"],
-            Tool::FleetZstd3 => &["--zstd-level", "3"],
             Tool::FleetNoDeltas => &["--no-deltas"],
             _ => &[],
         };

@@ -90,9 +90,6 @@ pub enum Tool {
     Fleet,
     /// `fleet apply --no-compress`: the serve protocol, even to hosts with zstd.
     FleetNoCompress,
-    /// `fleet apply --zstd-level 3`: one level for all, no link measured (fleet before the
-    /// adaptive transport).
-    FleetZstd3,
     /// `fleet apply --no-deltas`: every changed path whole.
     FleetNoDeltas,
     /// `nix-copy-closure` per host, one after the other.
@@ -110,7 +107,6 @@ impl Tool {
         match (self, hosts) {
             (Tool::Fleet, _) => "fleet apply",
             (Tool::FleetNoCompress, _) => "fleet apply --no-compress",
-            (Tool::FleetZstd3, _) => "fleet apply --zstd-level 3",
             (Tool::FleetNoDeltas, _) => "fleet apply --no-deltas",
             (Tool::NccSeq | Tool::NccPar, 1) => "nix-copy-closure",
             (Tool::NccSeq, _) => "nix-copy-closure, sequential",
