@@ -201,6 +201,12 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub no_compress: bool,
 
+    /// zstd level of the compressed copy for every host (1-19). Default: fleet measures each
+    /// host's link before a big copy and picks 1 on fast links, 3, or 6 on slow ones
+    /// (docs/performance.md).
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19), conflicts_with = "no_compress")]
+    pub zstd_level: Option<i32>,
+
     /// Send every path whole: no patches against the paths of the same packages the host has
     /// (docs/deltas.md).
     #[arg(long)]

@@ -248,6 +248,7 @@ fn update(track: &mut Track, ev: &fleet_executor::Event) {
                 track.last = line;
             }
         }
+        EventKind::Transport { .. } => {}
     }
 }
 
@@ -358,6 +359,8 @@ fn plain_text(ev: &fleet_executor::Event, track: &mut Track) -> Option<String> {
         }
         EventKind::Outcome { outcome } => outcome_text(outcome),
         EventKind::Relayed { .. } | EventKind::RelayFailed { .. } => relay_text(&ev.kind)?,
+        // JSON and `-v` only.
+        EventKind::Transport { .. } => return None,
     })
 }
 

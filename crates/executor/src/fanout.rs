@@ -73,6 +73,14 @@ pub enum EventKind {
         relay: String,
         error: String,
     },
+    /// How the copy sends to this host (`copy/adaptive.rs`): its zstd level (`None`: the
+    /// uncompressed serve stream), the SSH cipher, and the link's throughput as measured
+    /// (bytes/s; `None`: not measured).
+    Transport {
+        zstd_level: Option<i32>,
+        cipher: String,
+        measured_bytes_per_s: Option<u64>,
+    },
 }
 
 /// One event of a run.

@@ -394,6 +394,7 @@ async fn compressed_copy_reads_once_and_imports_on_every_host() {
     let targets = vec![
         deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn: &c1,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -401,6 +402,7 @@ async fn compressed_copy_reads_once_and_imports_on_every_host() {
         },
         deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn: &c2,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -519,6 +521,7 @@ async fn compressed_copy_of_different_missing_sets() {
         .zip(["h1", "h2", "h3"])
         .map(|((conn, m), h)| deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn,
             privilege: &Privilege::None,
             missing: m.clone(),
@@ -590,6 +593,7 @@ async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
     let targets = vec![
         deploy::ImportTarget {
             pending_roots: Some(id.clone()),
+            measured: None,
             conn: &c1,
             privilege: &Privilege::None,
             missing: all.clone(),
@@ -597,6 +601,7 @@ async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
         },
         deploy::ImportTarget {
             pending_roots: None,
+            measured: None,
             conn: &c2,
             privilege: &Privilege::None,
             missing: all.clone(),

@@ -18,6 +18,7 @@
 //! - `plan`: [`plan`], [`Plan`], [`HostPlan`], [`Action`], the JSON format.
 //! - `decide`: what apply does with each planned host ([`decide`], [`Decision`]) and how its
 //!   paths travel ([`CopyRoute`]).
+//! - `estimate`: the bytes apply expects to send to a host ([`Expected`]).
 //! - `diff`: closure diffs from store path names ([`Diff`]).
 //! - `errors`: why a host has no desired system or no facts ([`DesiredError`], [`FactsError`]).
 //! - `drift`: saved plans against the host's state now ([`check_still_valid`], [`Drift`]).
@@ -28,6 +29,7 @@ mod decide;
 mod diff;
 mod drift;
 mod errors;
+mod estimate;
 mod flake;
 mod goal;
 mod input;
@@ -43,6 +45,7 @@ pub use decide::{
 pub use diff::{diff_closures, Change, Diff, Pkg};
 pub use drift::{check_still_valid, Drift};
 pub use errors::{DesiredError, FactsError};
+pub use estimate::{expected, Expected, COMPRESSED_RATIO, PATCH_OVERHEAD, PATCH_RATIO};
 pub use flake::{flake_plan, FlakeLock, FlakePlan, InputChange, LockedInput};
 pub use goal::{Goal, PlanOptions, SpecialisationChoice};
 pub use input::{ClosurePath, DesiredHost, HostFacts, HostInput, RemoteState, Specialisation};

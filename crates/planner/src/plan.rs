@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::{copy_route, CopyRoute, RouteFacts};
 use crate::diff::{diff_closures, Diff};
+use crate::estimate::{expected, Expected};
 use crate::goal::{need, Goal, PlanOptions};
-use crate::input::{DesiredHost, HostInput, RemoteState};
+use crate::input::{ClosurePath, DesiredHost, HostInput, RemoteState};
 
 /// Version of the plan's JSON format. Bumped on any incompatible change; [`Plan::from_json`]
 /// refuses other versions.
@@ -59,6 +60,10 @@ pub struct Copy {
     /// fetches them itself and fleet sends only the rest (all of `paths` if that fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substitute: Option<Substitute>,
+    /// What fleet expects to send: NAR bytes, compressed and delta estimates
+    /// (`estimate.rs`).
+    #[serde(default)]
+    pub expected: Expected,
 }
 
 /// Paths a host fetches from its own substituters instead of from fleet.
@@ -280,11 +285,6 @@ fn host_plan(
             bytes: from_cache.iter().map(|p| p.nar_size).sum(),
         }
     });
-    let copy = Copy {
-        paths: missing.iter().map(|p| p.path.clone()).collect(),
-        bytes: missing.iter().map(|p| p.nar_size).sum(),
-        substitute,
-    };
     let sizes: Vec<u64> = missing.iter().map(|p| p.nar_size).collect();
     let route = copy_route(
         &sizes,
@@ -294,6 +294,21 @@ fn host_plan(
         },
         true,
     );
+    let offered: BTreeSet<&str> = substitute
+        .iter()
+        .flat_map(|s| s.paths.iter().map(String::as_str))
+        .collect();
+    let sent: Vec<&ClosurePath> = missing
+        .iter()
+        .copied()
+        .filter(|p| !offered.contains(p.path.as_str()))
+        .collect();
+    let copy = Copy {
+        paths: missing.iter().map(|p| p.path.clone()).collect(),
+        bytes: missing.iter().map(|p| p.nar_size).sum(),
+        substitute,
+        expected: expected(&sent, route, &facts.current_closure),
+    };
     let pin_bytes = missing
         .iter()
         .find(|p| desired.nixpkgs.as_deref() == Some(p.path.as_str()))

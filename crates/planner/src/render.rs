@@ -108,19 +108,21 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
             // The host fetches these itself; fleet sends the rest.
             let rest = host.copy.paths.len() - sub.paths.len().min(host.copy.paths.len());
             parts.push(format!(
-                "substitute {} ({}), copy {}, {}",
+                "substitute {} ({}), copy {}, {}{}",
                 plural(sub.paths.len(), "path", "paths"),
                 human_size(sub.bytes),
                 plural(rest, "path", "paths"),
-                human_size(host.copy.bytes.saturating_sub(sub.bytes))
+                human_size(host.copy.bytes.saturating_sub(sub.bytes)),
+                expected_text(&host.copy.expected)
             ));
         } else if host.copy.paths.is_empty() {
             parts.push("copy nothing".to_owned());
         } else {
             parts.push(format!(
-                "copy {}, {}",
+                "copy {}, {}{}",
                 plural(host.copy.paths.len(), "path", "paths"),
-                human_size(host.copy.bytes)
+                human_size(host.copy.bytes),
+                expected_text(&host.copy.expected)
             ));
             if let Some(relay) = &host.relay {
                 parts.push(format!("via {relay}"));
@@ -142,6 +144,26 @@ fn summary(host: &HostPlan, p: &Painter) -> String {
         parts.push(p.paint(BOLD, &format!("reboot ({})", which.join(", "))));
     }
     parts.join("  ")
+}
+
+/// ` (≈ 53.4 MiB compressed, ≈ 1.2 MiB with deltas)`; nothing over the serve route. The JSON
+/// has every figure (`copy.expected`).
+fn expected_text(e: &crate::Expected) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = e.compressed {
+        parts.push(format!("≈ {} compressed", human_size(c)));
+    }
+    // Deltas are worth a mention when they save a tenth or more.
+    if let (Some(d), Some(c)) = (e.delta, e.compressed) {
+        if d.saturating_mul(10) <= c.saturating_mul(9) {
+            parts.push(format!("≈ {} with deltas", human_size(d)));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
 fn details(host: &HostPlan, p: &Painter) -> Vec<String> {
@@ -272,5 +294,35 @@ mod tests {
         assert_eq!(human_size(1024), "1.0 KiB");
         assert_eq!(human_size(36_175_872), "34.5 MiB");
         assert_eq!(human_size(1_288_490_189), "1.2 GiB");
+    }
+}
+
+#[cfg(test)]
+mod expected_tests {
+    use super::*;
+    use crate::Expected;
+
+    #[test]
+    fn the_bytes_line_shows_compressed_and_worthwhile_deltas() {
+        let e = |compressed, delta| Expected {
+            full: 100 << 20,
+            compressed,
+            delta,
+            delta_paths: usize::from(delta.is_some()),
+        };
+        assert_eq!(expected_text(&e(None, None)), "");
+        assert_eq!(
+            expected_text(&e(Some(36 << 20), None)),
+            " (≈ 36.0 MiB compressed)"
+        );
+        assert_eq!(
+            expected_text(&e(Some(36 << 20), Some(2 << 20))),
+            " (≈ 36.0 MiB compressed, ≈ 2.0 MiB with deltas)"
+        );
+        // A delta that saves under a tenth is not worth a mention (the JSON has it).
+        assert_eq!(
+            expected_text(&e(Some(36 << 20), Some(35 << 20))),
+            " (≈ 36.0 MiB compressed)"
+        );
     }
 }

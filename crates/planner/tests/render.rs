@@ -128,6 +128,9 @@ fn fleet() -> Vec<HostInput> {
             .intersection(&all_present(&pi1_new))
             .cloned()
             .collect(),
+        // The compressed route: the plan shows the compressed and delta estimates.
+        zstd: true,
+        mem_available: Some(8 << 30),
         ..RemoteState::default()
     };
 

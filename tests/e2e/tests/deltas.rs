@@ -49,6 +49,32 @@ fn after_a_nixpkgs_bump_paths_travel_as_patches_and_the_host_is_the_same() {
         nar > 4_000_000 && patch * 50 < nar,
         "{patch} bytes of patches for {nar} bytes of NAR"
     );
+    // The plan said so beforehand: the same-name paths as patches, far below the compressed
+    // estimate, and within a few times of what the patches took.
+    let plan = run
+        .json_lines()
+        .into_iter()
+        .find(|e| e["type"] == "plan")
+        .expect("a plan event");
+    let expected = &plan["plan"]["hosts"][0]["copy"]["expected"];
+    let (full, compressed, delta) = (
+        expected["full"].as_u64().unwrap_or(0),
+        expected["compressed"].as_u64().unwrap_or(0),
+        expected["delta"].as_u64().unwrap_or(0),
+    );
+    assert!(full > 4_000_000, "{expected}");
+    assert!(
+        compressed * 2 < full && delta * 20 < compressed,
+        "{expected}"
+    );
+    assert!(
+        expected["delta_paths"].as_u64().unwrap_or(0) >= 8,
+        "{expected}"
+    );
+    assert!(
+        delta > patch / 4 && delta < patch * 20 + 20_000,
+        "{expected} vs {patch}"
+    );
     let new = current(&f, "d").unwrap();
     f.assert_sound("d", &[Some(&new)]);
 

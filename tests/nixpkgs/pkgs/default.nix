@@ -74,8 +74,9 @@ let
   };
 
   # `paths` blobs made of real shared libraries of the deployer (totalMB in all).
+  # `offset` shifts the libraries each blob starts at (new contents under the same names).
   # Built with genList (not recursion): see NOTES.md.
-  benchBlobs = { paths ? 200, totalMB ? 150, seed ? "0", libDir ? "/usr/lib/x86_64-linux-gnu" }:
+  benchBlobs = { paths ? 200, totalMB ? 150, seed ? "0", libDir ? "/usr/lib/x86_64-linux-gnu", offset ? 0 }:
     builtins.genList
       (i: derivation (common // {
         name = "bench-blob-${toString i}-${toString seed}";
@@ -83,7 +84,7 @@ let
         inherit seed libDir;
         bytes = (totalMB * 1024 * 1024) / paths;
         args = [ ./builders/blob.sh ];
-      }))
+      } // (if offset != 0 then { inherit offset; } else { })))
       paths;
 
   pkgs = rec {

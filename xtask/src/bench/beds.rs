@@ -360,15 +360,18 @@ pub(super) fn drop_bed(bed: Bed) -> Result<()> {
 
 /// A host's configuration of the nixpkgs stand-in.
 pub(super) fn config(host: &str, variant: Variant, s: &Scale) -> String {
+    if variant == Variant::Bump {
+        return super::bump::config(host, s);
+    }
     let update = match variant {
-        Variant::Base => String::new(),
+        Variant::Base | Variant::Bump => String::new(),
         Variant::Update => format!(
             "\n    ++ [ pkgs.jq ]\n    ++ pkgs.benchBlobs {{ paths = {}; totalMB = {}; seed = \"update\"; }}",
             s.update_paths, s.update_mb
         ),
     };
     let versions = match variant {
-        Variant::Base => "",
+        Variant::Base | Variant::Bump => "",
         Variant::Update => {
             "\n  fleet.packageVersions.htop = \"3.3.1\";\n  fleet.packageVersions.curl = \"8.8.0\";"
         }

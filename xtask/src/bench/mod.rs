@@ -25,6 +25,7 @@
 //! - `mod.rs`: options and the scenarios (`Ctx::run_all`).
 //! - `model.rs`: scales, variants, tools and what a run measured.
 //! - `beds.rs`: the testbeds and the tools run on them (fleet, nix-copy-closure, the floor).
+//! - `bump.rs`: after a nixpkgs bump (deltas), and the quick fresh-copy runner.
 //! - `evaluation.rs`: the no-op re-plan with the evaluation cache, peak memory of heavy
 //!   evaluations with and without `--eval-max-memory`.
 //! - `uplink.rs`: hosts behind one slow deployer uplink, with and without a relay.
@@ -33,6 +34,7 @@
 //! - `report.rs`: console tables, ratios, targets, `docs/performance.md`.
 
 mod beds;
+mod bump;
 mod evaluation;
 mod fleet_output;
 mod measure;
@@ -54,8 +56,8 @@ use measure::{machine_busy, spawn, veth_tx};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH] [--only-evaluation] [--only-relay]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--write | --no-write] [--fleet PATH]
+                         [--only-evaluation | --only-relay | --only-bump | --only-fresh]
 
   --quick        a smoke run: 40 paths / 20 MB, 1 and 3 hosts, no-op and status on 6 hosts
   --write        rewrite the generated part of docs/performance.md (default for a full run)
@@ -64,7 +66,11 @@ const USAGE: &str =
   --only-evaluation  only the evaluation runs (cache, heavy evaluations) on the biggest bed;
                  never writes docs/performance.md
   --only-relay   only the runs behind one slow uplink (parallel nix-copy-closure, fleet
-                 direct, fleet with a relay); never writes docs/performance.md";
+                 direct, fleet with a relay); never writes docs/performance.md
+  --only-bump    only the \"after a nixpkgs bump\" runs (1 host and the most hosts, 20 Mbit/s,
+                 fleet with and without deltas, nix-copy-closure); never writes
+  --only-fresh   only the fresh copy to the most hosts on unlimited links: fleet, fleet
+                 --no-compress, parallel nix-copy-closure, 3 rounds, medians; never writes";
 
 use beds::drop_bed;
 use fleet_output::{fleet_events, nar_of_fleet};
@@ -73,6 +79,8 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
     let mut quick = false;
     let mut only_evaluation = false;
     let mut only_relay = false;
+    let mut only_bump = false;
+    let mut only_fresh = false;
     let mut write = None;
     let mut fleet = None;
     let mut args = args.iter();
@@ -81,6 +89,8 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
             "--quick" => quick = true,
             "--only-evaluation" => only_evaluation = true,
             "--only-relay" => only_relay = true,
+            "--only-bump" => only_bump = true,
+            "--only-fresh" => only_fresh = true,
             "--fleet" => match args.next() {
                 Some(p) => fleet = Some(std::path::absolute(PathBuf::from(p))?),
                 None => return Err("--fleet needs a path".into()),
@@ -98,7 +108,8 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
         }
     }
     // A partial run never rewrites docs/performance.md.
-    let write = write.unwrap_or(!quick) && !only_evaluation && !only_relay;
+    let write =
+        write.unwrap_or(!quick) && !only_evaluation && !only_relay && !only_bump && !only_fresh;
     let scale = if quick { Scale::quick() } else { Scale::full() };
 
     crate::setup()?;
@@ -160,6 +171,10 @@ pub fn run(args: &[OsString]) -> Result<ExitCode> {
     } else if only_relay {
         ctx.uplink_runs()?;
         None
+    } else if only_bump {
+        ctx.run_bump()?
+    } else if only_fresh {
+        ctx.run_fresh(3)?
     } else {
         ctx.run_all()?
     };
@@ -278,7 +293,9 @@ impl Ctx {
             self.incremental_ncc(max, rate, Tool::NccSeq)?;
             self.incremental_ncc(max, rate, Tool::NccPar)?;
         }
-        // 4. Deployer CPU per host (fleet, fresh, unlimited): the fresh runs above cover the
+        // 4. After a nixpkgs bump, 20 Mbit/s: fleet (deltas) and nix-copy-closure.
+        self.bump(false)?;
+        // 5. Deployer CPU per host (fleet, fresh, unlimited): the fresh runs above cover the
         //    small counts; then no-op apply and status on the biggest bed.
         let mut short = None;
         for &n in &sc.series {
@@ -325,6 +342,7 @@ impl Ctx {
         let plan = self.plan(&bed, "plan")?;
         let extra: &[&str] = match tool {
             Tool::FleetNoCompress => &["--no-compress"],
+            Tool::FleetNoDeltas => &["--no-deltas"],
             _ => &[],
         };
         let m = self.fleet_apply_with(&bed, &plan, "applied", extra)?;

@@ -83,6 +83,9 @@ pub enum Variant {
     Base,
     /// The same with a few packages changed.
     Update,
+    /// The base system after a nixpkgs bump (`fleet.massRebuild`: every hash changes), with
+    /// one package in ten a new version: htop, and a tenth of the blobs with new contents.
+    Bump,
 }
 
 /// Who did the copy.
@@ -93,6 +96,8 @@ pub enum Tool {
     FleetRelay,
     /// `fleet apply --no-compress`: the serve protocol, even to hosts with zstd.
     FleetNoCompress,
+    /// `fleet apply --no-deltas`: every changed path whole.
+    FleetNoDeltas,
     /// `nix-copy-closure` per host, one after the other.
     NccSeq,
     /// `nix-copy-closure` per host, all at once.
@@ -109,6 +114,7 @@ impl Tool {
             (Tool::Fleet, _) => "fleet apply",
             (Tool::FleetRelay, _) => "fleet apply, relay h1",
             (Tool::FleetNoCompress, _) => "fleet apply --no-compress",
+            (Tool::FleetNoDeltas, _) => "fleet apply --no-deltas",
             (Tool::NccSeq | Tool::NccPar, 1) => "nix-copy-closure",
             (Tool::NccSeq, _) => "nix-copy-closure, sequential",
             (Tool::NccPar, _) => "nix-copy-closure, parallel",

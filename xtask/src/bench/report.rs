@@ -93,11 +93,11 @@ fn mb(b: u64) -> String {
     format!("{:.1}", b as f64 / 1e6)
 }
 
-fn ratio(a: Duration, b: Duration) -> Option<f64> {
+pub(super) fn ratio(a: Duration, b: Duration) -> Option<f64> {
     (b > Duration::ZERO).then(|| a.as_secs_f64() / b.as_secs_f64())
 }
 
-fn times(r: Option<f64>) -> String {
+pub(super) fn times(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}×"))
 }
 
@@ -160,7 +160,7 @@ pub fn line(smp: &Sample) -> String {
     l
 }
 
-fn find<'a>(
+pub(super) fn find<'a>(
     r: &'a Results,
     scenario: &str,
     hosts: usize,
@@ -441,6 +441,7 @@ fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
             q.map(|q| q <= 0.15),
         ));
     }
+    t.extend(super::bump::targets(r));
     if let Some(sh) = r.short.as_ref().filter(|sh| !sh.noop_apply.is_empty()) {
         let aw = median(&sh.noop_apply).wall;
         let sw = median(&sh.status).wall;

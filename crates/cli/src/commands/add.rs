@@ -176,6 +176,7 @@ async fn probe(
         // Nothing is known: the host's key always comes back as unknown, with its pin line.
         known_hosts: Some("/dev/null".into()),
         proxy_jump: None,
+        host_aes: false,
     };
     let unreachable = |e: &(dyn std::error::Error + 'static)| {
         add_error(format!(

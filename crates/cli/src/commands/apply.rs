@@ -321,7 +321,12 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<u8, CommandError> {
         .await;
         let opts = ApplyOptions {
             parallel: global.parallel,
-            compress: if args.no_compress { None } else { Some(3) },
+            compress: if args.no_compress {
+                None
+            } else {
+                Some(args.zstd_level.unwrap_or(3))
+            },
+            adaptive: args.zstd_level.is_none(),
             deltas: !args.no_deltas,
             relays,
             ..ApplyOptions::default()

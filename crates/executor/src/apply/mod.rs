@@ -22,9 +22,11 @@ use tokio::sync::oneshot;
 
 use crate::activation::Activation;
 use crate::copy::delta::{delta_first, DeltaHost};
-use crate::copy::CopyDone;
 use crate::copy::PENDING_ROOTS;
-use crate::fanout::{run_bounded, Bound, EventSink, HostEvents, HostJob, HostOutcome, Phase};
+use crate::copy::{adaptive, CopyDone, LevelChoice};
+use crate::fanout::{
+    run_bounded, Bound, EventKind, EventSink, HostEvents, HostJob, HostOutcome, Phase,
+};
 use crate::health::HealthSpec;
 use crate::outcome::SkipReason;
 use crate::secrets::HostSecret;
@@ -81,6 +83,9 @@ pub struct ApplyOptions {
     /// zstd level for the compressed copy to hosts that have `zstd`; `None`: never compress
     /// (every host gets the serve protocol's AddToStoreNar stream).
     pub compress: Option<i32>,
+    /// Pick each host's zstd level from its measured link (`copy/adaptive.rs`) where its copy
+    /// is big; `compress` is then the level of hosts not measured. `false`: `compress` for all.
+    pub adaptive: bool,
     /// Send paths as patches against paths of the same package the host has, where that is
     /// worth it (docs/deltas.md).
     pub deltas: bool,
@@ -94,6 +99,7 @@ impl Default for ApplyOptions {
             parallel: 16,
             verify_grace: Duration::from_secs(5),
             compress: Some(3),
+            adaptive: true,
             deltas: true,
             relays: Relays::default(),
         }
@@ -125,29 +131,65 @@ pub async fn apply_all(
     opts: &ApplyOptions,
     run: Run,
 ) -> Vec<(String, HostOutcome)> {
-    // Deltas first: what a host imports as patches is no longer missing.
-    let rooted = delta_phase(&mut hosts, store, infos, opts, &run).await;
+    // Relays of this run that are deployed in it too import from the files they hold.
+    let relays_used: BTreeSet<String> = hosts.iter().filter_map(|h| h.relay.clone()).collect();
+    // The adaptive transport: measure the links of big copies (copy/adaptive.rs). Not of the
+    // hosts behind a relay, nor of a relay: their closure crosses the deployer's link once,
+    // compressed, whatever their own link is.
+    let links: Vec<(&Connection, &BTreeSet<StorePath>, bool)> = hosts
+        .iter()
+        .map(|h| {
+            let relayed = h.relay.is_some() || relays_used.contains(&h.name);
+            (
+                &*h.conn,
+                &h.missing,
+                h.zstd && opts.compress.is_some() && !relayed,
+            )
+        })
+        .collect();
+    let measured = route::measure_links(&links, infos, opts.adaptive).await;
+    drop(links);
+    let fast: Vec<bool> = adaptive::link_uses(&measured, 3)
+        .into_iter()
+        .map(|u| u == adaptive::LinkUse::Uncompressed)
+        .collect();
+    // Deltas first: what a host imports as patches is no longer missing. Not to hosts on fast
+    // links: rebuilding NARs from patches costs the host more CPU than the bytes cost the link.
+    let rooted = delta_phase(&mut hosts, &fast, store, infos, opts, &run).await;
     let mut copy = SshCopy {
         store,
         infos,
-        zstd_level: opts.compress.unwrap_or(3),
+        zstd_level: match (opts.compress.unwrap_or(3), opts.adaptive) {
+            (default, true) => LevelChoice::adaptive(default),
+            (level, false) => LevelChoice::Fixed(level),
+        },
         serve: Vec::new(),
         import: Vec::new(),
         relayed: Vec::new(),
         cleanups: crate::copy::relay::Cleanups::default(),
     };
     let cleanups = copy.cleanups.clone();
-    // Relays of this run that are deployed in it too import from the files they hold.
-    let relays_used: BTreeSet<String> = hosts.iter().filter_map(|h| h.relay.clone()).collect();
     let mut planned = Vec::new();
-    for ((index, h), rooted) in hosts.into_iter().enumerate().zip(rooted) {
+    for (((index, h), rooted), measured) in hosts.into_iter().enumerate().zip(rooted).zip(measured)
+    {
         let events = HostEvents::new(&h.name, run.start, run.sink.clone(), run.cancel.clone());
         let route = route::route(
             h.missing.len(),
             h.zstd,
             opts.compress.is_some(),
             h.store.is_some(),
+            fast[index],
         );
+        if route == Route::Serve && measured.is_some() {
+            tracing::debug!(host = %h.name, cipher = h.conn.cipher(), measured_mb_per_s = measured.map(|r| r as f64 / 1e6), "copy: transport: uncompressed (fast link)");
+            let _ = events
+                .emit(EventKind::Transport {
+                    zstd_level: None,
+                    cipher: h.conn.cipher().to_owned(),
+                    measured_bytes_per_s: measured,
+                })
+                .await;
+        }
         let (session_back, session_rx) = oneshot::channel::<StoreSession>();
         let mut session = h.store;
         // A host that took deltas has pending roots already.
@@ -166,6 +208,7 @@ pub async fn apply_all(
                     missing: h.missing,
                     events: events.clone(),
                     id: id.clone(),
+                    measured,
                 };
                 match h.relay {
                     Some(relay) => {
@@ -238,6 +281,7 @@ pub async fn apply_all(
 /// pending roots folder may hold paths (so that the apply drops it at the end).
 async fn delta_phase(
     hosts: &mut [ApplyHost],
+    fast: &[bool],
     store: &LocalStore,
     infos: &[PathInfo],
     opts: &ApplyOptions,
@@ -255,7 +299,7 @@ async fn delta_phase(
         .iter_mut()
         .zip(&events)
         .enumerate()
-        .filter(|(_, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty())
+        .filter(|(i, (h, _))| h.zstd && !h.has.is_empty() && !h.missing.is_empty() && !fast[*i])
         .map(|(i, (h, events))| {
             let pending_roots = format!("{PENDING_ROOTS}/{}", h.activation.record.id);
             (

@@ -180,6 +180,7 @@ async fn direct(
             missing,
             events: p.events.clone(),
             pending_roots: Some(p.id.clone()),
+            measured: None,
         })
         .collect();
     let on_import = |k: usize, done: CopyDone| tell(direct[k].index, Ok(done));

@@ -2,7 +2,7 @@
 //! stream where the host has `zstd`, else the serve protocol over its store session), and the
 //! one shared copy over SSH that tells each host the moment its own part is complete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use super::Copied;
-use crate::copy::{self, CopyDone, CopyTarget, ImportTarget};
+use crate::copy::{self, adaptive, CopyDone, CopyTarget, ImportTarget, LevelChoice};
 use crate::fanout::{HostEvents, HostOutcome};
 use crate::store::StoreSession;
 use crate::sudo::Privilege;
@@ -31,14 +31,47 @@ pub(crate) enum Route {
 }
 
 /// Picks a host's route: compressed when it has `zstd` and compression is on (`compress`),
+/// unless its link was measured fast (`fast_link`, `copy/adaptive.rs`) and it has a session;
 /// else over its store session.
-pub(crate) fn route(missing: usize, zstd: bool, compress: bool, session: bool) -> Route {
+pub(crate) fn route(
+    missing: usize,
+    zstd: bool,
+    compress: bool,
+    session: bool,
+    fast_link: bool,
+) -> Route {
     match (missing, zstd && compress, session) {
         (0, ..) => Route::Nothing,
+        (_, true, true) if fast_link => Route::Serve,
         (_, true, _) => Route::Compressed,
         (_, false, true) => Route::Serve,
         (_, false, false) => Route::NoSession,
     }
+}
+
+/// The links of the hosts whose copy is big enough to be worth measuring (compressed route
+/// possible, at least [`adaptive::PROBE_MIN_NAR`] lacked), measured all at once; `None` for
+/// the others, or when `adaptive` is off.
+pub(crate) async fn measure_links(
+    hosts: &[(&Connection, &BTreeSet<StorePath>, bool)],
+    infos: &[PathInfo],
+    adaptive: bool,
+) -> Vec<Option<u64>> {
+    if !adaptive {
+        return vec![None; hosts.len()];
+    }
+    let sizes: HashMap<&StorePath, u64> = infos.iter().map(|i| (&i.path, i.nar_size)).collect();
+    futures::future::join_all(hosts.iter().map(|&(conn, missing, zstd)| {
+        let nar: u64 = missing.iter().filter_map(|p| sizes.get(p)).sum();
+        async move {
+            if zstd && nar >= adaptive::PROBE_MIN_NAR {
+                adaptive::probe(conn).await
+            } else {
+                None
+            }
+        }
+    }))
+    .await
 }
 
 /// The shared copy, as the orchestration sees it: `run` copies to every host it was given and
@@ -68,6 +101,8 @@ pub(crate) struct ImportPart {
     pub events: HostEvents,
     /// The deployment id its pending GC roots are under.
     pub id: String,
+    /// Its link's throughput, if measured.
+    pub measured: Option<u64>,
 }
 
 /// The copy over SSH: every route at once, each path read from `store` once per route.
@@ -75,7 +110,7 @@ pub(crate) struct SshCopy<'a> {
     pub store: &'a LocalStore,
     /// The union of the hosts' closures, in dependency order.
     pub infos: &'a [PathInfo],
-    pub zstd_level: i32,
+    pub zstd_level: LevelChoice,
     pub serve: Vec<ServePart>,
     pub import: Vec<ImportPart>,
     /// Compressed parts that go through a relay (`apply/relayed.rs`).
@@ -94,7 +129,14 @@ impl CopyPhase for SshCopy<'_> {
             relayed,
             cleanups,
         } = self;
-        let relays = super::relayed::run_groups(store, infos, zstd_level, relayed, tell, &cleanups);
+        let relays = super::relayed::run_groups(
+            store,
+            infos,
+            zstd_level.unmeasured(),
+            relayed,
+            tell,
+            &cleanups,
+        );
         if serve.is_empty() && import.is_empty() {
             relays.await;
             return;
@@ -130,6 +172,7 @@ impl CopyPhase for SshCopy<'_> {
                     missing: p.missing.clone(),
                     events: p.events.clone(),
                     pending_roots: Some(p.id.clone()),
+                    measured: p.measured,
                 })
                 .collect();
             let on_serve = |k: usize, done: CopyDone| tell(serve_idx[k], Ok(done));
@@ -181,11 +224,15 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(0, true, true, true), Route::Nothing);
-        assert_eq!(route(3, true, true, true), Route::Compressed);
-        assert_eq!(route(3, true, true, false), Route::Compressed);
-        assert_eq!(route(3, true, false, true), Route::Serve);
-        assert_eq!(route(3, false, true, true), Route::Serve);
-        assert_eq!(route(3, false, true, false), Route::NoSession);
+        assert_eq!(route(0, true, true, true, false), Route::Nothing);
+        assert_eq!(route(3, true, true, true, false), Route::Compressed);
+        assert_eq!(route(3, true, true, false, false), Route::Compressed);
+        assert_eq!(route(3, true, false, true, false), Route::Serve);
+        assert_eq!(route(3, false, true, true, false), Route::Serve);
+        assert_eq!(route(3, false, true, false, false), Route::NoSession);
+        // A fast link takes the uncompressed serve stream, if it has a session.
+        assert_eq!(route(3, true, true, true, true), Route::Serve);
+        assert_eq!(route(3, true, true, false, true), Route::Compressed);
+        assert_eq!(route(0, true, true, true, true), Route::Nothing);
     }
 }

@@ -13,6 +13,10 @@
 //!
 //! Measured by `cargo xtask bench` (docs/performance.md): one stream per distinct missing set
 //! compressed the shared closure once per host.
+//!
+//! Each host has its own zstd level ([`LevelChoice::Adaptive`]: from its link's measured
+//! throughput, `adaptive.rs`): a segment is compressed once **per distinct level** among its
+//! hosts, each compression reading the segment's NARs itself (from the page cache).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +30,11 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::adaptive::{self, LevelChoice, Transport};
 use super::segments::{plan_segments, Segment};
 use super::{CopyDone, OnCopied};
 use crate::error::DeployError;
-use crate::fanout::HostEvents;
+use crate::fanout::{EventKind, HostEvents};
 use crate::sudo::Privilege;
 use crate::Connection;
 
@@ -43,6 +48,9 @@ pub struct ImportTarget<'a> {
     /// `/nix/var/nix/gcroots/fleet-pending/<id>/` from before the import until activation drops
     /// them (once the profile or the package holds them). `None`: no roots.
     pub pending_roots: Option<String>,
+    /// The link's throughput, bytes/s, if measured already (the apply measures before it picks
+    /// routes): not measured again.
+    pub measured: Option<u64>,
 }
 
 /// Where the compressed copy roots the paths it imports until activation.
@@ -103,7 +111,7 @@ pub async fn copy_compressed(
     store: &LocalStore,
     infos: &[PathInfo],
     targets: Vec<ImportTarget<'_>>,
-    zstd_level: i32,
+    zstd_level: impl Into<LevelChoice>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     copy_compressed_each(store, infos, targets, zstd_level, &|_, _| {}).await
 }
@@ -114,10 +122,64 @@ pub async fn copy_compressed_each(
     store: &LocalStore,
     infos: &[PathInfo],
     targets: Vec<ImportTarget<'_>>,
-    zstd_level: i32,
+    zstd_level: impl Into<LevelChoice>,
     on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
-    broadcast(store, infos, targets, zstd_level, on_copied).await
+    broadcast(store, infos, targets, zstd_level.into(), on_copied).await
+}
+
+/// Each target's transport: with [`LevelChoice::Adaptive`], the hosts that lack at least
+/// `probe_from` (by default [`adaptive::PROBE_MIN_NAR`]) are probed, all at once, and get [`adaptive::level_for`] their
+/// throughput. Told to each host as a `transport` event (and in the `-v` log).
+async fn transports(
+    targets: &[ImportTarget<'_>],
+    totals: &[(u64, u64)],
+    choice: LevelChoice,
+) -> Vec<Transport> {
+    let measured: Vec<Option<u64>> = match choice {
+        LevelChoice::Fixed(_) => vec![None; targets.len()],
+        LevelChoice::Adaptive { probe_from, .. } => {
+            futures::future::join_all(targets.iter().zip(totals).map(|(t, &(nar, _))| async move {
+                if t.measured.is_some() {
+                    t.measured
+                } else if nar >= probe_from && nar > 0 {
+                    adaptive::probe(t.conn).await
+                } else {
+                    None
+                }
+            }))
+            .await
+        }
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for (t, m) in targets.iter().zip(measured) {
+        let zstd_level = match choice {
+            LevelChoice::Fixed(l) => l,
+            LevelChoice::Adaptive { default, .. } => adaptive::level_for(m, default),
+        };
+        let tr = Transport {
+            zstd_level: Some(zstd_level),
+            cipher: t.conn.cipher().to_owned(),
+            measured_bytes_per_s: m,
+        };
+        tracing::debug!(
+            host = t.conn.name(),
+            zstd_level,
+            cipher = %tr.cipher,
+            measured_mb_per_s = m.map(|r| r as f64 / 1e6),
+            "copy: transport"
+        );
+        let _ = t
+            .events
+            .emit(EventKind::Transport {
+                zstd_level: Some(zstd_level),
+                cipher: tr.cipher.clone(),
+                measured_bytes_per_s: m,
+            })
+            .await;
+        out.push(tr);
+    }
+    out
 }
 
 /// A piece of a host's stream: compressed bytes, how much NAR (bytes, whole paths) the host
@@ -134,7 +196,7 @@ async fn broadcast(
     store: &LocalStore,
     infos: &[PathInfo],
     targets: Vec<ImportTarget<'_>>,
-    zstd_level: i32,
+    choice: LevelChoice,
     on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     let n = targets.len();
@@ -148,6 +210,11 @@ async fn broadcast(
                 .sum();
             (bytes, t.missing.len() as u64)
         })
+        .collect();
+    let levels: Vec<i32> = transports(&targets, &totals, choice)
+        .await
+        .into_iter()
+        .map(|t| t.zstd_level.unwrap_or(3))
         .collect();
     // Start every importer; one that cannot start fails alone.
     let mut results: Vec<Option<Result<CopyDone, DeployError>>> = (0..n).map(|_| None).collect();
@@ -185,7 +252,7 @@ async fn broadcast(
         .collect();
     let segments = plan_segments(infos, &missing);
     let (source_errors, finished) = tokio::join!(
-        feed(store, infos, &segments, senders, zstd_level),
+        feed(store, infos, &segments, senders, &levels),
         futures::future::join_all(consumers)
     );
     for (i, r) in finished {
@@ -259,6 +326,9 @@ async fn consume(
     (i, r)
 }
 
+/// Each target's sender (`None`: not fed, or gone).
+type Senders = Vec<Option<mpsc::Sender<Piece>>>;
+
 /// Reads, compresses and broadcasts the segments in order; each host gets its end marker
 /// after its last segment. A local read failure cuts the stream of the segment's hosts (their
 /// imports fail, nothing partial is registered) and is returned for them.
@@ -267,7 +337,7 @@ async fn feed(
     infos: &[PathInfo],
     segments: &[Segment],
     mut senders: Vec<Option<mpsc::Sender<Piece>>>,
-    zstd_level: i32,
+    levels: &[i32],
 ) -> Vec<Option<String>> {
     let n = senders.len();
     let mut errors: Vec<Option<String>> = vec![None; n];
@@ -278,7 +348,10 @@ async fn feed(
             last_segment[i] = Some(s);
         }
     }
-    let end = bytes::Bytes::from(fleet_store::export::export_end(Some(zstd_level)));
+    // The end marker is one tiny frame: any level decompresses the same.
+    let end = bytes::Bytes::from(fleet_store::export::export_end(Some(
+        levels.first().copied().unwrap_or(3),
+    )));
     let finish = |tx: mpsc::Sender<Piece>, (nar_bytes, paths): (u64, u64)| {
         let end = end.clone();
         async move {
@@ -310,17 +383,49 @@ async fn feed(
         if members.is_empty() {
             continue;
         }
-        match segment(store, infos, seg, &members, &mut senders, &have, zstd_level).await {
-            Ok((nar_bytes, paths)) => {
-                for &i in &members {
-                    have[i].0 += nar_bytes;
-                    have[i].1 += paths;
+        // One compression per distinct level among the members, all at once; each owns its
+        // members' senders meanwhile.
+        let mut groups: Vec<(i32, Vec<usize>, Senders)> = Vec::new();
+        for &i in &members {
+            let level = levels[i];
+            let g = match groups.iter().position(|g| g.0 == level) {
+                Some(g) => g,
+                None => {
+                    groups.push((level, Vec::new(), (0..n).map(|_| None).collect()));
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i);
+            groups[g].2[i] = senders[i].take();
+        }
+        let runs = groups.iter_mut().map(|(level, group, own)| {
+            let have = &have;
+            async move {
+                let r = segment(store, infos, seg, group, own, have, *level).await;
+                (group.clone(), r)
+            }
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        for (_, _, own) in groups {
+            for (i, tx) in own.into_iter().enumerate() {
+                if tx.is_some() {
+                    senders[i] = tx;
                 }
             }
-            Err(e) => {
-                for &i in &members {
-                    errors[i] = Some(e.clone());
-                    senders[i] = None;
+        }
+        for (group, r) in outcomes {
+            match r {
+                Ok((nar_bytes, paths)) => {
+                    for &i in &group {
+                        have[i].0 += nar_bytes;
+                        have[i].1 += paths;
+                    }
+                }
+                Err(e) => {
+                    for &i in &group {
+                        errors[i] = Some(e.clone());
+                        senders[i] = None;
+                    }
                 }
             }
         }

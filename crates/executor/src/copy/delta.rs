@@ -5,10 +5,11 @@
 //! can only save bytes, never fail a deploy.
 //!
 //! On the host (as root, POSIX sh, `zstd`, `tar`, `sha256sum`, all in NixOS's required
-//! packages): unpack the bundle into a temporary folder; for each manifest line, in order,
-//! rebuild the NAR (`nix-store --dump BASE`, then `zstd -d --patch-from`), compare its SHA-256
-//! with the NAR hash the deployer's store records, and stream it with its export framing into
-//! one `nix-store --import`. The first path that does not check out ends the stream: what came
+//! packages): unpack the bundle into a temporary folder; rebuild the NARs (the base's
+//! dictionary, `fleet_store::delta::dictionary`, then `zstd -d --patch-from`) in the background, up to 4 manifest lines ahead of the
+//! import (so only a few rebuilt NARs are on disk at once); for each manifest line, in order,
+//! wait for its NAR, compare its SHA-256 with the NAR hash the deployer's store records, and
+//! stream it with its export framing into one `nix-store --import`. The first path that does not check out ends the stream: what came
 //! before it is imported (each path after its references), nothing after it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,17 +35,51 @@ if [ -n "$roots" ]; then
   mkdir -p "$roots" || exit 23
   while read -r kind i path rest; do ln -sfn "$path" "$roots/${path##*/}"; done < "$d/manifest"
 fi
+# A patch's dictionary: the contents of the base's regular files, by path (fleet_store::delta::dictionary).
+dictionary() {
+  if [ -d "$1" ]; then
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r cat)
+  else
+    cat "$1"
+  fi
+}
+# Rebuilds NAR $1 from its base $2 and its patch; why it could not, in $d/$1.why.
+rebuild() {
+  if ! dictionary "$2" > "$d/$1.base" 2> "$d/$1.err"; then
+    echo "cannot read its base $2: $(cat "$d/$1.err")" > "$d/$1.why"; rm -f "$d/$1.base"; return 1
+  fi
+  if ! zstd -q -d --long=31 --patch-from="$d/$1.base" -o "$d/$1.nar" "$d/$1.patch" 2> "$d/$1.err"; then
+    echo "the patch does not apply: $(cat "$d/$1.err")" > "$d/$1.why"; rm -f "$d/$1.base"; return 1
+  fi
+  rm -f "$d/$1.base" "$d/$1.patch"
+}
+# The rebuilds run in the background, up to $ahead manifest lines ahead of the import.
+ahead=4
+total=$(wc -l < "$d/manifest")
+started=0
+start_upto() {
+  while [ "$started" -lt "$1" ] && [ "$started" -lt "$total" ]; do
+    started=$((started + 1))
+    read -r k j p b s <<LINE
+$(sed -n "${started}p" "$d/manifest")
+LINE
+    if [ "$k" = delta ]; then
+      rebuild "$j" "$b" > /dev/null &
+      eval "pid_$j=\$!"
+    fi
+  done
+}
 : > "$d/imported"
 {
+  line=0
   while read -r kind i path base sha; do
+    line=$((line + 1))
+    start_upto $((line + ahead))
     if [ "$kind" = delta ]; then
-      if ! nix-store --dump "$base" > "$d/base.nar" 2> "$d/err"; then
-        echo "fleet-delta: $path: cannot read its base $base: $(cat "$d/err")" >&2; break
+      eval "pid=\$pid_$i"
+      if ! wait "$pid"; then
+        echo "fleet-delta: $path: $(cat "$d/$i.why" 2> /dev/null)" >&2; break
       fi
-      if ! zstd -q -d --long=31 --patch-from="$d/base.nar" -o "$d/$i.nar" "$d/$i.patch" 2> "$d/err"; then
-        echo "fleet-delta: $path: the patch does not apply: $(cat "$d/err")" >&2; break
-      fi
-      rm -f "$d/base.nar" "$d/$i.patch"
     fi
     if ! echo "$sha  $d/$i.nar" | sha256sum -c --status; then
       echo "fleet-delta: $path: the rebuilt NAR does not match its hash" >&2; break
@@ -54,15 +89,48 @@ fi
     rm -f "$d/$i.nar"
     echo "$path" >> "$d/imported"
   done < "$d/manifest"
+  wait
   printf '\000\000\000\000\000\000\000\000'
 } | nix-store --import > /dev/null || exit 22
 echo "imported $(wc -l < "$d/imported")"
 "#;
 
-/// Patches made in this run, per (base, path): computed once, whichever hosts need them.
-/// `None`: no patch worth sending (too large, or zstd failed).
-#[derive(Clone, Default)]
-pub struct PatchCache(Arc<Mutex<HashMap<PatchKey, Patch>>>);
+/// Patches made in this run, per (base, path): computed once, whichever hosts need them, also
+/// when hosts ask for it at the same time (the others wait for the first). `None`: no patch
+/// worth sending (too large, or zstd failed).
+#[derive(Clone)]
+pub struct PatchCache {
+    made: Arc<Mutex<HashMap<PatchKey, Arc<tokio::sync::OnceCell<Patch>>>>>,
+    /// At most one patch per core is being made, whichever hosts ask.
+    jobs: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for PatchCache {
+    fn default() -> Self {
+        PatchCache {
+            made: Arc::default(),
+            jobs: Arc::new(tokio::sync::Semaphore::new(patch_jobs())),
+        }
+    }
+}
+
+/// Patches up to this size are always worth it: a small path's patch is about its compressed
+/// NAR (its dictionary, the base's file contents, lacks the NAR's framing), and in the bundle
+/// it keeps the paths that refer to it patchable.
+pub const SMALL_PATCH: u64 = 1024;
+
+/// Whether a patch of `patch` bytes for a NAR of `nar` bytes is worth sending: at most
+/// [`delta::MAX_PATCH_RATIO`] of the NAR, or at most [`SMALL_PATCH`].
+pub fn worth_it(patch: u64, nar: u64) -> bool {
+    patch <= SMALL_PATCH || patch as f64 <= nar as f64 * delta::MAX_PATCH_RATIO
+}
+
+/// How many patches are made at once: the deployer's cores (2 to 8).
+fn patch_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+}
 
 /// A patch, or `None` when none is worth sending.
 type Patch = Option<Arc<Vec<u8>>>;
@@ -71,18 +139,40 @@ type Patch = Option<Arc<Vec<u8>>>;
 type PatchKey = (StorePath, StorePath);
 
 impl PatchCache {
-    fn get(&self, key: &PatchKey) -> Option<Patch> {
-        self.0
+    fn cell(&self, key: PatchKey) -> Arc<tokio::sync::OnceCell<Patch>> {
+        self.made
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+            .entry(key)
+            .or_default()
+            .clone()
     }
-    fn put(&self, key: PatchKey, v: Patch) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, v);
+
+    /// The patch of `info` against `base`: made once (in its own folder under `tmp`), `None`
+    /// when larger than [`delta::MAX_PATCH_RATIO`] of the NAR or when zstd failed.
+    async fn patch(
+        &self,
+        base: &StorePath,
+        info: &PathInfo,
+        real_path: impl Fn(&StorePath) -> PathBuf,
+        tmp: &Path,
+    ) -> Patch {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let cell = self.cell((base.clone(), info.path.clone()));
+        cell.get_or_init(|| async {
+            let _permit = self.jobs.acquire().await.ok();
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = tmp.join(format!("patch-{n}"));
+            let made = match std::fs::create_dir_all(&dir) {
+                Ok(()) => delta::patch(real_path, base, &info.path, &dir).await.ok(),
+                Err(_) => None,
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            made.filter(|p| worth_it(p.len() as u64, info.nar_size))
+                .map(Arc::new)
+        })
+        .await
+        .clone()
     }
 }
 
@@ -112,6 +202,7 @@ pub async fn bundle(
 ) -> Option<Bundle> {
     let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
     let bases = delta::pair(&paths, has);
+    make_patches(missing, &bases, &local_has, real_path.clone(), cache, tmp).await;
     let lacking: BTreeSet<&StorePath> = paths.iter().collect();
     // Paths that go as patches; each needs its references on the host first: valid there
     // already, or patched before it in this bundle (`missing` is in dependency order).
@@ -128,24 +219,10 @@ pub async fn bundle(
             .iter()
             .all(|r| *r == info.path || !lacking.contains(r) || patched.contains(r));
         let patch = match bases.get(&i) {
-            Some(base) if refs_ready && local_has(base) => {
-                let key = (base.clone(), info.path.clone());
-                let patch = match cache.get(&key) {
-                    Some(p) => p,
-                    None => {
-                        let made = delta::patch(real_path.clone(), base, &info.path, tmp)
-                            .await
-                            .ok()
-                            .filter(|p| {
-                                (p.len() as f64) <= info.nar_size as f64 * delta::MAX_PATCH_RATIO
-                            })
-                            .map(Arc::new);
-                        cache.put(key, made.clone());
-                        made
-                    }
-                };
-                patch.map(|p| (base.clone(), p))
-            }
+            Some(base) if refs_ready && local_has(base) => cache
+                .patch(base, info, real_path.clone(), tmp)
+                .await
+                .map(|p| (base.clone(), p)),
             _ => None,
         };
         // A path without a patch goes by the ordinary route, and so do the paths that need it.
@@ -162,6 +239,36 @@ pub async fn bundle(
         }
     }
     (out.deltas > 0).then_some(out)
+}
+
+/// Makes the patches of every path with a base the deployer has, a few at once (each is two
+/// NAR dumps and a `zstd` process, mostly waiting for that process), into `cache`; the bundle
+/// then takes them from there.
+async fn make_patches(
+    missing: &[PathInfo],
+    bases: &std::collections::BTreeMap<usize, StorePath>,
+    local_has: &impl Fn(&StorePath) -> bool,
+    real_path: impl Fn(&StorePath) -> PathBuf + Clone,
+    cache: &PatchCache,
+    tmp: &Path,
+) {
+    use futures::StreamExt;
+    let jobs = patch_jobs();
+    let todo: Vec<(&StorePath, &PathInfo)> = bases
+        .iter()
+        .filter(|(_, base)| local_has(base))
+        .map(|(&i, base)| (base, &missing[i]))
+        .collect();
+    futures::stream::iter(todo)
+        .map(|(base, info)| {
+            let real = real_path.clone();
+            async move {
+                cache.patch(base, info, real, tmp).await;
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// What the host did with a bundle.
@@ -335,8 +442,104 @@ pub(crate) async fn delta_first(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn small_patches_and_quarter_patches_are_worth_it() {
+        assert!(worth_it(90, 120));
+        assert!(worth_it(SMALL_PATCH, 100));
+        assert!(worth_it(25_000, 100_000));
+        assert!(!worth_it(25_001, 100_000));
+        assert!(!worth_it(SMALL_PATCH + 1, 2_000));
+    }
+
     #[test]
     fn the_host_script_is_posix_sh() {
         crate::quote::assert_posix_sh(super::HOST_SCRIPT);
+    }
+
+    fn sp(hash: char, name: &str) -> StorePath {
+        StorePath::new(format!("/nix/store/{}-{name}", hash.to_string().repeat(32))).unwrap()
+    }
+
+    /// Hosts ask for the same patches at once, and different patches share a base: each patch
+    /// is made once, and each rebuilds its own new NAR (they once shared temporary files, and a
+    /// host got a patch made from another path's NAR).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patches_asked_for_at_once_are_made_once_and_each_is_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        let write = |name: &str, fill: u8| {
+            let mut b = body.clone();
+            b[1000..1032].copy_from_slice(&[fill; 32]);
+            let f = dir.path().join(name);
+            std::fs::write(&f, &b).unwrap();
+            f
+        };
+        let base = sp('a', "lib");
+        let mut files = HashMap::from([(base.clone(), write("base", b'a'))]);
+        let news: Vec<PathInfo> = (0..6u8)
+            .map(|k| {
+                // nix32 has no e, o, t, u.
+                let path = sp(['b', 'c', 'd', 'f', 'g', 'h'][k as usize], "lib");
+                files.insert(path.clone(), write(&format!("new{k}"), b'b' + k));
+                PathInfo {
+                    path,
+                    deriver: None,
+                    nar_hash: String::new(),
+                    nar_size: 400_000,
+                    references: BTreeSet::new(),
+                    sigs: Vec::new(),
+                    ca: None,
+                }
+            })
+            .collect();
+        let files = Arc::new(files);
+        let real = {
+            let files = files.clone();
+            move |p: &StorePath| files[p].clone()
+        };
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let cache = PatchCache::default();
+        // Three "hosts", all six patches each, at once.
+        let hosts = (0..3).map(|_| {
+            futures::future::join_all(
+                news.iter()
+                    .map(|info| cache.patch(&base, info, real.clone(), &tmp)),
+            )
+        });
+        let got = futures::future::join_all(hosts).await;
+        let base_nar = dir.path().join("base.dict");
+        fleet_store::delta::dictionary(&files[&base], std::fs::File::create(&base_nar).unwrap())
+            .unwrap();
+        for (k, info) in news.iter().enumerate() {
+            let p = got[0][k].clone().expect("a patch");
+            for other in &got[1..] {
+                assert!(Arc::ptr_eq(&p, other[k].as_ref().unwrap()), "made once");
+            }
+            let pf = dir.path().join(format!("p{k}"));
+            std::fs::write(&pf, &*p).unwrap();
+            let out = std::process::Command::new("zstd")
+                .args(["-q", "-d", "-c", "--long=31"])
+                .arg(format!("--patch-from={}", base_nar.display()))
+                .arg(&pf)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut want = Vec::new();
+            fleet_store::nar::dump(&files[&info.path], &mut want).unwrap();
+            assert!(out.stdout == want, "patch {k} rebuilds its own NAR");
+        }
+        assert!(
+            tmp.read_dir().unwrap().next().is_none(),
+            "temporary folders removed"
+        );
     }
 }

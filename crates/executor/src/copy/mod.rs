@@ -2,9 +2,11 @@
 //! lack it: over the hosts' store sessions (`serve`), or as zstd-compressed export streams into
 //! `nix-store --import` (`compressed`, cut into `segments` lacked by the same hosts), or
 //! through a relay on the hosts' LAN (`relay`, its shell in `relay_sh`, its key and cleanups
-//! in `relay_state`; docs/relay.md). Which
-//! host takes which route is the apply's choice (`apply/route.rs`).
+//! in `relay_state`; docs/relay.md). Which host takes which route is the apply's choice
+//! (`apply/route.rs`); the compressed copy picks each host's zstd level from its measured link
+//! (`adaptive`).
 
+pub mod adaptive;
 mod compressed;
 pub mod delta;
 pub mod relay;
@@ -13,6 +15,7 @@ mod relay_state;
 mod segments;
 mod serve;
 
+pub use adaptive::{LevelChoice, Transport};
 pub use compressed::{
     copy_compressed, copy_compressed_each, drop_pending_roots, import_command, ImportTarget,
     PENDING_ROOTS,

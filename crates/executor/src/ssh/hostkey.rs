@@ -23,6 +23,8 @@ pub(crate) struct Checker {
     /// The key this check accepted (OpenSSH format, no comment): what a relay is told to
     /// expect from this host (docs/relay.md).
     accepted: Arc<Mutex<Option<String>>>,
+    /// The cipher of the last key exchange.
+    cipher: Arc<Mutex<Option<String>>>,
 }
 
 /// A key as fleet.toml's `host-key` value: `ALGORITHM BASE64`, no comment.
@@ -65,11 +67,16 @@ impl Checker {
             verdict: Arc::new(Mutex::new(None)),
             learned: Arc::new(Mutex::new(None)),
             accepted: Arc::new(Mutex::new(None)),
+            cipher: Arc::new(Mutex::new(None)),
         })
     }
 
     pub(crate) fn verdict(&self) -> Arc<Mutex<Option<HostKeyError>>> {
         self.verdict.clone()
+    }
+
+    pub(crate) fn negotiated_cipher(&self) -> Arc<Mutex<Option<String>>> {
+        self.cipher.clone()
     }
 
     pub(crate) fn learned(&self) -> Arc<Mutex<Option<String>>> {
@@ -169,5 +176,16 @@ impl russh::client::Handler for Checker {
                 Ok(false)
             }
         }
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        *self.cipher.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(names.cipher.as_ref().to_owned());
+        Ok(())
     }
 }

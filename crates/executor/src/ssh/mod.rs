@@ -7,8 +7,10 @@
 //! - `auth`: agent, then identity files (encrypted ones decrypted once per run via a prompt).
 //! - `channel`: [`Connection::exec`] (capture) and [`Connection::spawn`] (binary streams),
 //!   with the sudo handshake.
+//! - [`cipher`]: the cipher order (AES-GCM first when both ends have AES instructions).
 //! - [`error`]: typed errors.
 
+pub mod cipher;
 pub mod config;
 pub mod error;
 
@@ -48,6 +50,9 @@ pub struct SshTarget {
     pub known_hosts: Option<PathBuf>,
     /// `[user@]host[:port][,...]`; `None`: ssh_config `ProxyJump`.
     pub proxy_jump: Option<String>,
+    /// The host's CPU has AES instructions (fleet.toml says it is an x86_64 host): AES-GCM is
+    /// then preferred over ChaCha20-Poly1305 if the deployer has them too ([`cipher`]).
+    pub host_aes: bool,
 }
 
 /// Run-wide connection settings.
@@ -238,7 +243,9 @@ impl Connector {
             let verdict = handler.verdict();
             let learned = handler.learned();
             let accepted = handler.accepted();
+            let negotiated = handler.negotiated_cipher();
             let config = Arc::new(client::Config {
+                preferred: cipher::preferred(target.host_aes),
                 keepalive_interval: Some(self.options.keepalive_interval),
                 keepalive_max: self.options.keepalive_max,
                 nodelay: true,
@@ -341,12 +348,19 @@ impl Connector {
             tracing::debug!(host = %r.host, user = %r.user, "ssh: authenticated");
             let learned_host_key = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
             let host_key = accepted.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let cipher = negotiated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            tracing::debug!(host = %r.host, cipher = %cipher, "ssh: cipher");
             Ok(Connection {
                 handle,
                 name: target.name.clone(),
                 resolved: r,
                 learned_host_key,
                 host_key,
+                cipher,
                 _jump: jump,
             })
         })
@@ -406,6 +420,8 @@ pub struct Connection {
     learned_host_key: Option<String>,
     /// The host key this connection verified (pinned or known_hosts), OpenSSH format.
     host_key: Option<String>,
+    /// The cipher the handshake settled on (`aes256-gcm@openssh.com`, ...).
+    cipher: String,
     /// Keeps the jump host's connection (and so the tunnel) alive.
     _jump: Option<Arc<Connection>>,
 }
@@ -440,6 +456,12 @@ impl Connection {
     /// is told to expect when it dials this host (docs/relay.md).
     pub fn host_key(&self) -> Option<&str> {
         self.host_key.as_deref()
+    }
+
+    /// The cipher the handshake settled on, as SSH names it (`aes256-gcm@openssh.com`,
+    /// `chacha20-poly1305@openssh.com`, ...).
+    pub fn cipher(&self) -> &str {
+        &self.cipher
     }
 
     /// Whether the connection is gone (keepalive timeout, remote closed).

@@ -6,7 +6,7 @@ printf 'bench blob %s seed %s\n' "$index" "$seed" > "$out/BLOB"
 files=$(find "$libDir" -maxdepth 1 -type f -name '*.so*' | LC_ALL=C sort)
 count=$(printf '%s\n' "$files" | wc -l)
 [ "$count" -gt 0 ] || { echo "no libraries in $libDir" >&2; exit 1; }
-i=$(( (index * 7) % count ))
+i=$(( (index * 7 + ${offset:-0}) % count ))
 total=0
 n=0
 while [ "$total" -lt "$bytes" ] && [ "$n" -lt "$count" ]; do
