@@ -130,9 +130,10 @@ fn reach_all<'a>(
                     });
                 }
                 let opened = match (&r, open_store) {
-                    // A host that runs a system may run the desired one: a plan may not need
-                    // its store (see `reach_and_query`); it is opened once that is known.
-                    (Ok(reached), Some(false)) if reached.facts.current.is_some() => None,
+                    // A host that runs a system may run the desired one: then neither a plan
+                    // nor an apply needs its store (see `reach_and_query`); it is opened once
+                    // that is known.
+                    (Ok(reached), Some(_)) if reached.facts.current.is_some() => None,
                     (Ok(reached), Some(keep)) => tokio::select! {
                         s = open_store_session(reached, keep) => Some(s),
                         () = cancel.cancelled() => None,
@@ -188,8 +189,9 @@ fn runs_wanted(reached: &Reached, wanted: &Wanted) -> bool {
 /// `parallel` at once) and, unless it runs a system already (it may run the desired one), its
 /// store session opened while the desired systems are still being built; when `closures` says
 /// what they are, every host's store is asked at once (at most `parallel` queries at a time),
-/// without waiting for the slowest host to be reached. A plan (`keep_store` false) asks no
-/// store of a host that already runs its desired toplevel and package ([`runs_wanted`]).
+/// without waiting for the slowest host to be reached. Neither a plan nor an apply asks the
+/// store of a host that already runs its desired toplevel and package ([`runs_wanted`]): it
+/// lacks nothing, so an apply has nothing to copy to it (at most an activation or a relink).
 pub async fn reach_and_query(
     remote: &Remote,
     hosts: &[&Host],
@@ -222,7 +224,7 @@ pub async fn reach_and_query(
                         return (name, Ok(reached));
                     }
                 };
-                if !keep_store && runs_wanted(&reached, wanted) {
+                if runs_wanted(&reached, wanted) {
                     if let Some(Ok(session)) = opened {
                         let _ = session.close().await;
                     }
