@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_e2e::scan::scan_proc;
 use fleet_e2e::{config, current, Fleet, HostSpec, Run};
 
 /// Marks unique to this run, so a hit is ours.
@@ -29,57 +30,6 @@ fn stat(f: &Fleet, host: &str, path: &str) -> String {
         host,
         &format!("stat -c '%U:%G:%a' {path} 2>/dev/null || echo missing"),
     )
-}
-
-fn netns_of(pid: u32) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
-    let s = link.to_string_lossy().into_owned();
-    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
-}
-
-fn descends_from(mut pid: u32, ancestor: u32) -> bool {
-    for _ in 0..64 {
-        if pid == ancestor {
-            return true;
-        }
-        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok() else {
-            return false;
-        };
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        match parent {
-            Some(p) if p > 1 => pid = p,
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// Processes of the run (fleet's descendants, anything in a host's network namespace) whose
-/// argv or environment holds one of `needles`: (needle index, description).
-fn scan_proc(needles: &[Vec<u8>], fleet_pid: u32, netns: &BTreeSet<u64>) -> Vec<(usize, String)> {
-    let mut hits = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if !(descends_from(pid, fleet_pid) || netns_of(pid).is_some_and(|n| netns.contains(&n))) {
-            continue;
-        }
-        for file in ["cmdline", "environ"] {
-            let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{file}")) else {
-                continue;
-            };
-            for (i, n) in needles.iter().enumerate() {
-                if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
-                    hits.push((i, format!("pid {pid} {file}")));
-                }
-            }
-        }
-    }
-    hits
 }
 
 /// Runs `fleet ARGS` while sampling every process's argv and environment for the secrets and

@@ -440,22 +440,11 @@ async fn forward(
             let info = import.finish().await;
             cleanups.run(cleanup).await;
             match info {
-                Ok(info) if info.success() => {
-                    let _ = t
-                        .events
-                        .progress(total_bytes, total_bytes, total_paths, total_paths)
-                        .await;
-                    Relayed::Done(CopyDone {
-                        paths: total_paths as usize,
-                        nar_bytes: total_bytes,
-                        wire_bytes: None,
-                    })
+                Ok(info) => {
+                    let stderr = String::from_utf8_lossy(&info.stderr);
+                    let status = (!info.success()).then_some((info.status, stderr.trim()));
+                    import_ended(t, status, (total_bytes, total_paths)).await
                 }
-                Ok(info) => Relayed::Failed(DeployError::Import {
-                    host: t.conn.name().to_owned(),
-                    status: info.status,
-                    stderr: String::from_utf8_lossy(&info.stderr).trim().to_owned(),
-                }),
                 Err(e) => Relayed::Failed(e.into()),
             }
         }
@@ -487,24 +476,38 @@ async fn own_import(
         )
         .await;
     match out {
-        Ok(o) if o.success() => {
-            let _ = t
-                .events
-                .progress(total_bytes, total_bytes, total_paths, total_paths)
-                .await;
-            Relayed::Done(CopyDone {
-                paths: total_paths as usize,
-                nar_bytes: total_bytes,
-                wire_bytes: None,
-            })
+        Ok(o) => {
+            let stderr = o.stderr_lossy();
+            let status = (!o.success()).then_some((o.status, stderr.trim()));
+            import_ended(t, status, (total_bytes, total_paths)).await
         }
-        Ok(o) => Relayed::Failed(DeployError::Import {
-            host: t.conn.name().to_owned(),
-            status: o.status,
-            stderr: o.stderr_lossy().trim().to_owned(),
-        }),
         Err(e) => Relayed::Direct(e.to_string()),
     }
+}
+
+/// How a host's import ended: `failed` (its exit status and stderr) fails the host alone;
+/// else its copy is done and its progress full.
+async fn import_ended(
+    t: &RelayTarget,
+    failed: Option<(Option<u32>, &str)>,
+    (total_bytes, total_paths): (u64, u64),
+) -> Relayed {
+    if let Some((status, stderr)) = failed {
+        return Relayed::Failed(DeployError::Import {
+            host: t.conn.name().to_owned(),
+            status,
+            stderr: stderr.to_owned(),
+        });
+    }
+    let _ = t
+        .events
+        .progress(total_bytes, total_bytes, total_paths, total_paths)
+        .await;
+    Relayed::Done(CopyDone {
+        paths: total_paths as usize,
+        nar_bytes: total_bytes,
+        wire_bytes: None,
+    })
 }
 
 /// A marker file in the relay's folder.
