@@ -200,17 +200,7 @@ async fn broadcast(
     on_copied: OnCopied<'_>,
 ) -> Vec<Result<CopyDone, DeployError>> {
     let n = targets.len();
-    let totals: Vec<(u64, u64)> = targets
-        .iter()
-        .map(|t| {
-            let bytes = infos
-                .iter()
-                .filter(|i| t.missing.contains(&i.path))
-                .map(|i| i.nar_size)
-                .sum();
-            (bytes, t.missing.len() as u64)
-        })
-        .collect();
+    let totals = super::totals(infos, targets.iter().map(|t| &t.missing));
     let levels: Vec<i32> = transports(&targets, &totals, choice)
         .await
         .into_iter()

@@ -35,3 +35,21 @@ pub struct CopyDone {
 /// `targets` and what it received: an apply goes on to activate that host at once, so a slow
 /// host never holds back the others' activations.
 pub type OnCopied<'a> = &'a (dyn Fn(usize, CopyDone) + Sync);
+
+/// Per missing set: the NAR bytes and the number of its paths (what a host's progress counts
+/// to).
+fn totals<'a>(
+    infos: &[fleet_store::PathInfo],
+    missing: impl Iterator<Item = &'a std::collections::BTreeSet<fleet_store::StorePath>>,
+) -> Vec<(u64, u64)> {
+    missing
+        .map(|m| {
+            let bytes = infos
+                .iter()
+                .filter(|i| m.contains(&i.path))
+                .map(|i| i.nar_size)
+                .sum();
+            (bytes, m.len() as u64)
+        })
+        .collect()
+}

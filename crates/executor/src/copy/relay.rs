@@ -239,17 +239,7 @@ pub async fn copy_via_relay(
             dial: dials[index].clone(),
         })
         .collect();
-    let totals: Vec<(u64, u64)> = targets
-        .iter()
-        .map(|t| {
-            let bytes = infos
-                .iter()
-                .filter(|i| t.missing.contains(&i.path))
-                .map(|i| i.nar_size)
-                .sum();
-            (bytes, t.missing.len() as u64)
-        })
-        .collect();
+    let totals = super::totals(infos, targets.iter().map(|t| &t.missing));
     let (tx, rx) = watch::channel(Upload::Uploaded(0));
     let slots = tokio::sync::Semaphore::new(MAX_HOPS);
     let uploader = async {
