@@ -9,7 +9,7 @@
 //! contents). fleet sends patches against the hosts' own paths (docs/deltas.md); the others
 //! send every changed path whole.
 
-use super::report::{find, ratio, s, times};
+use super::report::s;
 use super::*;
 
 /// A host's configuration after the bump.
@@ -171,45 +171,6 @@ impl Ctx {
         eprintln!("xtask bench: fresh, {hosts} hosts, unlimited, every run (sorted):\n{summary}");
         Ok(None)
     }
-}
-
-/// The targets of this scenario and of the fresh comparison against parallel
-/// nix-copy-closure.
-pub(super) fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
-    let mut t = Vec::new();
-    let n = r.scale.max_fresh();
-    if let (Some(f), Some(p)) = (
-        find(r, "fresh", n, None, Tool::Fleet),
-        find(r, "fresh", n, None, Tool::NccPar),
-    ) {
-        let q = ratio(f.wall, p.wall);
-        t.push((
-            format!("{n} hosts fresh, unlimited: fleet wall ÷ parallel nix-copy-closure's"),
-            "≤ 0.90×".into(),
-            format!("{} ({} s vs {} s)", times(q), s(f.wall), s(p.wall)),
-            q.map(|q| q <= 0.90),
-        ));
-    }
-    let rate = Some(r.scale.rate);
-    for h in [1, n] {
-        if let (Some(f), Some(p)) = (
-            find(r, "bump", h, rate, Tool::Fleet),
-            find(r, "bump", h, rate, Tool::NccPar),
-        ) {
-            let q = ratio(f.wall, p.wall);
-            t.push((
-                format!(
-                    "after a nixpkgs bump, {h} host(s), {} Mbit/s: fleet wall ÷ {}'s",
-                    r.scale.rate,
-                    Tool::NccPar.label(h)
-                ),
-                "≤ 0.10×".into(),
-                format!("{} ({} s vs {} s)", times(q), s(f.wall), s(p.wall)),
-                q.map(|q| q <= 0.10),
-            ));
-        }
-    }
-    t
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@
 //! - `uplink.rs`: hosts behind one slow deployer uplink, with and without a relay.
 //! - `fleet_output.rs`: fleet's phases, outcomes and bytes from its `apply --json` events.
 //! - `measure.rs`: rusage, `/proc/stat`, veth counters.
-//! - `report.rs`: console tables, ratios, targets, `docs/performance.md`.
+//! - `report.rs`: console tables, ratios, `docs/performance.md`.
+//! - `targets.rs`: the targets checked (the rows of the "Targets" table).
 
 mod beds;
 mod bump;
@@ -40,6 +41,7 @@ mod fleet_output;
 mod measure;
 mod model;
 mod report;
+mod targets;
 mod uplink;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use super::targets::targets;
 use super::{Measured, Results, Sample, Short, Timed, Tool};
 
 pub const BEGIN: &str =
@@ -89,7 +90,7 @@ pub(super) fn s(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
-fn mb(b: u64) -> String {
+pub(super) fn mb(b: u64) -> String {
     format!("{:.1}", b as f64 / 1e6)
 }
 
@@ -372,116 +373,6 @@ pub fn console(r: &Results) -> String {
         );
     }
     o
-}
-
-/// (what, goal, measured, met) for each target of issue 10.
-fn targets(r: &Results) -> Vec<(String, String, String, Option<bool>)> {
-    let mut t = Vec::new();
-    let n = r.scale.max_fresh();
-    let fleet = find(r, "fresh", n, None, Tool::Fleet);
-    let floor = find(r, "fresh", n, None, Tool::Floor);
-    let par = find(r, "fresh", n, None, Tool::NccPar);
-    if let (Some(f), Some(fl)) = (fleet, floor) {
-        let q = ratio(f.wall, fl.wall);
-        t.push((
-            format!("{n} hosts fresh: fleet wall ÷ floor wall"),
-            "≤ 1.10×".into(),
-            format!("{} ({} s vs {} s)", times(q), s(f.wall), s(fl.wall)),
-            q.map(|q| q <= 1.10),
-        ));
-    }
-    if let (Some(f), Some(p)) = (fleet, par) {
-        let q = ratio(f.cpu, p.cpu);
-        t.push((
-            format!("{n} hosts fresh: fleet deployer CPU ÷ parallel nix-copy-closure's"),
-            "≤ 0.30×".into(),
-            format!("{} ({} s vs {} s)", times(q), s(f.cpu), s(p.cpu)),
-            q.map(|q| q <= 0.30),
-        ));
-    }
-    for &h in &r.scale.fresh {
-        let rate = Some(r.scale.rate);
-        if let (Some(f), Some(p)) = (
-            find(r, "fresh", h, rate, Tool::Fleet),
-            find(r, "fresh", h, rate, Tool::NccPar),
-        ) {
-            let q = ratio(f.wall, p.wall);
-            t.push((
-                format!(
-                    "{h} host(s), {} Mbit/s: fleet wall ÷ {}'s",
-                    r.scale.rate,
-                    Tool::NccPar.label(h)
-                ),
-                "≤ 0.45×".into(),
-                format!("{} ({} s vs {} s)", times(q), s(f.wall), s(p.wall)),
-                q.map(|q| q <= 0.45),
-            ));
-        }
-    }
-    let up = Some(r.scale.uplink);
-    if let (Some(f), Some(p)) = (
-        find(r, super::uplink::UPLINK, n, up, Tool::FleetRelay),
-        find(r, super::uplink::UPLINK, n, up, Tool::NccPar),
-    ) {
-        let q = ratio(f.wall, p.wall);
-        t.push((
-            format!(
-                "{n} hosts behind one {} Mbit/s uplink: fleet with a relay, wall ÷ parallel nix-copy-closure's",
-                r.scale.uplink
-            ),
-            "≤ 0.15×".into(),
-            format!(
-                "{} ({} s vs {} s; uplink carried {} MB vs {} MB)",
-                times(q),
-                s(f.wall),
-                s(p.wall),
-                mb(f.uplink),
-                mb(p.uplink)
-            ),
-            q.map(|q| q <= 0.15),
-        ));
-    }
-    t.extend(super::bump::targets(r));
-    if let Some(sh) = r.short.as_ref().filter(|sh| !sh.noop_apply.is_empty()) {
-        let aw = median(&sh.noop_apply).wall;
-        let sw = median(&sh.status).wall;
-        t.push((
-            format!("no-op apply of {} hosts (saved plan)", sh.hosts),
-            "≤ 1.5 s".into(),
-            format!("{} s", s(aw)),
-            Some(aw <= Duration::from_millis(1500)),
-        ));
-        t.push((
-            format!("`fleet status --no-eval` of {} hosts", sh.hosts),
-            "≤ 1 s".into(),
-            format!("{} s", s(sw)),
-            Some(sw <= Duration::from_secs(1)),
-        ));
-    }
-    if let Some(sh) = &r.short {
-        let e = &sh.eval;
-        if !e.plan_cached.is_empty() {
-            let pw = median(&e.plan_cached).wall;
-            t.push((
-                format!("no-op `fleet plan` of {} hosts, evaluation cached", e.hosts),
-                "≤ 1.0 s".into(),
-                format!("{} s", s(pw)),
-                Some(pw <= Duration::from_secs(1)),
-            ));
-        }
-        if let Some(l) = e.limited {
-            t.push((
-                format!(
-                    "heavy evaluation of {} hosts ({} MB each): peak memory of one evaluation process",
-                    e.hosts, e.heavy_mb
-                ),
-                format!("≤ the limit, {} MB (+ 25 ms of growth)", e.limit >> 20),
-                format!("{} MB", l.peak_process >> 20),
-                Some(l.peak_process <= e.limit + (e.limit / 10)),
-            ));
-        }
-    }
-    t
 }
 
 /// Raw results for `target/bench/results.json`.
