@@ -59,3 +59,33 @@ pub fn scan_proc(
     }
     hits
 }
+
+/// Runs `wait` while a thread scans (as [`scan_proc`]) every `every`, until `wait` returns:
+/// its result, how many scans ran, and every hit.
+pub fn scanning<R>(
+    needles: Vec<Vec<u8>>,
+    fleet_pid: u32,
+    netns: BTreeSet<u64>,
+    every: std::time::Duration,
+    wait: impl FnOnce() -> R,
+) -> (R, usize, Vec<(usize, String)>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut scans, mut hits) = (0, vec![]);
+            while !stop.load(Ordering::SeqCst) {
+                hits.extend(scan_proc(&needles, fleet_pid, &netns));
+                scans += 1;
+                std::thread::sleep(every);
+            }
+            (scans, hits)
+        })
+    };
+    let r = wait();
+    stop.store(true, Ordering::SeqCst);
+    let (scans, hits) = scanner.join().expect("the scanner thread panicked");
+    (r, scans, hits)
+}

@@ -8,11 +8,10 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use fleet_e2e::scan::scan_proc;
+use fleet_e2e::scan::scanning;
 use fleet_e2e::{config_with, current, named, Fleet, HostSpec, Run};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -253,24 +252,11 @@ fn apply_scanned(f: &Fleet, args: &[&str], needles: &[&str]) -> (Run, Vec<(usize
     );
     let mut run = f.spawn(args);
     let pid = run.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let scanner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut scans, mut hits) = (0, vec![]);
-            while !stop.load(Ordering::SeqCst) {
-                hits.extend(scan_proc(&needles, pid, &netns));
-                scans += 1;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            (scans, hits)
+    let ((), scans, hits) = scanning(needles, pid, netns, Duration::from_millis(5), || {
+        fleet_e2e::wait_until("fleet to finish", Duration::from_secs(400), || {
+            !run.running()
         })
-    };
-    fleet_e2e::wait_until("fleet to finish", Duration::from_secs(400), || {
-        !run.running()
     });
-    stop.store(true, Ordering::SeqCst);
-    let (scans, hits) = scanner.join().unwrap();
     assert!(scans >= 10, "{scans} scans");
     (run.finish(Duration::from_secs(10)), hits)
 }

@@ -9,11 +9,9 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_e2e::scan::scan_proc;
+use fleet_e2e::scan::scanning;
 use fleet_e2e::{config, current, Fleet, HostSpec, Run};
 
 /// Marks unique to this run, so a hit is ours.
@@ -50,26 +48,14 @@ fn apply_scanned(f: &Fleet, args: &[&str], secrets: &[&str], hosts: &[&str]) -> 
     let mut needles: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
     needles.push(b"control-deployer-88".to_vec());
     needles.push(b"control-remote-88".to_vec());
+    let n = needles.len();
     let mut run = f.spawn(args);
     let pid = run.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let scanner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut scans, mut hits) = (0, vec![]);
-            while !stop.load(Ordering::SeqCst) {
-                hits.extend(scan_proc(&needles, pid, &netns));
-                scans += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (scans, hits, needles.len())
+    let ((), scans, hits) = scanning(needles, pid, netns, Duration::from_millis(10), || {
+        fleet_e2e::wait_until("fleet to finish", Duration::from_secs(400), || {
+            !run.running()
         })
-    };
-    fleet_e2e::wait_until("fleet to finish", Duration::from_secs(400), || {
-        !run.running()
     });
-    stop.store(true, Ordering::SeqCst);
-    let (scans, hits, n) = scanner.join().unwrap();
     let run = run.finish(Duration::from_secs(10));
     eprintln!("{}\n{}", run.stderr, run.stdout);
     assert!(scans >= 10, "{scans} scans");
