@@ -636,7 +636,7 @@ async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
         let (tb, valid) = (&tb, &valid);
         async move {
             for _ in 0..20 {
-                sh(tb, h, "nix-collect-garbage -d >/dev/null 2>&1").await;
+                tb.collect_garbage(h, "-d").unwrap();
                 if valid(h).await == 0 {
                     return 0;
                 }
@@ -645,13 +645,13 @@ async fn imported_paths_stay_rooted_until_the_pending_roots_are_dropped() {
             valid(h).await
         }
     };
-    sh(&tb, "h1", "nix-collect-garbage -d >/dev/null 2>&1").await;
+    tb.collect_garbage("h1", "-d").unwrap();
     assert_eq!(
         collect_until_none_left("h2").await,
         0,
         "the control: all of it collected"
     );
-    sh(&tb, "h1", "nix-collect-garbage -d >/dev/null 2>&1").await;
+    tb.collect_garbage("h1", "-d").unwrap();
     assert_eq!(valid("h1").await, all.len(), "rooted: nothing collected");
     deploy::drop_pending_roots(&c1, &Privilege::None, &id)
         .await

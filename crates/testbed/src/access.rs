@@ -95,6 +95,20 @@ impl Testbed {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs the host's garbage collector, `nix-collect-garbage` with `args` (e.g. `-d`), as the
+    /// host's own `nix.gc` would, in a PID namespace of its own. Nix also keeps every store path
+    /// named in any `/proc/*/environ`, `maps`, `fd` or `exe` it can see ("runtime roots"), and
+    /// the simulated hosts share the machine's `/proc`: without its own one, a host's collection
+    /// keeps paths that a process of another test (another host, the deployer) happens to name,
+    /// which the same configuration in two tests makes likely. Temporary roots (`temproots/`,
+    /// held by a file lock, not a PID) and every root on disk still count.
+    pub fn collect_garbage(&self, host: &str, args: &str) -> Result<String> {
+        self.exec_ok(
+            host,
+            &format!("unshare --pid --fork --mount-proc nix-collect-garbage {args} 2>&1"),
+        )
+    }
+
     /// Fills the host's tmpfs `/nix` to the last byte (needs [`HostSpec::nix_tmpfs_mb`]).
     pub fn fill_disk(&self, host: &str) -> Result<()> {
         let i = self.index(host)?;

@@ -218,7 +218,7 @@ fn a_full_nix_fails_that_host_cleanly_and_freeing_space_lets_a_rerun_finish() {
     );
     // Collecting that garbage keeps the running system (the profile and fleet's package are
     // GC roots).
-    f.sh("small", "nix-store --gc >/dev/null 2>&1");
+    f.tb.collect_garbage("small", "").unwrap();
     f.assert_sound("small", &[Some(&old[1])]);
 
     // Re-run (`small` with a system that fits).

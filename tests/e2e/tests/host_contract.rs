@@ -196,7 +196,7 @@ fn garbage_collection_after_three_applies_keeps_only_the_running_system_and_its_
         f.sh("h", "ls /nix/var/nix/profiles | grep -c '^system-'"),
         "3"
     );
-    f.sh("h", "nix-collect-garbage -d >/dev/null 2>&1");
+    f.tb.collect_garbage("h", "-d").unwrap();
     let kept: std::collections::BTreeSet<String> = f
         .sh(
             "h",
@@ -461,7 +461,7 @@ fn garbage_collection_during_a_compressed_copy_takes_none_of_the_imported_paths(
         },
     );
     // The host's own nix.gc runs now: the paths imported so far are referenced by nothing yet.
-    f.sh("h", "nix-collect-garbage -d >/dev/null 2>&1");
+    f.tb.collect_garbage("h", "-d").unwrap();
     let run = run.finish(Duration::from_secs(180));
     run.expect_code(0);
     assert_eq!(run.outcomes()["h"], "applied");
