@@ -273,7 +273,10 @@ fn generations_diff_and_rollback_to_a_chosen_generation() {
 
 #[test]
 fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
-    let f = Fleet::start([HostSpec::new("a"), HostSpec::new("b").sudo_password()]);
+    // A host name no other test uses: its systems are its own. Nix keeps whatever any process
+    // on the machine names in its environment (runtime roots), and the simulated hosts share
+    // the machine's processes: a system of another test's "a" would be kept while it runs.
+    let f = Fleet::start([HostSpec::new("gcd"), HostSpec::new("b").sudo_password()]);
     let mut systems = Vec::new();
     for pkgs in [
         &["htop"][..],
@@ -281,20 +284,20 @@ fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
         &["nano"],
         &["htop", "nano", "jq"],
     ] {
-        f.set_config("a", &config("a", pkgs));
-        f.fleet(&["apply", "--on", "a"]).expect_code(0);
-        systems.push(f.link("a", "/run/current-system").unwrap());
+        f.set_config("gcd", &config("gcd", pkgs));
+        f.fleet(&["apply", "--on", "gcd"]).expect_code(0);
+        systems.push(f.link("gcd", "/run/current-system").unwrap());
     }
     f.fleet(&["apply", "--on", "b"]).expect_code(0);
     let b1 = f.link("b", "/run/current-system").unwrap();
     // a boots generation 4, then runs generation 2 (switched by hand with `test`).
-    f.tb.reboot("a").unwrap();
+    f.tb.reboot("gcd").unwrap();
     assert_eq!(
-        f.link("a", "/run/booted-system").as_ref(),
+        f.link("gcd", "/run/booted-system").as_ref(),
         Some(&systems[3])
     );
     f.sh(
-        "a",
+        "gcd",
         &format!("{}/bin/switch-to-configuration test", systems[1]),
     );
     let pkg_gens = |h: &str| {
@@ -303,9 +306,9 @@ fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
             "ls /nix/var/nix/profiles/fleet | grep -c -- '-link$' || true",
         )
     };
-    assert_eq!(pkg_gens("a"), "4");
+    assert_eq!(pkg_gens("gcd"), "4");
 
-    let run = f.fleet(&["gc", "--dry-run", "--json", "--on", "a"]);
+    let run = f.fleet(&["gc", "--dry-run", "--json", "--on", "gcd"]);
     run.expect_code(0);
     let r = &run.json()[0];
     let mut kept: Vec<(u64, String)> = r["kept_system"]
@@ -330,8 +333,8 @@ fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
     assert_eq!(r["deleted_packages"], serde_json::json!([1]));
     assert!(r["freed"].is_null());
     // Nothing changed.
-    assert!(f.sh("a", &format!("test -e {} && echo yes", systems[0])) == "yes");
-    assert_eq!(pkg_gens("a"), "4");
+    assert!(f.sh("gcd", &format!("test -e {} && echo yes", systems[0])) == "yes");
+    assert_eq!(pkg_gens("gcd"), "4");
 
     // Young generations are kept with --older-than.
     let run = f.fleet(&["gc", "--older-than", "30d", "--json"]);
@@ -349,28 +352,28 @@ fn gc_deletes_old_generations_but_keeps_running_booted_and_rollback_target() {
     let run = f.fleet(&["gc"]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("a: deleted system generations"),
+        run.stdout.contains("gcd: deleted system generations"),
         "{}",
         run.stdout
     );
     assert!(run.stdout.contains("MiB freed"), "{}", run.stdout);
     assert_eq!(
-        f.sh("a", "ls /nix/var/nix/profiles | grep '^system-'"),
+        f.sh("gcd", "ls /nix/var/nix/profiles | grep '^system-'"),
         "system-2-link\nsystem-3-link\nsystem-4-link"
     );
     assert_eq!(
         f.sh(
-            "a",
+            "gcd",
             &format!("test -e {} && echo yes || echo gone", systems[0])
         ),
         "gone"
     );
-    assert_eq!(pkg_gens("a"), "3");
+    assert_eq!(pkg_gens("gcd"), "3");
     // b (sudo with a password) has one generation: kept.
     assert_eq!(f.link("b", "/nix/var/nix/profiles/system").unwrap(), b1);
 
     // The running system (not the profile's) is one of the kept ones.
-    f.assert_sound("a", &[Some(&systems[1]), Some(&systems[3])]);
+    f.assert_sound("gcd", &[Some(&systems[1]), Some(&systems[3])]);
     f.assert_sound("b", &[Some(&b1)]);
 }
 
