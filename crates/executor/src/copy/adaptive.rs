@@ -14,7 +14,7 @@
 //! - between, or not measured: level 3.
 //!
 //! Hosts probed together are classed together ([`link_uses`]): one within 1/[`SAME_CLASS`] of
-//! the fastest host counts as fast when that one does.
+//! the upper quartile of their rates counts as fast when that rate is fast.
 //!
 //! The compressed copy compresses each segment **once per distinct level** among the hosts
 //! that lack it (hosts grouped by link class), so one slow host does not make the others wait
@@ -52,10 +52,9 @@ pub const FAST_LINK: u64 = 25_000_000;
 /// than that).
 pub const SLOW_LINK: u64 = 1_000_000;
 
-/// A host measured at least 1/`SAME_CLASS` of the fastest host's rate is in its class: hosts
-/// probed at once on a busy machine measure anywhere from 5 to 95 MB/s on the same kind of link
-/// (measured here), and a mix of routes costs more than either. A 20 Mbit/s host (2.5 MB/s)
-/// stays apart from a LAN at 40 MB/s and more.
+/// A host measured at least 1/`SAME_CLASS` of the fleet's fast rate is in its class
+/// ([`link_uses`]): hosts probed at once on a busy machine measure anywhere from 5 to 95 MB/s on
+/// the same kind of link (measured here), and a mix of routes costs more than either.
 pub const SAME_CLASS: u64 = 16;
 
 /// How a compressed copy picks each host's zstd level.
@@ -110,19 +109,36 @@ pub fn link_use(bytes_per_s: Option<u64>, default: i32) -> LinkUse {
     }
 }
 
-/// [`link_use`] for hosts probed together: a host within [`SAME_CLASS`] of the fastest one
-/// counts as fast when that one is.
+/// [`link_use`] for hosts probed together: a host within 1/[`SAME_CLASS`] of the fleet's fast
+/// rate counts as fast when that rate is [`FAST_LINK`] or more, if it measured at least
+/// [`PROBE_MORE_FROM`] itself. The fleet's fast rate is the upper quartile of what was
+/// measured, not the fastest host: one host on the deployer's own switch (or a probe that
+/// happened to get both CPUs) would otherwise push hosts of the same LAN out of the class. The
+/// floor keeps a 20 Mbit/s host compressed however fast its neighbours are.
 pub fn link_uses(measured: &[Option<u64>], default: i32) -> Vec<LinkUse> {
-    let best = measured.iter().flatten().copied().max().unwrap_or(0);
+    let reference = upper_quartile(measured.iter().flatten().copied().collect());
     measured
         .iter()
         .map(|&m| match m {
-            Some(r) if best >= FAST_LINK && r.saturating_mul(SAME_CLASS) >= best => {
+            Some(r)
+                if reference >= FAST_LINK
+                    && r >= PROBE_MORE_FROM
+                    && r.saturating_mul(SAME_CLASS) >= reference =>
+            {
                 LinkUse::Uncompressed
             }
             m => link_use(m, default),
         })
         .collect()
+}
+
+/// The rate three quarters of the way up `rates` (nearest rank; 0 when empty).
+fn upper_quartile(mut rates: Vec<u64>) -> u64 {
+    rates.sort_unstable();
+    match rates.len() {
+        0 => 0,
+        n => rates[(3 * n).div_ceil(4) - 1],
+    }
 }
 
 /// The zstd level for a link measured at `bytes_per_s` that takes the compressed stream
@@ -238,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts_probed_together_share_the_fastest_class() {
+    fn hosts_probed_together_share_the_fast_class() {
         use LinkUse::*;
         // LAN hosts probed at once on a busy machine (measured here: 5 to 95 MB/s).
         let lan = [95, 92, 31, 14, 8, 6].map(|mb| Some(mb * 1_000_000));
@@ -249,6 +265,27 @@ mod tests {
         // Nobody fast: each by its own rate.
         let slow = [Some(12_000_000), Some(900_000)];
         assert_eq!(link_uses(&slow, 3), vec![Zstd(3), Zstd(6)]);
+        // One host far faster than the rest (next to the deployer) does not split the LAN.
+        let outlier = [1600, 95, 92, 90, 88, 14, 8, 6].map(|mb| Some(mb * 1_000_000));
+        assert!(link_uses(&outlier, 3).iter().all(|u| *u == Uncompressed));
+        // A 20 Mbit/s host next to a LAN at 30 MB/s (within 16×) is still compressed.
+        let near = [Some(30_000_000), Some(2_500_000)];
+        assert_eq!(link_uses(&near, 3), vec![Uncompressed, Zstd(3)]);
+        // Most hosts slow, one fast: the fast one alone takes the serve stream.
+        let few = [40, 3, 3, 3].map(|mb| Some(mb * 1_000_000));
+        assert_eq!(
+            link_uses(&few, 3),
+            vec![Uncompressed, Zstd(3), Zstd(3), Zstd(3)]
+        );
+    }
+
+    #[test]
+    fn upper_quartile_is_nearest_rank() {
+        assert_eq!(upper_quartile(vec![]), 0);
+        assert_eq!(upper_quartile(vec![7]), 7);
+        assert_eq!(upper_quartile(vec![1, 2]), 2);
+        assert_eq!(upper_quartile(vec![4, 1, 3, 2]), 3);
+        assert_eq!(upper_quartile(vec![6, 8, 14, 31, 92, 95]), 92);
     }
 
     #[test]
