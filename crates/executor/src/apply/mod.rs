@@ -21,7 +21,7 @@ use fleet_store::{PathInfo, StorePath};
 use tokio::sync::oneshot;
 
 use crate::activation::Activation;
-use crate::copy::delta::{delta_first, DeltaHost};
+use crate::copy::delta_chunks::{delta_first, DeltaHost};
 use crate::copy::PENDING_ROOTS;
 use crate::copy::{adaptive, CopyDone, LevelChoice};
 use crate::fanout::{

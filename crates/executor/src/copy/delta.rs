@@ -200,59 +200,94 @@ pub async fn bundle(
     cache: &PatchCache,
     tmp: &Path,
 ) -> Option<Bundle> {
-    let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
+    let lacking: BTreeSet<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
+    make_patches(missing, has, &local_has, real_path.clone(), cache, tmp).await;
+    bundle_part(missing, &lacking, has, &local_has, real_path, cache, tmp).await
+}
+
+/// The bundle of `part`, a run of consecutive paths of a host's dependency-ordered missing
+/// list, when the host still lacks `lacking` (which holds `part`'s paths, and the paths before
+/// `part` that did not arrive): as [`bundle`], a path's references on the host already (not in
+/// `lacking`) or patched before it in `part` ([`select`]). The patches not in `cache` yet are
+/// made one by one: [`make_patches`] makes them a few at once beforehand.
+pub async fn bundle_part(
+    part: &[PathInfo],
+    lacking: &BTreeSet<StorePath>,
+    has: &[StorePath],
+    local_has: &impl Fn(&StorePath) -> bool,
+    real_path: impl Fn(&StorePath) -> PathBuf + Clone,
+    cache: &PatchCache,
+    tmp: &Path,
+) -> Option<Bundle> {
+    let paths: Vec<StorePath> = part.iter().map(|i| i.path.clone()).collect();
     let bases = delta::pair(&paths, has);
-    make_patches(missing, &bases, &local_has, real_path.clone(), cache, tmp).await;
-    let lacking: BTreeSet<&StorePath> = paths.iter().collect();
-    // Paths that go as patches; each needs its references on the host first: valid there
-    // already, or patched before it in this bundle (`missing` is in dependency order).
-    let mut patched: BTreeSet<&StorePath> = BTreeSet::new();
+    let mut patches: Vec<Option<(StorePath, Arc<Vec<u8>>)>> = vec![None; part.len()];
+    for (&i, base) in &bases {
+        if local_has(base) {
+            patches[i] = cache
+                .patch(base, &part[i], real_path.clone(), tmp)
+                .await
+                .map(|p| (base.clone(), p));
+        }
+    }
     let mut out = Bundle {
-        entries: Vec::with_capacity(missing.len()),
+        entries: Vec::new(),
         deltas: 0,
         patch_bytes: 0,
         delta_nar_bytes: 0,
     };
-    for (i, info) in missing.iter().enumerate() {
-        let refs_ready = info
-            .references
-            .iter()
-            .all(|r| *r == info.path || !lacking.contains(r) || patched.contains(r));
-        let patch = match bases.get(&i) {
-            Some(base) if refs_ready && local_has(base) => cache
-                .patch(base, info, real_path.clone(), tmp)
-                .await
-                .map(|p| (base.clone(), p)),
-            _ => None,
-        };
-        // A path without a patch goes by the ordinary route, and so do the paths that need it.
-        if let Some((base, p)) = patch {
-            patched.insert(&info.path);
-            out.deltas += 1;
-            out.patch_bytes += p.len() as u64;
-            out.delta_nar_bytes += info.nar_size;
-            out.entries.push(Entry::Delta {
-                info: info.clone(),
-                base,
-                patch: p.to_vec(),
-            });
-        }
+    for i in select(part, lacking, |i| patches[i].is_some()) {
+        let (info, (base, p)) = (&part[i], patches[i].take()?);
+        out.deltas += 1;
+        out.patch_bytes += p.len() as u64;
+        out.delta_nar_bytes += info.nar_size;
+        out.entries.push(Entry::Delta {
+            info: info.clone(),
+            base,
+            patch: p.to_vec(),
+        });
     }
     (out.deltas > 0).then_some(out)
 }
 
-/// Makes the patches of every path with a base the deployer has, a few at once (each is two
-/// NAR dumps and a `zstd` process, mostly waiting for that process), into `cache`; the bundle
-/// then takes them from there.
-async fn make_patches(
+/// Which paths of `part` (dependency order) go as patches, by index: those with a patch
+/// (`patched(i)`) whose references are all on the host (not in `lacking`) or go as patches
+/// before them in `part`. A path without a patch goes by the ordinary route, and so do the
+/// paths that need it.
+pub fn select(
+    part: &[PathInfo],
+    lacking: &BTreeSet<StorePath>,
+    patched: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut sent: BTreeSet<&StorePath> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, info) in part.iter().enumerate() {
+        let refs_ready = info
+            .references
+            .iter()
+            .all(|r| *r == info.path || !lacking.contains(r) || sent.contains(r));
+        if refs_ready && patched(i) {
+            sent.insert(&info.path);
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Makes the patches of every path of `missing` with a base in `has` the deployer has, a few
+/// at once (each is two NAR dumps and a `zstd` process, mostly waiting for that process), into
+/// `cache`; the bundle then takes them from there.
+pub async fn make_patches(
     missing: &[PathInfo],
-    bases: &std::collections::BTreeMap<usize, StorePath>,
+    has: &[StorePath],
     local_has: &impl Fn(&StorePath) -> bool,
     real_path: impl Fn(&StorePath) -> PathBuf + Clone,
     cache: &PatchCache,
     tmp: &Path,
 ) {
     use futures::StreamExt;
+    let paths: Vec<StorePath> = missing.iter().map(|i| i.path.clone()).collect();
+    let bases = delta::pair(&paths, has);
     let jobs = patch_jobs();
     let todo: Vec<(&StorePath, &PathInfo)> = bases
         .iter()
@@ -353,91 +388,6 @@ pub fn still_missing(
     valid_now: &BTreeSet<StorePath>,
 ) -> BTreeSet<StorePath> {
     missing.difference(valid_now).cloned().collect()
-}
-
-/// One host of an apply, as the delta phase sees it.
-pub(crate) struct DeltaHost<'a> {
-    pub conn: &'a Connection,
-    pub privilege: &'a Privilege,
-    /// What it lacks; the paths it imported are taken out.
-    pub missing: &'a mut BTreeSet<StorePath>,
-    /// What it holds (its current system's closure).
-    pub has: &'a [StorePath],
-    /// Its pending GC roots folder.
-    pub pending_roots: String,
-    pub events: &'a crate::fanout::HostEvents,
-}
-
-/// The delta phase of an apply: every host that holds paths of the same packages gets the
-/// paths it lacks as patches where they are worth it (hosts at once, at most `parallel`; each
-/// patch made once), and what it imported is no longer missing. A host where nothing is worth
-/// a patch, or whose delta import fails, keeps its whole missing set for the ordinary copy.
-pub(crate) async fn delta_first(
-    hosts: Vec<DeltaHost<'_>>,
-    infos: &[PathInfo],
-    store: &fleet_store::local::LocalStore,
-    parallel: usize,
-) {
-    use crate::fanout::LogStream;
-    use futures::StreamExt;
-    let tmp = std::env::temp_dir().join(format!("fleet-delta-{}", std::process::id()));
-    if std::fs::create_dir_all(&tmp).is_err() {
-        return;
-    }
-    let cache = PatchCache::default();
-    futures::stream::iter(hosts.into_iter().map(|h| {
-        let (cache, tmp, store) = (cache.clone(), tmp.clone(), store.clone());
-        async move {
-            if h.has.is_empty() || h.missing.is_empty() {
-                return;
-            }
-            let missing: Vec<PathInfo> = infos
-                .iter()
-                .filter(|i| h.missing.contains(&i.path))
-                .cloned()
-                .collect();
-            let real = {
-                let store = store.clone();
-                move |p: &StorePath| store.real_path(p)
-            };
-            let local = |p: &StorePath| store.real_path(p).exists();
-            let Some(b) = bundle(&missing, h.has, local, real.clone(), &cache, &tmp).await else {
-                return;
-            };
-            match send(h.conn, h.privilege, &b, real, &tmp, Some(&h.pending_roots)).await {
-                Ok(sent) => {
-                    for e in b.entries.iter().take(sent.imported) {
-                        h.missing.remove(&e.info().path);
-                    }
-                    let mut line = format!(
-                        "{} of {} paths as patches ({} bytes for {} bytes of NAR); {} bytes sent",
-                        b.deltas,
-                        missing.len(),
-                        b.patch_bytes,
-                        b.delta_nar_bytes,
-                        sent.bytes
-                    );
-                    if let Some(why) = sent.stopped.first() {
-                        line.push_str(&format!("; stopped at {why}"));
-                    }
-                    let _ = h.events.log(LogStream::Fleet, line).await;
-                }
-                Err(e) => {
-                    let _ = h
-                        .events
-                        .log(
-                            LogStream::Fleet,
-                            format!("deltas failed ({e}); copying whole"),
-                        )
-                        .await;
-                }
-            }
-        }
-    }))
-    .buffered(parallel.max(1))
-    .collect::<Vec<()>>()
-    .await;
-    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[cfg(test)]

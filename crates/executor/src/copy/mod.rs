@@ -9,6 +9,7 @@
 pub mod adaptive;
 mod compressed;
 pub mod delta;
+pub mod delta_chunks;
 pub mod relay;
 mod relay_sh;
 mod relay_state;
