@@ -45,6 +45,10 @@ in derivation (common // {{
     StorePath::new(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
 }
 
+/// The tests here run one at a time: the simulated hosts share this machine's /tmp, where
+/// each checks that its delta left nothing.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn real_path(p: &StorePath) -> PathBuf {
     PathBuf::from(p.as_str())
 }
@@ -111,6 +115,7 @@ async fn copy(conn: &Connection, infos: &[PathInfo], missing: BTreeSet<StorePath
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tb = Testbed::start([HostSpec::new("h1")]).unwrap();
     let conn = connector(&tb).connect(&target(&tb, "h1")).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -231,6 +236,155 @@ async fn patches_rebuild_on_the_host_and_bad_ones_never_become_valid() {
         .collect();
     copy(&conn, &newer_infos, still).await;
     assert!(lacking(&conn, &newer_infos).await.is_empty());
+    conn.close().await;
+    tb.teardown().unwrap();
+}
+
+/// Generation `seed` of four paths: `dep-1.0` (holds the seed), `lib-1.0` (1.3 MB of text and
+/// dep's path), `other-1.0` (1 MB of text and the seed, needs nothing) and `top-1.0` (needs lib
+/// and other), in a dependency order: dep, lib, other, top.
+fn build_four(tb: &Testbed, seed: &str) -> Vec<StorePath> {
+    let expr = format!(
+        r#"let
+  common = {{ system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; }};
+  dep = derivation (common // {{ name = "dep-1.0"; args = [ "-c" "echo {seed} > $out" ]; }});
+  lib = derivation (common // {{
+    name = "lib-1.0"; inherit dep;
+    args = [ "-c" "mkdir $out && seq 1 200000 > $out/blob && echo $dep >> $out/blob" ];
+  }});
+  other = derivation (common // {{
+    name = "other-1.0";
+    args = [ "-c" "mkdir $out && seq 5 150000 > $out/blob && echo {seed} >> $out/blob" ];
+  }});
+  top = derivation (common // {{
+    name = "top-1.0"; inherit lib other;
+    args = [ "-c" "echo $lib $other > $out" ];
+  }});
+in [ dep lib other top ]"#
+    );
+    let out = Command::new("nix-build")
+        .args(["--no-out-link", "-E", &expr])
+        .envs(tb.nix_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| StorePath::new(l.trim()).unwrap())
+        .collect()
+}
+
+/// The infos of `paths`, in that order.
+async fn infos_of(paths: &[StorePath]) -> Vec<PathInfo> {
+    let all = closure(paths.last().unwrap()).await;
+    paths
+        .iter()
+        .map(|p| all.iter().find(|i| i.path == *p).unwrap().clone())
+        .collect()
+}
+
+/// The chunked pipeline, one path per chunk: a clean run imports every chunk; then a corrupted
+/// patch in chunk 1 ends the host's delta phase there (chunk 0 imported, chunk 2's path, which
+/// needs nothing of chunk 1, not sent), and the ordinary copy brings the rest whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_go_one_after_the_other_and_a_bad_chunk_ends_the_delta_phase() {
+    use fleet_executor::copy::delta_chunks::{send_chunked, Chunking};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tb = Testbed::start([HostSpec::new("h1")]).unwrap();
+    let conn = connector(&tb).connect(&target(&tb, "h1")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let one_each = Chunking {
+        chunks: 100,
+        min_paths: 1,
+    };
+    let local = |p: &StorePath| real_path(p).exists();
+
+    let gen1 = infos_of(&build_four(&tb, "1")).await;
+    copy(&conn, &gen1, gen1.iter().map(|i| i.path.clone()).collect()).await;
+    let has: Vec<StorePath> = gen1.iter().map(|i| i.path.clone()).collect();
+
+    let gen2 = infos_of(&build_four(&tb, "2")).await;
+    assert_eq!(lacking(&conn, &gen2).await.len(), 4);
+    let cache = PatchCache::default();
+    let done = send_chunked(
+        &conn,
+        &Privilege::None,
+        &gen2,
+        &has,
+        local,
+        real_path,
+        &cache,
+        tmp.path(),
+        None,
+        one_each,
+    )
+    .await;
+    assert_eq!(done.bundles, 4, "{done:?}");
+    assert_eq!(done.deltas, 4, "{done:?}");
+    assert_eq!(done.stopped, None);
+    assert_eq!(done.failed, None);
+    let want: Vec<StorePath> = gen2.iter().map(|i| i.path.clone()).collect();
+    assert_eq!(done.imported, want);
+    assert!(lacking(&conn, &gen2).await.is_empty());
+
+    // Generation 3 with lib's patch corrupted.
+    let has: Vec<StorePath> = gen2.iter().map(|i| i.path.clone()).collect();
+    let gen3 = infos_of(&build_four(&tb, "3")).await;
+    let good = PatchCache::default();
+    delta::bundle(&gen3, &has, local, real_path, &good, tmp.path())
+        .await
+        .expect("patches");
+    let cache = PatchCache::default();
+    for (old, new) in has.iter().zip(&gen3) {
+        let mut p = good
+            .get(old, &new.path)
+            .expect("every path has a patch")
+            .to_vec();
+        if new.path.name() == "lib-1.0" {
+            let mid = p.len() / 2;
+            p[mid] ^= 0xff;
+            p[mid + 1] ^= 0xff;
+        }
+        assert!(cache.set(old, &new.path, p));
+    }
+    let done = send_chunked(
+        &conn,
+        &Privilege::None,
+        &gen3,
+        &has,
+        local,
+        real_path,
+        &cache,
+        tmp.path(),
+        None,
+        one_each,
+    )
+    .await;
+    assert_eq!(done.bundles, 2, "chunks 0 and 1 only: {done:?}");
+    assert_eq!(done.imported, vec![gen3[0].path.clone()]);
+    let why = done.stopped.clone().expect("stopped in chunk 1");
+    assert!(why.contains("lib-1.0"), "{why}");
+    let still: BTreeSet<StorePath> = lacking(&conn, &gen3)
+        .await
+        .into_iter()
+        .map(|i| i.path)
+        .collect();
+    let expect: BTreeSet<StorePath> = gen3[1..].iter().map(|i| i.path.clone()).collect();
+    assert_eq!(still, expect, "other (chunk 2) was not sent");
+    copy(&conn, &gen3, still).await;
+    assert!(lacking(&conn, &gen3).await.is_empty());
+    let lib = &gen3[1].path;
+    let on_host = tb.exec_ok("h1", &format!("sha256sum {lib}/blob")).unwrap();
+    let here = Command::new("sha256sum")
+        .arg(format!("{lib}/blob"))
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(on_host.trim(), String::from_utf8_lossy(&here).trim());
     conn.close().await;
     tb.teardown().unwrap();
 }

@@ -148,6 +148,22 @@ impl PatchCache {
             .clone()
     }
 
+    /// Takes `patch` as the patch of `path` against `base`, as if made here (tests use it to
+    /// send a corrupted patch); false when that patch was made or set already.
+    pub fn set(&self, base: &StorePath, path: &StorePath, patch: Vec<u8>) -> bool {
+        self.cell((base.clone(), path.clone()))
+            .set(Some(Arc::new(patch)))
+            .is_ok()
+    }
+
+    /// The patch of `path` against `base`, if made (or set) and worth sending.
+    pub fn get(&self, base: &StorePath, path: &StorePath) -> Option<Arc<Vec<u8>>> {
+        self.cell((base.clone(), path.clone()))
+            .get()
+            .cloned()
+            .flatten()
+    }
+
     /// The patch of `info` against `base`: made once (in its own folder under `tmp`), `None`
     /// when larger than [`delta::MAX_PATCH_RATIO`] of the NAR or when zstd failed.
     async fn patch(

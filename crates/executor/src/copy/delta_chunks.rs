@@ -20,9 +20,9 @@ use super::delta::{bundle_part, make_patches, send, PatchCache};
 use crate::sudo::Privilege;
 use crate::Connection;
 
-/// How a host's missing list is cut: into up to `chunks` runs of about the same NAR bytes,
-/// each but the last of at least `min_paths` paths (so fewer chunks for a short list: one for a
-/// list under twice `min_paths`).
+/// How a host's missing list is cut: into up to `chunks` runs of about the same number of
+/// paths, each of at least `min_paths` paths (so fewer chunks for a short list: one for a list
+/// under twice `min_paths`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunking {
     pub chunks: usize,
@@ -40,8 +40,10 @@ impl Default for Chunking {
 }
 
 /// The chunks of `missing` (index ranges, consecutive, covering it in order, none empty): as
-/// many as `chunking` says but at most one per `min_paths` paths, each ending where the running
-/// NAR total first reaches its share.
+/// many as `chunking` says but at most one per `min_paths` paths, the first ones one path
+/// longer when the paths do not divide evenly. By paths, not bytes: a path's cost on both sides
+/// is mostly its processes (two NAR dumps and a `zstd` here; `find`, `zstd`, `sha256sum` on
+/// the host), whatever its size.
 pub fn cut(missing: &[PathInfo], chunking: Chunking) -> Vec<Range<usize>> {
     let len = missing.len();
     if len == 0 {
@@ -51,23 +53,16 @@ pub fn cut(missing: &[PathInfo], chunking: Chunking) -> Vec<Range<usize>> {
         .chunks
         .min(len / chunking.min_paths.max(1))
         .clamp(1, len);
-    let total: u128 = missing.iter().map(|i| u128::from(i.nar_size)).sum();
-    let mut out = Vec::with_capacity(n);
-    let (mut start, mut sum) = (0usize, 0u128);
-    for (i, info) in missing.iter().enumerate() {
-        sum += u128::from(info.nar_size);
-        let k = out.len() as u128 + 1;
-        // Leave at least one path for each chunk still to come.
-        let room = len - (i + 1) >= n - out.len() - 1;
-        let share = sum * n as u128 >= total * k;
-        let size = i + 1 - start >= chunking.min_paths.max(1);
-        if out.len() + 1 < n && room && share && size {
-            out.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    out.push(start..len);
-    out
+    let (each, longer) = (len / n, len % n);
+    let mut start = 0;
+    (0..n)
+        .map(|k| {
+            let end = start + each + usize::from(k < longer);
+            let r = start..end;
+            start = end;
+            r
+        })
+        .collect()
 }
 
 /// Whether the host goes on with the next chunk after one whose bundle held `sent` (in order)
@@ -324,27 +319,26 @@ mod tests {
     }
 
     #[test]
-    fn chunks_split_the_nar_bytes_and_a_short_list_stays_whole() {
+    fn chunks_split_the_paths_evenly_and_a_short_list_stays_whole() {
         let even: Vec<PathInfo> = (0..40).map(|n| info(n, 1000, &[])).collect();
         let c = cut(&even, Chunking::default());
         assert_eq!(c, vec![0..10, 10..20, 20..30, 30..40]);
         assert_eq!(cut(&even[..15], Chunking::default()), vec![0..15]);
         assert_eq!(cut(&even[..20], Chunking::default()), vec![0..10, 10..20]);
         assert!(cut(&[], Chunking::default()).is_empty());
-        // A large path early: its chunk ends once it holds the minimum of paths.
-        let mut skewed = even.clone();
-        skewed[2].nar_size = 1_000_000;
-        let c = cut(&skewed, Chunking::default());
-        covers(&c, 40);
-        assert_eq!(c[0], 0..8, "{c:?}");
-        // Byte shares: the last ten paths weigh three times as much. Each chunk ends where
-        // its share of the bytes is reached, and holds at least the minimum of paths.
-        let mut heavy_tail = even.clone();
-        for i in &mut heavy_tail[30..] {
-            i.nar_size = 3000;
-        }
-        let c = cut(&heavy_tail, Chunking::default());
-        assert_eq!(c, vec![0..15, 15..30, 30..38, 38..40]);
+        let c = cut(&even[..35], Chunking::default());
+        assert_eq!(c, vec![0..9, 9..18, 18..27, 27..35]);
+        covers(&c, 35);
+        assert_eq!(
+            cut(
+                &even,
+                Chunking {
+                    chunks: 3,
+                    min_paths: 8
+                }
+            ),
+            vec![0..14, 14..27, 27..40]
+        );
         // One path per chunk.
         let one = Chunking {
             chunks: 100,
@@ -359,7 +353,7 @@ mod tests {
     #[test]
     fn references_count_when_imported_with_an_earlier_chunk_or_earlier_in_the_same() {
         let y = 9;
-        let list = vec![
+        let list = [
             info(1, 10, &[]),
             info(2, 10, &[]),
             info(3, 10, &[1]),
