@@ -1,6 +1,8 @@
 //! The delta route: the paths a host lacks as zstd patches against paths of the same package
-//! it has (see `fleet_store::delta`), in one bundle the host unpacks, rebuilds, checks and
-//! imports. Then the host's store is asked again: whatever it still lacks (a patch that did not
+//! it has (see `fleet_store::delta`), in bundles the host unpacks, rebuilds, checks and
+//! imports: one per chunk of its missing list, the next chunk's patches made while the host
+//! imports the last ([`super::delta_chunks`], which runs an apply's delta phase; this module
+//! makes the patches, a bundle and sends it). Then the host's store is asked again: whatever it still lacks (a patch that did not
 //! rebuild the exact NAR, a base the host lost meanwhile) goes by the ordinary route, so a delta
 //! can only save bytes, never fail a deploy.
 //!
